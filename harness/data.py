@@ -1,0 +1,146 @@
+"""Real input images: the shipped sample pairs and user-supplied ``--src/--bgr`` pairs.
+
+Tensors are ``(B, 3, H, W)`` float32 RGB in [0, 1]; alpha is ``(B, 1, H, W)`` in [0, 1].
+See ``data/samples/SOURCES.md`` for where each sample photo comes from and its licence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SAMPLES_DIR = Path(__file__).parent / "data" / "samples"
+SAMPLE_NAMES = ("rocket_coffee", "hubble_astronaut", "horse_grass")
+_SHIPPED = {"small": (288, 512), "hd": (1080, 1920)}
+
+
+class InputError(ValueError):
+    """An input image that cannot be used; the message names the file and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One ``src``/``bgr`` pair (and ground-truth alpha when known), ``(3, H, W)`` float32 in [0, 1]."""
+
+    name: str
+    src: Tensor
+    bgr: Tensor
+    pha: Optional[Tensor] = None
+
+
+def _open_rgb(path: Path, role: str):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputError(f"--{role} {str(path)!r}: no such file")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"--{role} {str(path)!r} is not a readable image ({type(e).__name__}: {e})") from None
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        bg = Image.new("RGB", im.size, (0, 0, 0))
+        bg.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        im = bg  # alpha is composited over black: the model takes RGB only
+    elif im.mode != "RGB":
+        im = im.convert("RGB")  # grayscale, palette, CMYK, 16-bit -> 8-bit RGB
+    return im
+
+
+def _to_tensor(im) -> Tensor:
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        return torch.from_numpy(arr.copy()).unsqueeze(0)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _resize(im, hw: Tuple[int, int]):
+    from PIL import Image
+
+    if (im.height, im.width) == tuple(hw):
+        return im
+    return im.resize((hw[1], hw[0]), Image.BILINEAR)
+
+
+def load_sample(name: str, hw: Tuple[int, int]) -> Pair:
+    """Load shipped sample ``name`` resized to ``hw = (H, W)`` (from the nearest larger shipped size).
+
+    Raises:
+        InputError: unknown sample name.
+    """
+    from PIL import Image
+
+    if name not in SAMPLE_NAMES:
+        raise InputError(f"unknown sample {name!r}; expected one of {list(SAMPLE_NAMES)}")
+    tag = "small" if hw[0] <= _SHIPPED["small"][0] and hw[1] <= _SHIPPED["small"][1] else "hd"
+    ext = "png" if tag == "small" else "jpg"
+    src = _resize(Image.open(SAMPLES_DIR / f"{name}_{tag}_src.{ext}").convert("RGB"), hw)
+    bgr = _resize(Image.open(SAMPLES_DIR / f"{name}_{tag}_bgr.{ext}").convert("RGB"), hw)
+    pha = _resize(Image.open(SAMPLES_DIR / f"{name}_{tag}_pha.png").convert("L"), hw)
+    return Pair(name, _to_tensor(src), _to_tensor(bgr), _to_tensor(pha))
+
+
+def load_user_pair(src_path: str, bgr_path: str, pad: bool = False) -> Pair:
+    """Load a user's ``src``/``bgr`` image pair (any PIL-readable format).
+
+    Grayscale and palette images are converted to RGB; RGBA is composited over black.
+
+    Args:
+        pad: zero-pad bottom/right to multiples of 4 instead of rejecting other sizes; the harness
+            crops outputs back to the original size before comparing.
+
+    Raises:
+        InputError: missing or unreadable file, src/bgr of different sizes, or (without ``pad``)
+            H or W not a multiple of 4.
+    """
+    s_im = _open_rgb(Path(src_path), "src")
+    b_im = _open_rgb(Path(bgr_path), "bgr")
+    if s_im.size != b_im.size:
+        raise InputError(
+            f"--src {src_path!r} is {s_im.width}x{s_im.height} but --bgr {bgr_path!r} is "
+            f"{b_im.width}x{b_im.height} (WxH); they must be the same size"
+        )
+    src, bgr = _to_tensor(s_im), _to_tensor(b_im)
+    H, W = src.shape[1:]
+    if H % 4 or W % 4:
+        if not pad:
+            raise InputError(
+                f"--src/--bgr are {W}x{H} (WxH); height and width must be multiples of 4. "
+                f"Pass --pad to zero-pad to {W + (-W) % 4}x{H + (-H) % 4} and crop outputs back"
+            )
+    return Pair(Path(src_path).stem, src, bgr, None)
+
+
+def pad_to_multiple(x: Tensor, multiple: int = 4) -> Tuple[Tensor, Tuple[int, int]]:
+    """Zero-pad ``x (..., H, W)`` at the bottom/right to multiples of ``multiple``; return it and (H, W)."""
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % multiple, (-W) % multiple
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph))
+    return x, (H, W)
+
+
+def resize_pair(pair: Pair, hw: Tuple[int, int]) -> Pair:
+    """Bilinearly resize a user pair to ``hw`` (used to validate at a second resolution)."""
+    if tuple(pair.src.shape[1:]) == tuple(hw):
+        return pair
+    f = torch.nn.functional.interpolate
+    kw = dict(size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return Pair(pair.name, f(pair.src[None], **kw)[0].clamp(0, 1), f(pair.bgr[None], **kw)[0].clamp(0, 1), None)
+
+
+def stack(pairs: Sequence[Pair]) -> Tuple[Tensor, Tensor]:
+    """Batch pairs into ``(src, bgr)``, each ``(B, 3, H, W)``."""
+    return torch.stack([p.src for p in pairs]), torch.stack([p.bgr for p in pairs])
+
+
+def batch_of(hw: Tuple[int, int], batch: int, first: int = 0) -> Tuple[List[str], Tensor, Tensor]:
+    """``batch`` different shipped samples (cycling from index ``first``) at ``hw``: names, src, bgr."""
+    pairs = [load_sample(SAMPLE_NAMES[(first + k) % len(SAMPLE_NAMES)], hw) for k in range(batch)]
+    src, bgr = stack(pairs)
+    return [p.name for p in pairs], src, bgr
