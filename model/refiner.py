@@ -209,7 +209,7 @@ class Refiner(nn.Module):
             B, _, Hq, Wq = err.shape
             flat = err.reshape(B, -1)
             top = flat.topk(sample_pixels // 16, dim=1, sorted=False).indices
-            ref = torch.zeros_like(flat).scatter(1, top, torch.ones_like(flat))
+            ref = torch.zeros_like(flat).scatter(1, top, torch.ones(top.shape, dtype=flat.dtype, device=flat.device))
             ref = ref.reshape(B, 1, Hq, Wq)
             if prevent_oversampling:
                 ref = ref * (err > 0).to(err.dtype)

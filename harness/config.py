@@ -1,0 +1,433 @@
+"""``matrix.yaml``: schema, validation and expansion into cells.
+
+The file declares the universe of axis values (``axes``), model ``settings``, named ``profiles`` that
+restrict axes and override settings, ``tolerances`` per precision, and known-incompatibility
+``rules``. Validation happens before any work; every problem is reported as one :class:`ConfigError`
+naming the key, the bad value and what is accepted (the CLI exits with code 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from model import BACKBONES, CROP_METHODS, REFINE_MODES, REPLACE_METHODS
+
+from .runtimes import RUNTIMES
+
+EXPORTERS = ("torchscript", "onnx")
+EXPORTER_FORMAT = {"torchscript": "torchscript", "onnx": "onnx"}
+PRECISIONS = ("fp32", "fp16")
+OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
+STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error")
+NA = "n/a"
+
+
+class ConfigError(ValueError):
+    """Invalid matrix.yaml or CLI selection; the message names the key, the bad value and the choices."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _nonempty_unique(v: list, info) -> list:
+    if not v:
+        raise ValueError("axis must list at least one value")
+    seen = []
+    for x in v:
+        if x in seen:
+            raise ValueError(f"duplicate value {x!r}")
+        seen.append(x)
+    return v
+
+
+Resolution = Tuple[int, int]
+
+
+class Axes(_Strict):
+    """Axis values. Resolutions are ``[H, W]`` (multiples of 4) used for validation runs."""
+
+    backbone: List[Literal["mobilenetv2", "resnet50", "resnet101"]]
+    crop_method: List[Literal["unfold", "roi_align", "gather"]]
+    replace_method: List[Literal["scatter_nd", "scatter_element"]]
+    refine_mode: List[Literal["sampling", "thresholding", "full"]]
+    opset: List[int]
+    precision: List[Literal["fp32", "fp16"]]
+    exporter: List[Literal["torchscript", "onnx"]]
+    simplify: List[bool]
+    runtime: List[str]
+    resolution: List[Resolution]
+    batch: List[int]
+
+    _v = field_validator("*")(_nonempty_unique)
+
+    @field_validator("opset")
+    @classmethod
+    def _opsets(cls, v: List[int]) -> List[int]:
+        bad = [o for o in v if o not in OPSETS]
+        if bad:
+            raise ValueError(f"unsupported opset {bad[0]!r}; the legacy exporter accepts {OPSETS[0]}..{OPSETS[-1]}")
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtimes(cls, v: List[str]) -> List[str]:
+        for r in v:
+            if r not in RUNTIMES:
+                raise ValueError(f"unknown runtime {r!r}; expected one of {sorted(RUNTIMES)}")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _res(cls, v: List[Resolution]) -> List[Resolution]:
+        for h, w in v:
+            if h <= 0 or w <= 0 or h % 4 or w % 4:
+                raise ValueError(f"resolution [{h}, {w}]: H and W must be positive multiples of 4")
+        return v
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, v: List[int]) -> List[int]:
+        for b in v:
+            if b < 1:
+                raise ValueError(f"batch {b!r} must be >= 1")
+        return v
+
+
+class Latency(_Strict):
+    """Latency stage: ``warmup`` untimed runs, then ``runs`` timed runs (perf_counter, ms)."""
+
+    warmup: int = Field(2, ge=0)
+    runs: int = Field(5, ge=1)
+
+
+class Settings(_Strict):
+    """Model and run settings shared by all cells of a profile."""
+
+    backbone_scale: float = Field(0.25, gt=0, le=0.5)
+    refine_sample_pixels: int = Field(32_000, ge=16)
+    refine_threshold: float = Field(0.1, ge=0, le=1)
+    refine_kernel_size: Literal[1, 3] = 3
+    refine_prevent_oversampling: bool = True
+    export_resolution: Resolution = (256, 448)
+    latency: Latency = Latency()
+    seed: int = 0
+
+    @field_validator("export_resolution")
+    @classmethod
+    def _res(cls, v: Resolution) -> Resolution:
+        h, w = v
+        if h <= 0 or w <= 0 or h % 4 or w % 4:
+            raise ValueError(f"export_resolution [{h}, {w}]: H and W must be positive multiples of 4")
+        return v
+
+
+class SettingsOverride(_Strict):
+    backbone_scale: Optional[float] = Field(None, gt=0, le=0.5)
+    refine_sample_pixels: Optional[int] = Field(None, ge=16)
+    refine_threshold: Optional[float] = Field(None, ge=0, le=1)
+    refine_kernel_size: Optional[Literal[1, 3]] = None
+    refine_prevent_oversampling: Optional[bool] = None
+    export_resolution: Optional[Resolution] = None
+    latency: Optional[Latency] = None
+    seed: Optional[int] = None
+
+
+class AxesOverride(_Strict):
+    backbone: Optional[List[str]] = None
+    crop_method: Optional[List[str]] = None
+    replace_method: Optional[List[str]] = None
+    refine_mode: Optional[List[str]] = None
+    opset: Optional[List[int]] = None
+    precision: Optional[List[str]] = None
+    exporter: Optional[List[str]] = None
+    simplify: Optional[List[bool]] = None
+    runtime: Optional[List[str]] = None
+    resolution: Optional[List[Resolution]] = None
+    batch: Optional[List[int]] = None
+
+
+class Profile(_Strict):
+    description: str = ""
+    axes: AxesOverride = AxesOverride()
+    settings: SettingsOverride = SettingsOverride()
+
+
+class Tolerance(_Strict):
+    """Parity gate for one precision.
+
+    A pixel violates when ``|out - ref| > atol + rtol * |ref|``. An output passes when the fraction
+    of violating pixels is <= ``max_violation_frac``; ``pha``/``fgr`` are judged on pixels whose
+    refinement decision agrees, and the cell also needs ``ref_sm`` IoU >= ``min_ref_iou``.
+    """
+
+    atol: float = Field(ge=0)
+    rtol: float = Field(0.0, ge=0)
+    max_violation_frac: float = Field(0.0, ge=0, le=1)
+    min_ref_iou: float = Field(0.99, ge=0, le=1)
+
+
+class Rule(_Strict):
+    """Known incompatibility: cells matching ``when`` are expected to fail (at ``stage`` if given)."""
+
+    id: str
+    when: Dict[str, Union[Any, List[Any]]]
+    expect: Literal["fail"] = "fail"
+    stage: Optional[str] = None
+    reason: str
+    evidence: str
+
+
+STAGES = ("model", "export", "check", "simplify", "load", "run", "parity", "latency")
+
+
+class MatrixConfig(_Strict):
+    """Top level of matrix.yaml."""
+
+    version: Literal[1] = 1
+    axes: Axes
+    settings: Settings = Settings()
+    profiles: Dict[str, Profile]
+    default_profile: str = "ci"
+    tolerances: Dict[Literal["fp32", "fp16"], Tolerance]
+    samples: List[str] = ["rocket_coffee", "hubble_astronaut", "horse_grass"]
+    rules: List[Rule] = []
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "MatrixConfig":
+        universe = self.axes.model_dump()
+        for pname, prof in self.profiles.items():
+            for axis, values in prof.axes.model_dump().items():
+                if values is None:
+                    continue
+                if not values:
+                    raise ValueError(f"profiles.{pname}.axes.{axis}: empty list")
+                allowed = [tuple(x) if isinstance(x, list) else x for x in universe[axis]]
+                for v in values:
+                    vv = tuple(v) if isinstance(v, list) else v
+                    if vv not in allowed:
+                        raise ValueError(
+                            f"profiles.{pname}.axes.{axis}: value {v!r} is not in axes.{axis} {universe[axis]!r}"
+                        )
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile {self.default_profile!r} is not one of profiles {sorted(self.profiles)}")
+        for p in PRECISIONS:
+            if p in self.axes.precision and p not in self.tolerances:
+                raise ValueError(f"tolerances: missing an entry for precision {p!r}")
+        from .data import SAMPLE_NAMES
+
+        for s in self.samples:
+            if s not in SAMPLE_NAMES:
+                raise ValueError(f"samples: unknown sample {s!r}; expected some of {list(SAMPLE_NAMES)}")
+        rule_keys = set(Cell.__dataclass_fields__)
+        for k, rule in enumerate(self.rules):
+            if rule.stage is not None and rule.stage not in STAGES:
+                raise ValueError(f"rules[{k}] ({rule.id}).stage: {rule.stage!r} is not one of {list(STAGES)}")
+            for key, val in rule.when.items():
+                if key not in rule_keys:
+                    raise ValueError(
+                        f"rules[{k}] ({rule.id}).when: unknown key {key!r}; expected cell fields {sorted(rule_keys)}"
+                    )
+                if key in universe:
+                    allowed = [tuple(x) if isinstance(x, list) else x for x in universe[key]]
+                    vals = val if isinstance(val, list) else [val]
+                    for v in vals:
+                        vv = tuple(v) if isinstance(v, list) else v
+                        if vv not in allowed and v != NA:
+                            raise ValueError(
+                                f"rules[{k}] ({rule.id}).when.{key}: value {v!r} never occurs; "
+                                f"axes.{key} is {universe[key]!r}"
+                            )
+        return self
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix. ``opset`` is None for TorchScript; ``crop_method``/``replace_method``
+    are ``"n/a"`` in full mode (the refiner crops nothing there)."""
+
+    backbone: str
+    refine_mode: str
+    crop_method: str
+    replace_method: str
+    precision: str
+    exporter: str
+    opset: Optional[int]
+    simplify: bool
+    runtime: str
+    resolution: Resolution
+    batch: int
+
+    @property
+    def cell_id(self) -> str:
+        """Stable, filesystem-safe id, e.g. ``mobilenetv2-sampling-roi_align-scatter_nd-onnx-sim-op17-fp16-onnxruntime-cpu-288x512-b1``."""
+        exp = self.exporter + ("-sim" if self.simplify else "")
+        op = f"-op{self.opset}" if self.opset is not None else ""
+        crop = "na" if self.crop_method == NA else self.crop_method
+        rep = "na" if self.replace_method == NA else self.replace_method
+        h, w = self.resolution
+        raw = f"{self.backbone}-{self.refine_mode}-{crop}-{rep}-{exp}{op}-{self.precision}-{self.runtime}-{h}x{w}-b{self.batch}"
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+
+    def as_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["resolution"] = f"{self.resolution[0]}x{self.resolution[1]}"
+        return d
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved profile: settings, cells, tolerances and rules."""
+
+    profile: str
+    settings: Settings
+    cells: Tuple[Cell, ...]
+    tolerances: Dict[str, Tolerance]
+    rules: Tuple[Rule, ...]
+    samples: Tuple[str, ...]
+
+    def settings_hash(self) -> str:
+        blob = json.dumps(self.settings.model_dump(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _format_validation_error(path: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        bad = e.get("input")
+        shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
+        ctx = e.get("ctx", {}).get("expected")
+        expected = f"; expected {ctx}" if ctx else ""
+        lines.append(f"{path}: {loc}: {msg}{shown}{expected}")
+    return "\n".join(lines)
+
+
+def load_config(path: Union[str, Path]) -> MatrixConfig:
+    """Read and validate ``matrix.yaml``.
+
+    Raises:
+        ConfigError: missing file, YAML syntax error, or any schema violation (all listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {str(path)!r}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return MatrixConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(str(path), e)) from None
+
+
+def _filter(expr: Optional[str]):
+    """Build a cell predicate from ``--filter``: comma-separated ``key=value`` (value may be ``a|b``) or
+    plain substrings of the cell id; all terms must match."""
+    if not expr:
+        return lambda cell: True
+    terms = [t.strip() for t in expr.split(",") if t.strip()]
+    fields = set(Cell.__dataclass_fields__)
+    parsed = []
+    for t in terms:
+        if "=" in t:
+            k, v = t.split("=", 1)
+            k = k.strip()
+            if k not in fields:
+                raise ConfigError(f"--filter: unknown key {k!r}; expected one of {sorted(fields)}")
+            parsed.append((k, [x.strip() for x in v.split("|")]))
+        else:
+            parsed.append((None, [t]))
+
+    def pred(cell: Cell) -> bool:
+        d = cell.as_dict()
+        for k, vals in parsed:
+            if k is None:
+                if vals[0] not in cell.cell_id:
+                    return False
+            elif str(d[k]).lower() not in [v.lower() for v in vals]:
+                return False
+        return True
+
+    return pred
+
+
+def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Optional[str] = None) -> Plan:
+    """Resolve ``profile`` (default: ``config.default_profile``) into a :class:`Plan`.
+
+    Cells are the cross product of the profile's axes minus meaningless combinations: TorchScript has
+    no opset and no simplify; a runtime must consume the exporter's artifact format; full mode has no
+    crop/replace method.
+
+    Raises:
+        ConfigError: unknown profile, bad ``--filter``, or a selection with no cells.
+    """
+    name = profile or config.default_profile
+    if name not in config.profiles:
+        raise ConfigError(f"--profile {name!r} is not defined; expected one of {sorted(config.profiles)}")
+    prof = config.profiles[name]
+    axes = config.axes.model_dump()
+    for k, v in prof.axes.model_dump().items():
+        if v is not None:
+            axes[k] = v
+    base = config.settings.model_dump()
+    for k, v in prof.settings.model_dump().items():
+        if v is not None:
+            base[k] = v
+    settings = Settings.model_validate(base)
+    pred = _filter(filter_expr)
+    cells: List[Cell] = []
+    seen = set()
+    for bb, mode, crop, rep, prec, exp, res, batch in itertools.product(
+        axes["backbone"], axes["refine_mode"], axes["crop_method"], axes["replace_method"],
+        axes["precision"], axes["exporter"], axes["resolution"], axes["batch"],
+    ):
+        if mode == "full":
+            crop, rep = NA, NA
+        fmt = EXPORTER_FORMAT[exp]
+        opsets = [None] if fmt == "torchscript" else axes["opset"]
+        sims = [False] if fmt == "torchscript" else axes["simplify"]
+        for op, sim, rt in itertools.product(opsets, sims, axes["runtime"]):
+            if RUNTIMES[rt].format != fmt:
+                continue
+            cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch))
+            if cell in seen or not pred(cell):
+                continue
+            seen.add(cell)
+            cells.append(cell)
+    if not cells:
+        raise ConfigError(f"profile {name!r} with --filter {filter_expr!r} selects no cells")
+    return Plan(name, settings, tuple(cells), dict(config.tolerances), tuple(config.rules), tuple(config.samples))
+
+
+def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:
+    """First rule whose ``when`` matches ``cell`` (list values mean 'any of')."""
+    d = asdict(cell)
+    for rule in rules:
+        ok = True
+        for key, val in rule.when.items():
+            vals = val if isinstance(val, list) else [val]
+            cur = d[key]
+            if isinstance(cur, tuple):
+                vals = [tuple(v) if isinstance(v, list) else v for v in vals]
+            if cur not in vals:
+                ok = False
+                break
+        if ok:
+            return rule
+    return None

@@ -1,0 +1,165 @@
+"""Exporters: eager ``MattingRefine`` -> deployable artifact (TorchScript ``.pt``, ONNX ``.onnx``).
+
+Each exporter is a small function registered in :data:`EXPORTERS`; optional dependencies (onnx,
+onnxsim) are imported lazily so TorchScript-only runs work without them. Every artifact records the
+exporter's name, e.g. ``onnx-legacy`` for ``torch.onnx.export(..., dynamo=False)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from model import MattingRefine, MattingRefineTorchScript
+
+INPUT_NAMES = ["src", "bgr"]
+OUTPUT_NAMES = ["pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm"]
+# Unique dim names per tensor size class (shared names across tensors of different size break
+# TensorRT profiles and ORT's shape checks: field-notes T3, RVM #238).
+DYNAMIC_AXES = {
+    "src": {0: "batch", 2: "height", 3: "width"},
+    "bgr": {0: "batch", 2: "height", 3: "width"},
+    "pha": {0: "batch", 2: "height", 3: "width"},
+    "fgr": {0: "batch", 2: "height", 3: "width"},
+    "pha_sm": {0: "batch", 2: "coarse_height", 3: "coarse_width"},
+    "fgr_sm": {0: "batch", 2: "coarse_height", 3: "coarse_width"},
+    "err_sm": {0: "batch", 2: "coarse_height", 3: "coarse_width"},
+    "ref_sm": {0: "batch", 2: "quarter_height", 3: "quarter_width"},
+}
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason worth stating in words (the message is shown in the report)."""
+
+
+@dataclass
+class Artifact:
+    """An exported file. ``seconds`` is the export wall time, ``size_mib`` the file size in MiB."""
+
+    path: Path
+    format: str  # "torchscript" | "onnx"
+    exporter: str
+    seconds: float
+    meta: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def size_mib(self) -> float:
+        return os.path.getsize(self.path) / 2**20
+
+
+def _eval_all(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for m in module.modules():
+        m.training = False
+    return module
+
+
+def export_torchscript(model: MattingRefine, path: Path) -> Artifact:
+    """Script :class:`MattingRefineTorchScript` around ``model`` (already in its precision) and save.
+
+    The hoisted settings (``backbone_scale``, ``refine_mode``, ``refine_sample_pixels``,
+    ``refine_threshold``, ``refine_prevent_oversampling``) stay changeable after loading.
+    """
+    t0 = time.perf_counter()
+    wrapper = _eval_all(MattingRefineTorchScript(_eval_all(model)))
+    for p in wrapper.parameters():
+        p.requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script deprecation notice
+        scripted = torch.jit.script(wrapper)
+    scripted.save(str(path))
+    _eval_all(model)
+    return Artifact(Path(path), "torchscript", "torchscript", time.perf_counter() - t0)
+
+
+def export_onnx_legacy(
+    model: MattingRefine, path: Path, example: Tuple[Tensor, Tensor], opset: int
+) -> Artifact:
+    """``torch.onnx.export(dynamo=False)`` (the TorchScript-tracing exporter) with dynamic batch/H/W.
+
+    ``example`` is ``(src, bgr)`` in the model's dtype. The traced graph bakes the refine mode and,
+    in sampling mode, ``k = refine_sample_pixels // 16`` for TopK.
+
+    Raises:
+        StageError: the exporter raised; the message keeps its first line.
+    """
+    _eval_all(model)
+    t0 = time.perf_counter()
+    log = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                example,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=INPUT_NAMES,
+                output_names=OUTPUT_NAMES,
+                dynamic_axes=DYNAMIC_AXES,
+                do_constant_folding=True,
+            )
+    finally:
+        _eval_all(model)  # the legacy exporter can leave modules in train mode
+    return Artifact(Path(path), "onnx", "onnx-legacy", time.perf_counter() - t0, {"opset": opset})
+
+
+def check_onnx(path: Path) -> float:
+    """Run ``onnx.checker.check_model(full_check=True)`` (includes strict shape inference).
+
+    Returns the seconds taken. Raises ``onnx.checker.ValidationError`` or
+    ``onnx.shape_inference.InferenceError`` on an invalid model.
+    """
+    import onnx
+
+    t0 = time.perf_counter()
+    onnx.checker.check_model(str(path), full_check=True)
+    return time.perf_counter() - t0
+
+
+def simplify_onnx(src: Artifact, path: Path) -> Artifact:
+    """Simplify an ONNX artifact with onnxsim (dynamic shapes kept), checking its own result.
+
+    Raises:
+        StageError: onnxsim reports that the simplified model failed its check.
+    """
+    import onnx
+    import onnxsim
+
+    t0 = time.perf_counter()
+    model = onnx.load(str(src.path))
+    with contextlib.redirect_stdout(io.StringIO()):
+        simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise StageError("onnxsim: simplified model failed onnxsim's own output check")
+    onnx.save(simplified, str(path))
+    meta = dict(src.meta, nodes_before=len(model.graph.node), nodes_after=len(simplified.graph.node))
+    return Artifact(Path(path), "onnx", src.exporter + "+onnxsim", time.perf_counter() - t0, meta)
+
+
+def onnx_versions() -> Dict[str, Optional[str]]:
+    """Versions of the optional ONNX tool chain (None when not installed)."""
+    out: Dict[str, Optional[str]] = {}
+    for name in ("onnx", "onnxruntime", "onnxsim", "onnxscript"):
+        try:
+            mod = __import__(name)
+            out[name] = getattr(mod, "__version__", "unknown")
+        except Exception:  # noqa: BLE001 - any import failure means "not available"
+            out[name] = None
+    return out
+
+
+EXPORTERS: Dict[str, Callable[..., Artifact]] = {
+    "torchscript": export_torchscript,
+    "onnx": export_onnx_legacy,
+}

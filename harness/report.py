@@ -1,0 +1,206 @@
+"""Report writers: ``results.csv`` (pandas), ``report.html`` (jinja2, self-contained), ``summary.md``
+and ``environment.json``. :func:`write_report` can rebuild everything from ``results.jsonl`` alone."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .benchmark import cpu_name
+from .exporters import onnx_versions
+
+CSV_COLUMNS = [
+    "cell_id", "backbone", "backbone_scale", "refine_sample_pixels", "refine_threshold", "crop_method",
+    "replace_method", "refine_mode", "opset", "precision", "exporter", "exporter_name", "simplify", "runtime",
+    "resolution", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha", "max_abs_fgr",
+    "judged_max_abs_pha", "judged_max_abs_fgr", "psnr_pha", "psnr_fgr", "max_abs_pha_sm", "max_abs_err_sm",
+    "ref_iou", "ref_cells", "ref_cells_eager", "min_passing_atol", "p50_ms", "p90_ms", "first_run_ms",
+    "export_s", "check_s", "simplify_s", "load_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
+    "cell_s", "artifact",
+]
+STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error"]
+
+
+def read_records(results: Path) -> List[Dict[str, Any]]:
+    """Parse ``results.jsonl``; a torn last line (process killed mid-write) is ignored.
+
+    Raises:
+        FileNotFoundError: no results.jsonl at ``results``.
+        ValueError: a line other than the last is not valid JSON (names the line number).
+    """
+    lines = results.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise ValueError(f"{results}: line {n} is not valid JSON") from None
+    return out
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip() or None
+    except Exception:  # noqa: BLE001 - not a git checkout
+        return None
+
+
+def environment(extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Versions and hardware for ``environment.json``."""
+    import torch
+    import torchvision
+
+    env: Dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        **onnx_versions(),
+        "cpu": cpu_name(),
+        "cpu_count": __import__("os").cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git_commit": _git_commit(),
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000 or abs(v) < 1e-3:
+            return f"{v:.2e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Compatibility grids: one per (backbone, exporter+simplify, runtime, resolution, batch)."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in records:
+        target = r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "")
+        key = (r.get("backbone"), target, r.get("runtime"), r.get("resolution"), r.get("batch"))
+        groups.setdefault(key, []).append(r)
+    grids = []
+    for (bb, target, rt, res, batch), recs in sorted(groups.items(), key=lambda kv: [str(x) for x in kv[0]]):
+        cols = sorted({(r.get("opset") or 0, r.get("precision")) for r in recs})
+        rows = sorted({(r.get("crop_method"), r.get("replace_method"), r.get("refine_mode")) for r in recs})
+        cells = {((r.get("crop_method"), r.get("replace_method"), r.get("refine_mode")),
+                  (r.get("opset") or 0, r.get("precision"))): r for r in recs}
+        table = []
+        for row in rows:
+            table.append({"row": row, "cells": [cells.get((row, col)) for col in cols]})
+        grids.append({
+            "title": f"{bb} · {target} → {rt} · {res} · batch {batch}",
+            "cols": [(f"opset {o}" if o else "—", p) for o, p in cols],
+            "rows": table,
+        })
+    return grids
+
+
+def _tooltip(r: Dict[str, Any]) -> str:
+    parts = [r["cell_id"], f"status: {r['status']} (stage {r.get('stage')})"]
+    if r.get("reason"):
+        parts.append(r["reason"])
+    if r.get("parity"):
+        parts.append(r["parity"])
+    if r.get("p50_ms") is not None:
+        parts.append(f"p50 {r['p50_ms']} ms")
+    return "\n".join(parts)
+
+
+def _findings(records: List[Dict[str, Any]]) -> List[str]:
+    """Short, data-driven observations for the summary (fastest passing config, failure classes)."""
+    out = []
+    passing = [r for r in records if r["status"] in ("pass", "xpass") and r.get("p50_ms") is not None]
+    by_rt: Dict[tuple, Dict[str, Any]] = {}
+    for r in passing:
+        key = (r["runtime"], r["precision"], r.get("resolution"))
+        if key not in by_rt or r["p50_ms"] < by_rt[key]["p50_ms"]:
+            by_rt[key] = r
+    for (rt, prec, res), r in sorted(by_rt.items()):
+        out.append(f"Fastest passing {rt} {prec} at {res}: `{r['cell_id']}` p50 {r['p50_ms']:.1f} ms")
+    reasons: Dict[str, int] = {}
+    for r in records:
+        if r["status"] in ("fail", "error", "xfail", "crash", "timeout"):
+            key = f"{r['status']} at {r.get('stage')}: {str(r.get('reason', '')).split(' [expected')[0][:140]}"
+            reasons[key] = reasons.get(key, 0) + 1
+    for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
+        out.append(f"{n} cells — {k}")
+    return out
+
+
+def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
+                 meta: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
+    """Write results.csv, report.html, summary.md (and environment.json when ``meta`` is given).
+
+    ``records`` default to those read from ``out_dir/results.jsonl``. Returns the written paths.
+    """
+    import jinja2
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    if records is None:
+        records = read_records(out_dir / "results.jsonl")
+    env_path = out_dir / "environment.json"
+    if meta is not None:
+        env_path.write_text(json.dumps(environment(meta), indent=2, default=str))
+    env = json.loads(env_path.read_text()) if env_path.exists() else {}
+
+    df = pd.DataFrame(records)
+    for c in CSV_COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    extra = [c for c in df.columns if c not in CSV_COLUMNS]
+    df = df[CSV_COLUMNS + sorted(extra)]
+    df.to_csv(out_dir / "results.csv", index=False)
+
+    counts = {s: 0 for s in STATUS_ORDER}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    findings = _findings(records)
+    table_cols = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
+                  "crop_method", "replace_method", "max_abs_pha", "judged_max_abs_pha", "ref_iou",
+                  "min_passing_atol", "p50_ms", "p90_ms", "export_s", "reason"]
+    tmpl = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+    ).get_template("report.html.j2")
+    html = tmpl.render(
+        env=env, counts=counts, grids=_grid(records), records=records, table_cols=table_cols,
+        fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records),
+    )
+    (out_dir / "report.html").write_text(html, encoding="utf-8")
+
+    md = [f"# Export matrix summary — profile `{env.get('profile', '?')}`", ""]
+    md.append(f"{len(records)} cells · " + " · ".join(f"{s}: {n}" for s, n in counts.items() if n))
+    if env.get("wall_s") is not None:
+        md.append(f"\nWall time: {env['wall_s']:.1f} s on {env.get('cpu', '?')} (torch {env.get('torch')}, "
+                  f"onnxruntime {env.get('onnxruntime')})")
+    md += ["", "## Findings", ""] + [f"- {f}" for f in findings]
+    bad = [r for r in records if r["status"] in ("fail", "error", "xpass")]
+    if bad:
+        md += ["", "## Unexpected results", "", "| cell | status | stage | reason |", "|---|---|---|---|"]
+        for r in bad[:100]:
+            reason = str(r.get("reason", "")).replace("|", "\\|")[:200]
+            md.append(f"| `{r['cell_id']}` | {r['status']} | {r.get('stage')} | {reason} |")
+    (out_dir / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    return {k: out_dir / v for k, v in (("csv", "results.csv"), ("html", "report.html"), ("md", "summary.md"))}
