@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from model.checkpoint import CheckpointError
 
     from .config import ConfigError, expand, load_config
-    from .data import InputError
+    from .inputs import InputError
     from .report import write_report
     from .runner import RunError, RunOptions, run_plan
 

@@ -168,12 +168,15 @@ class Tolerance(_Strict):
     A pixel violates when ``|out - ref| > atol + rtol * |ref|``. An output passes when the fraction
     of violating pixels is <= ``max_violation_frac``; ``pha``/``fgr`` are judged on pixels whose
     refinement decision agrees, and the cell also needs ``ref_sm`` IoU >= ``min_ref_iou``.
+    ``eager_drift_factor`` (reduced precision only): a cell outside atol still passes when its drift
+    from fp32 is at most this many times eager PyTorch's own drift in the same precision.
     """
 
     atol: float = Field(ge=0)
     rtol: float = Field(0.0, ge=0)
     max_violation_frac: float = Field(0.0, ge=0, le=1)
     min_ref_iou: float = Field(0.99, ge=0, le=1)
+    eager_drift_factor: Optional[float] = Field(None, ge=1.0)
 
 
 class Rule(_Strict):
@@ -223,7 +226,7 @@ class MatrixConfig(_Strict):
         for p in PRECISIONS:
             if p in self.axes.precision and p not in self.tolerances:
                 raise ValueError(f"tolerances: missing an entry for precision {p!r}")
-        from .data import SAMPLE_NAMES
+        from .inputs import SAMPLE_NAMES
 
         for s in self.samples:
             if s not in SAMPLE_NAMES:

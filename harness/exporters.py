@@ -56,6 +56,31 @@ class Artifact:
         return os.path.getsize(self.path) / 2**20
 
 
+@contextlib.contextmanager
+def captured_output(log_path: Path):
+    """Send everything written to fd 1 and fd 2 (Python *and* C++ prints, e.g. the legacy exporter's
+    multi-page "Torch IR graph at exception" dump) to ``log_path`` while the block runs."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_path, "ab") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()) as py_out:
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            log.write(py_out.getvalue().encode())
+
+
 def _eval_all(module: torch.nn.Module) -> torch.nn.Module:
     module.eval()
     for m in module.modules():
@@ -94,9 +119,8 @@ def export_onnx_legacy(
     """
     _eval_all(model)
     t0 = time.perf_counter()
-    log = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+        with warnings.catch_warnings(), captured_output(Path(path).with_suffix(".export.log")):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
@@ -138,7 +162,7 @@ def simplify_onnx(src: Artifact, path: Path) -> Artifact:
 
     t0 = time.perf_counter()
     model = onnx.load(str(src.path))
-    with contextlib.redirect_stdout(io.StringIO()):
+    with captured_output(Path(path).with_suffix(".simplify.log")):
         simplified, ok = onnxsim.simplify(model)
     if not ok:
         raise StageError("onnxsim: simplified model failed onnxsim's own output check")

@@ -143,3 +143,29 @@ def compare(
         min_passing_atol=min_atol,
         failures=failures,
     )
+
+
+def drift_failures(cell: ParityResult, eager: ParityResult, tol: Tolerance, factor: float) -> List[str]:
+    """Judge a reduced-precision cell by the drift eager PyTorch itself shows in that precision.
+
+    ``cell`` and ``eager`` are both compared against the fp32 eager reference. The cell passes when,
+    for every judged output, its violating fraction and max abs error are at most ``factor`` times
+    eager's (or within ``tol`` outright), it has no non-finite values and its ``ref_sm`` IoU meets
+    ``tol.min_ref_iou``. This separates "fp16 is lossy for this model" from "the export is wrong"
+    (Polygraphy's reduced-precision guidance; anchors.md feature 3). Returns the failures (empty = pass).
+    """
+    failures: List[str] = []
+    for n in JUDGED_OUTPUTS:
+        c, e = cell.outputs[n], eager.outputs[n]
+        frac_lim = max(tol.max_violation_frac, e.judged_violation_frac * factor)
+        max_lim = max(tol.atol, e.judged_max_abs * factor)
+        if c.nonfinite:
+            failures.append(f"{n}: {c.nonfinite} non-finite values")
+        elif c.judged_violation_frac > frac_lim or c.judged_max_abs > max_lim:
+            failures.append(
+                f"{n}: drift from fp32 (max {c.judged_max_abs:.3g}, {c.judged_violation_frac:.2%} beyond atol) exceeds "
+                f"{factor:g}x eager's own (max {e.judged_max_abs:.3g}, {e.judged_violation_frac:.2%})"
+            )
+    if cell.ref_iou < tol.min_ref_iou:
+        failures.append(f"ref_sm: IoU {cell.ref_iou:.4f} < {tol.min_ref_iou} (different patches refined)")
+    return failures

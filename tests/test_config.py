@@ -1,0 +1,90 @@
+"""matrix.yaml validation and cell expansion."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, expand, load_config, matching_rule
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = ROOT / "matrix.yaml"
+
+
+def test_ci_profile_covers_the_required_matrix():
+    plan = expand(load_config(MATRIX), "ci")
+    cells = plan.cells
+    ids = [c.cell_id for c in cells]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", i) for i in ids)
+    onnx = [c for c in cells if c.exporter == "onnx"]
+    assert {c.opset for c in onnx} == {11, 12, 13, 16, 17}
+    assert {c.precision for c in cells} == {"fp32", "fp16"}
+    assert {c.simplify for c in onnx} == {False, True}
+    patch = {(c.crop_method, c.replace_method, c.refine_mode) for c in cells if c.refine_mode != "full"}
+    assert len(patch) == 3 * 2 * 2
+    ts = [c for c in cells if c.exporter == "torchscript"]
+    assert all(c.opset is None and not c.simplify and c.runtime == "torchscript-cpu" for c in ts)
+    # 13 model configs (full mode has no crop/replace) x (2 TS precisions + 5 opsets x 2 precisions x 2)
+    assert len(cells) == 13 * (2 + 5 * 2 * 2)
+
+
+def test_filter_and_rules():
+    cfg = load_config(MATRIX)
+    plan = expand(cfg, "ci", "exporter=onnx,precision=fp32,crop_method=unfold")
+    assert plan.cells and all(c.crop_method == "unfold" and c.exporter == "onnx" for c in plan.cells)
+    assert all(matching_rule(c, plan.rules).id == "unfold-legacy-onnx" for c in plan.cells)
+    ts = expand(cfg, "ci", "exporter=torchscript,crop_method=unfold").cells
+    assert all(matching_rule(c, plan.rules) is None for c in ts)
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        expand(cfg, "ci", "colour=red")
+    with pytest.raises(ConfigError, match="selects no cells"):
+        expand(cfg, "ci", "opset=99")
+    with pytest.raises(ConfigError, match="not defined"):
+        expand(cfg, "nightly")
+
+
+def _mutate(tmp_path, fn):
+    raw = yaml.safe_load(MATRIX.read_text())
+    fn(raw)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutation,expected",
+    [
+        (lambda r: r["axes"].update(crop_methd=["unfold"]), r"axes\.crop_methd: unknown key"),
+        (lambda r: r["axes"].update(crop_method=["unfold", "slice"]), r"axes\.crop_method\.1: .*'slice'.*'unfold', 'roi_align' or 'gather'"),
+        (lambda r: r["axes"].update(precision=[]), r"axes\.precision: .*at least one value"),
+        (lambda r: r["axes"].update(opset="17"), r"axes\.opset: .*valid list"),
+        (lambda r: r["axes"].update(opset=[9]), r"unsupported opset 9"),
+        (lambda r: r["settings"].update(backbone_scale=0.75), r"settings\.backbone_scale: .*0\.5.*0\.75"),
+        (lambda r: r["profiles"]["ci"]["axes"].update(opset=[19]), r"profiles\.ci\.axes\.opset: value 19 is not in axes\.opset"),
+        (lambda r: r["rules"][0]["when"].update(crop_method="unfould"), r"never occurs"),
+        (lambda r: r["rules"][0]["when"].update(colour="red"), r"unknown key 'colour'"),
+        (lambda r: r["axes"].update(runtime=["tensorrt"]), r"unknown runtime 'tensorrt'"),
+    ],
+)
+def test_bad_config_is_reported_precisely(tmp_path, mutation, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_mutate(tmp_path, mutation))
+
+
+def test_cli_exits_2_on_bad_config_without_running(tmp_path):
+    path = _mutate(tmp_path, lambda r: r["axes"].update(precision=["fp8"]))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--config", str(path), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "fp8" in proc.stderr and "precision" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
