@@ -32,7 +32,7 @@ def test_wrong_backbone_names_keys_and_guess(tmp_path):
         load_checkpoint(MattingRefine("mobilenetv2"), tmp_path / "r50.pth")
     msg = str(e.value)
     assert "missing" in msg and "unexpected" in msg and "wrong shape" in msg
-    assert "backbone.features.0.0.weight" in msg and "backbone.layer1.0.conv1.weight" in msg
+    assert "backbone.features.0.0.weight" in msg and "unexpected 318 keys: backbone.conv1.weight" in msg
     assert "looks like MattingRefine(backbone='resnet50')" in msg
 
 

@@ -110,10 +110,16 @@ def test_user_images_with_padding(tmp_path):
 
 
 def test_bad_checkpoint_and_output_dir_exit_2(tmp_path):
+    import torch
+
+    good = tmp_path / "good.pth"
+    torch.save({"backbone.features.0.0.weight": torch.zeros(32, 6, 3, 3)}, good)
     bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"\x00not a checkpoint")
+    bad.write_bytes(good.read_bytes()[:200])
     proc = _harness("run", "--profile", "smoke", "--checkpoint", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "cannot read checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _harness("run", "--profile", "smoke", "--checkpoint", str(good), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "missing 381 keys" in proc.stderr and "Traceback" not in proc.stderr
     blocker = tmp_path / "file"
     blocker.write_text("x")
     proc = _harness("run", "--profile", "smoke", "--out", str(blocker / "sub"))

@@ -63,7 +63,7 @@ def build() -> None:
         # 2. Hubble deep field galaxies, luminance-keyed (naturally semi-transparent), over the astronaut.
         fg = _fit(hubble, hw)
         lum = fg.mean(axis=2)
-        pha = _smoothstep(ndimage.gaussian_filter(lum, 1.5 * blur), 0.02, 0.25)
+        pha = _smoothstep(ndimage.gaussian_filter(lum, 1.5 * blur), 0.07, 0.3)
         pairs[f"hubble_astronaut_{tag}"] = (np.clip(fg * 1.6, 0, 1), _fit(data.astronaut(), hw), pha)
         # 3. CC0 horse silhouette filled with Chelsea's fur, feathered edges, over the grass photo.
         mask = _fit(horse, hw)
