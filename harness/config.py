@@ -53,6 +53,13 @@ def _nonempty_unique(v: list, info) -> list:
 Resolution = Tuple[int, int]
 
 
+def _check_hw(name: str, hw: Resolution) -> Resolution:
+    h, w = hw
+    if h <= 0 or w <= 0 or h % 4 or w % 4:
+        raise ValueError(f"{name} [{h}, {w}]: H and W must be positive multiples of 4")
+    return hw
+
+
 class Axes(_Strict):
     """Axis values. Resolutions are ``[H, W]`` (multiples of 4) used for validation runs."""
 
@@ -89,9 +96,8 @@ class Axes(_Strict):
     @field_validator("resolution")
     @classmethod
     def _res(cls, v: List[Resolution]) -> List[Resolution]:
-        for h, w in v:
-            if h <= 0 or w <= 0 or h % 4 or w % 4:
-                raise ValueError(f"resolution [{h}, {w}]: H and W must be positive multiples of 4")
+        for hw in v:
+            _check_hw("resolution", hw)
         return v
 
     @field_validator("batch")
@@ -125,10 +131,7 @@ class Settings(_Strict):
     @field_validator("export_resolution")
     @classmethod
     def _res(cls, v: Resolution) -> Resolution:
-        h, w = v
-        if h <= 0 or w <= 0 or h % 4 or w % 4:
-            raise ValueError(f"export_resolution [{h}, {w}]: H and W must be positive multiples of 4")
-        return v
+        return _check_hw("export_resolution", v)
 
 
 class SettingsOverride(_Strict):

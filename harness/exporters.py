@@ -8,6 +8,7 @@ exporter's name, e.g. ``onnx-legacy`` for ``torch.onnx.export(..., dynamo=False)
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import time
@@ -171,8 +172,9 @@ def simplify_onnx(src: Artifact, path: Path) -> Artifact:
     return Artifact(Path(path), "onnx", src.exporter + "+onnxsim", time.perf_counter() - t0, meta)
 
 
+@functools.lru_cache(maxsize=None)
 def onnx_versions() -> Dict[str, Optional[str]]:
-    """Versions of the optional ONNX tool chain (None when not installed)."""
+    """Versions of the optional ONNX tool chain (None when not installed); computed once."""
     out: Dict[str, Optional[str]] = {}
     for name in ("onnx", "onnxruntime", "onnxsim", "onnxscript"):
         try:

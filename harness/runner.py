@@ -35,6 +35,7 @@ from .exporters import (
     check_onnx,
     export_onnx_legacy,
     export_torchscript,
+    onnx_versions,
     simplify_onnx,
 )
 from .parity import compare, drift_failures
@@ -328,7 +329,7 @@ class Runner:
         t0 = time.perf_counter()
         status, stage, reason = "pass", "done", ""
         rt_cls = RUNTIMES[cell.runtime]
-        why = rt_cls.unavailable()
+        why = rt_cls.unavailable() or _missing_tools(cell)
         rule = matching_rule(cell, self.plan.rules)
         rec["rule"] = rule.id if rule else ""
         if why:
@@ -437,6 +438,18 @@ class Runner:
         if not best.passed and (ref_same is None or tol.eager_drift_factor is None or drift_fail):
             return "fail", "parity", "; ".join(drift_fail or best.failures)
         return "pass", "done", ""
+
+
+def _missing_tools(cell: Cell) -> Optional[str]:
+    """Why an optional export tool for ``cell`` is missing (None when all are importable)."""
+    if cell.exporter != "onnx":
+        return None
+    versions = onnx_versions()
+    if versions["onnx"] is None:
+        return "onnx is not installed (pip install 'matting-export-matrix[onnx]')"
+    if cell.simplify and versions["onnxsim"] is None:
+        return "onnxsim is not installed (pip install onnxsim)"
+    return None
 
 
 def _order(cells) -> List[Cell]:

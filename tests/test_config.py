@@ -88,3 +88,16 @@ def test_cli_exits_2_on_bad_config_without_running(tmp_path):
     assert "fp8" in proc.stderr and "precision" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_missing_optional_tools_become_skip_reasons(monkeypatch):
+    from harness import runner
+
+    cells = expand(load_config(MATRIX), "smoke").cells
+    sim = next(c for c in cells if c.simplify)
+    ts = next(c for c in cells if c.exporter == "torchscript")
+    monkeypatch.setattr(runner, "onnx_versions", lambda: {"onnx": "1", "onnxsim": None, "onnxruntime": "1"})
+    assert "onnxsim is not installed" in runner._missing_tools(sim)
+    assert runner._missing_tools(ts) is None
+    monkeypatch.setattr(runner, "onnx_versions", lambda: {"onnx": None, "onnxsim": None, "onnxruntime": None})
+    assert "onnx is not installed" in runner._missing_tools(sim)
