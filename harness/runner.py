@@ -470,8 +470,9 @@ def append_record(path: Path, rec: Dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def run_plan(plan: Plan, opts: RunOptions) -> RunSummary:
-    """Run all cells of ``plan`` and return the records (also written to ``results.jsonl``).
+def run_plan(plan: Plan, opts: RunOptions) -> Tuple[RunSummary, Runner]:
+    """Run all cells of ``plan``; return the records (also written to ``results.jsonl``) and the
+    runner (whose ``weights_info`` goes to environment.json).
 
     Raises:
         RunError, CheckpointError, InputError: before any cell runs, for problems with the run as a whole.

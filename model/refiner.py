@@ -139,8 +139,13 @@ class Refiner(nn.Module):
         H, W = src.shape[2], src.shape[3]
         Hh, Wh = H // 2, W // 2
         Hq, Wq = H // 4, W // 4
+        srcbgr = torch.cat([src, bgr], dim=1)
+        half = torch.cat([
+            F.interpolate(torch.cat([hid, pha, fgr], dim=1), size=(Hh, Wh), mode="bilinear", align_corners=False),
+            F.interpolate(srcbgr, size=(Hh, Wh), mode="bilinear", align_corners=False),
+        ], dim=1)
         if mode == "full":
-            return self._refine_full(src, bgr, pha, fgr, hid, H, W, Hh, Wh, Hq, Wq)
+            return self._refine_full(src, srcbgr, half, H, W, Hq, Wq)
 
         err_q = F.interpolate(err, size=(Hq, Wq), mode="bilinear", align_corners=False)
         ref = self.select_refinement_regions(err_q, mode, sample_pixels, threshold, prevent_oversampling)
@@ -148,12 +153,7 @@ class Refiner(nn.Module):
         b, i, j = idx[:, 0], idx[:, 1], idx[:, 2]
 
         k3 = self.kernel_size == 3
-        feat = torch.cat([hid, pha, fgr], dim=1)
-        feat_h = F.interpolate(feat, size=(Hh, Wh), mode="bilinear", align_corners=False)
-        srcbgr = torch.cat([src, bgr], dim=1)
-        srcbgr_h = F.interpolate(srcbgr, size=(Hh, Wh), mode="bilinear", align_corners=False)
-
-        x = self.crop_patch(torch.cat([feat_h, srcbgr_h], dim=1), b, i, j, 2, 3 if k3 else 0)
+        x = self.crop_patch(half, b, i, j, 2, 3 if k3 else 0)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         up = 8 if k3 else 4
@@ -167,15 +167,11 @@ class Refiner(nn.Module):
         return out[:, :1], out[:, 1:], ref
 
     def _refine_full(
-        self, src: Tensor, bgr: Tensor, pha: Tensor, fgr: Tensor, hid: Tensor,
-        H: int, W: int, Hh: int, Wh: int, Hq: int, Wq: int,
+        self, src: Tensor, srcbgr: Tensor, half: Tensor, H: int, W: int, Hq: int, Wq: int
     ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Refine every pixel; ``half`` is ``(B, 42, H/2, W/2)`` = cat(hid, pha, fgr, src, bgr) at half res."""
         k3 = self.kernel_size == 3
-        feat = torch.cat([hid, pha, fgr], dim=1)
-        feat_h = F.interpolate(feat, size=(Hh, Wh), mode="bilinear", align_corners=False)
-        srcbgr = torch.cat([src, bgr], dim=1)
-        srcbgr_h = F.interpolate(srcbgr, size=(Hh, Wh), mode="bilinear", align_corners=False)
-        x = torch.cat([feat_h, srcbgr_h], dim=1)
+        x = half
         if k3:
             x = F.pad(x, (3, 3, 3, 3))
         x = self.relu(self.bn1(self.conv1(x)))
