@@ -1,7 +1,9 @@
 """Command line: ``python -m harness run ...`` and ``python -m harness report DIR``.
 
-Exit codes: 0 nothing failed unexpectedly; 1 some cell is ``fail``, ``error`` or ``xpass``;
-2 bad config, bad arguments or bad input (nothing is run).
+Exit codes: 0 nothing failed unexpectedly; 1 some cell is ``fail``, ``error``, ``xpass``, ``crash`` or
+``timeout``; 2 bad config, bad arguments or bad input (nothing is run), or results could not be written
+(finished records are kept); 130 / 143 interrupted by SIGINT / SIGTERM (finished cells are kept and
+reported; ``--resume DIR`` continues).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m harness", description="BackgroundMattingV2 export-compatibility matrix")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the matrix and write the report")
-    r.add_argument("--config", default=str(DEFAULT_CONFIG), help="matrix file (default: %(default)s)")
+    r.add_argument("--config", default=None, help=f"matrix file (default: {DEFAULT_CONFIG})")
     r.add_argument("--profile", default=None, help="profile name from the config (default: its default_profile)")
-    r.add_argument("--out", default="reports/latest", help="output directory (default: %(default)s)")
+    r.add_argument("--out", default=None, help="output directory (default: reports/latest)")
     r.add_argument("--filter", default=None,
                    help="comma-separated terms, all must match: key=value[|value] on cell fields "
                         "(e.g. 'exporter=onnx,precision=fp32') or substrings of the cell id")
@@ -38,9 +40,74 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pad", action="store_true", help="zero-pad --src/--bgr to multiples of 4 instead of rejecting them")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--list", action="store_true", help="print the selected cell ids and exit")
+    r.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes (default: the number of physical cores)")
+    r.add_argument("--stage-timeout", default=None, metavar="STAGE=S[,STAGE=S]",
+                   help="override limits.stage_timeout_s, e.g. 'export=900,run=60'")
+    r.add_argument("--deadline", type=float, default=None, metavar="S",
+                   help="whole-run limit in seconds; unfinished cells are then 'skip' (resumable)")
+    r.add_argument("--memory-limit-mib", type=_positive_int, default=None, metavar="MIB",
+                   help="kill a worker above this resident memory (cell status 'crash')")
+    r.add_argument("--cache-dir", default=None, help="content-addressed cache (default: $MATRIX_CACHE_DIR or "
+                   "~/.cache/matting-export-matrix)")
+    r.add_argument("--no-cache", action="store_true", help="ignore the shared cache (a private one is used and deleted)")
+    again = r.add_mutually_exclusive_group()
+    again.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue the run in DIR: run only cells without a record (same config required)")
+    again.add_argument("--rerun-failed", metavar="DIR", default=None,
+                       help="re-run the cells in DIR whose status is fail, error, crash or timeout")
     rep = sub.add_parser("report", help="rebuild report.html/results.csv/summary.md from DIR/results.jsonl")
     rep.add_argument("dir")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _stage_timeouts(text: Optional[str]) -> dict:
+    from .config import STAGES, ConfigError
+
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        stage, _, val = item.partition("=")
+        if stage not in STAGES:
+            raise ConfigError(f"--stage-timeout: unknown stage {stage!r}; expected some of {list(STAGES)}")
+        try:
+            out[stage] = float(val)
+        except ValueError:
+            raise ConfigError(f"--stage-timeout {item!r}: {val!r} is not a number of seconds") from None
+        if out[stage] <= 0:
+            raise ConfigError(f"--stage-timeout {item!r}: must be > 0 seconds")
+    return out
+
+
+def _resume_args(args: argparse.Namespace) -> Optional[str]:
+    """Fill run arguments not given on the command line from DIR/run.json (for --resume/--rerun-failed)."""
+    import json
+
+    d = Path(args.resume or args.rerun_failed)
+    if args.out is not None and Path(args.out).resolve() != d.resolve():
+        return f"--out {args.out!r} conflicts with {'--resume' if args.resume else '--rerun-failed'} {str(d)!r}"
+    args.out = str(d)
+    meta_path = d / "run.json"
+    if not meta_path.is_file():
+        return f"{str(d)!r} has no run.json: not a directory written by `python -m harness run`"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as e:
+        return f"{meta_path}: unreadable ({e})"
+    for key in ("config", "profile", "filter", "checkpoint", "src", "bgr"):
+        if getattr(args, key) is None and meta.get(key) is not None:
+            setattr(args, key, meta[key])
+    args.pad = args.pad or bool(meta.get("pad"))
+    return None
 
 
 def _fail(msg: str) -> int:
@@ -49,16 +116,25 @@ def _fail(msg: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from model.checkpoint import CheckpointError
+    from model.errors import CheckpointError
 
+    from .benchmark import physical_cores
     from .config import ConfigError, expand, load_config
     from .inputs import InputError
+    from .pool import run_plan
     from .report import write_report
-    from .runner import RunError, RunOptions, run_plan
+    from .records import RunError, RunOptions
 
+    if args.resume or args.rerun_failed:
+        problem = _resume_args(args)
+        if problem:
+            return _fail(problem)
+    args.config = args.config or str(DEFAULT_CONFIG)
+    args.out = args.out or "reports/latest"
     try:
         cfg = load_config(args.config)
         plan = expand(cfg, args.profile, args.filter)
+        timeouts = _stage_timeouts(args.stage_timeout)
     except ConfigError as e:
         return _fail(str(e))
     if args.list:
@@ -67,9 +143,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         return _fail(f"--checkpoint {args.checkpoint!r}: no such file")
+    if args.deadline is not None and args.deadline <= 0:
+        return _fail(f"--deadline {args.deadline:g}: must be > 0 seconds")
     opts = RunOptions(
         out_dir=Path(args.out), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         src=args.src, bgr=args.bgr, pad=args.pad, progress=not args.no_progress, config_path=args.config,
+        jobs=args.jobs or physical_cores(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        no_cache=args.no_cache, stage_timeout_s=timeouts, deadline_s=args.deadline,
+        memory_limit_mib=args.memory_limit_mib, resume=bool(args.resume), rerun_failed=bool(args.rerun_failed),
+        filter_expr=args.filter,
     )
     t0 = time.perf_counter()
     try:
@@ -82,15 +164,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         "filter": args.filter,
         "settings": plan.settings.model_dump(),
         "tolerances": {k: v.model_dump() for k, v in plan.tolerances.items()},
+        "limits": plan.limits.model_dump(),
         "weights": runner.weights_info,
         "inputs": args.src and {"src": args.src, "bgr": args.bgr, "pad": args.pad} or {"samples": list(plan.samples)},
         "wall_s": time.perf_counter() - t0,
+        "run_wall_s": summary.wall_s,
+        "stage_s": summary.stage_s,
+        "jobs": summary.jobs,
+        "worker_threads": runner.threads,
+        "cache": summary.cache,
+        "interrupted": summary.interrupted,
         "counts": summary.counts(),
     }
-    paths = write_report(Path(args.out), summary.records, meta)
+    try:
+        paths = write_report(Path(args.out), summary.records, meta)
+    except OSError as e:
+        return _fail(f"could not write the report to {args.out!r}: {e.strerror or e}; "
+                     f"{len(summary.records)} records are in results.jsonl (`python -m harness report {args.out}`)")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts().items()))
-    print(f"{len(summary.records)} cells in {meta['wall_s']:.1f} s ({counts})")
+    print(f"{len(summary.records)} cells in {meta['wall_s']:.1f} s ({counts}); "
+          f"{summary.cache.get('result_hits', 0)} from the result cache")
     print(f"report: {paths['html']}")
+    if summary.stopped_by:
+        return _fail(summary.stopped_by)
+    if summary.interrupted:
+        total = len(plan.cells)
+        print(f"interrupted by {summary.interrupted}: {len(summary.records)} of {total} cells finished; "
+              f"continue with: python -m harness run --resume {args.out}", file=sys.stderr)
+        return 130 if summary.interrupted == "SIGINT" else 143
     return 1 if summary.unexpected else 0
 
 
@@ -106,7 +207,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _fail(str(e))
     paths = write_report(d, records)
     print(f"{len(records)} cells; report: {paths['html']}")
-    return 1 if any(r["status"] in ("fail", "error", "xpass") for r in records) else 0
+    from .records import UNEXPECTED_STATUSES
+
+    return 1 if any(r["status"] in UNEXPECTED_STATUSES for r in records) else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -61,3 +61,28 @@ def measure(fn: Callable[[], object], warmup: int, runs: int, device: str) -> La
         warmup=warmup,
         device=device,
     )
+
+
+def physical_cores() -> int:
+    """Number of physical CPU cores (distinct (physical id, core id) pairs in /proc/cpuinfo), falling
+    back to ``os.cpu_count()``; at least 1."""
+    import os
+
+    pairs = set()
+    phys = core = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":", 1)[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":", 1)[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        pairs.add((phys, core))
+                    phys = core = None
+        if core is not None:
+            pairs.add((phys, core))
+    except OSError:
+        pass
+    return max(1, len(pairs) or os.cpu_count() or 1)

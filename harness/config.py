@@ -27,7 +27,7 @@ EXPORTERS = ("torchscript", "onnx")
 EXPORTER_FORMAT = {"torchscript": "torchscript", "onnx": "onnx"}
 PRECISIONS = ("fp32", "fp16")
 OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
-STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error")
+STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error", "crash", "timeout")
 NA = "n/a"
 
 
@@ -187,13 +187,41 @@ class Rule(_Strict):
 
     id: str
     when: Dict[str, Union[Any, List[Any]]]
-    expect: Literal["fail"] = "fail"
+    expect: Literal["fail", "crash"] = "fail"  # crash: the cell is expected to crash or time out
     stage: Optional[str] = None
     reason: str
     evidence: str
 
 
 STAGES = ("model", "export", "check", "simplify", "load", "run", "parity", "latency")
+DEFAULT_STAGE_TIMEOUT_S = {"model": 600.0, "export": 600.0, "check": 300.0, "simplify": 600.0, "load": 300.0,
+                           "run": 300.0, "parity": 300.0, "latency": 600.0}
+
+
+class Limits(_Strict):
+    """Wall-clock and memory limits that protect a run from hanging or exploding cells.
+
+    ``stage_timeout_s``: per-stage limit in seconds (a stage past it ends the cell as ``timeout``);
+    ``worker_start_s``: seconds a worker may take to import torch and load weights;
+    ``memory_limit_mib``: resident memory (MiB) above which a worker is killed and its cell is
+    ``crash`` (default: 75 % of physical memory divided by the number of workers);
+    ``deadline_s``: whole-run limit after which unstarted cells are ``skip`` (None: no deadline).
+    """
+
+    stage_timeout_s: Dict[str, float] = DEFAULT_STAGE_TIMEOUT_S
+    worker_start_s: float = Field(300.0, gt=0)
+    memory_limit_mib: Optional[int] = Field(None, ge=256)
+    deadline_s: Optional[float] = Field(None, gt=0)
+
+    @field_validator("stage_timeout_s")
+    @classmethod
+    def _stages(cls, v: Dict[str, float]) -> Dict[str, float]:
+        for k, t in v.items():
+            if k not in STAGES:
+                raise ValueError(f"unknown stage {k!r}; expected some of {list(STAGES)}")
+            if not t > 0:
+                raise ValueError(f"stage_timeout_s.{k}: {t!r} must be > 0 seconds")
+        return {**DEFAULT_STAGE_TIMEOUT_S, **v}
 
 
 class MatrixConfig(_Strict):
@@ -207,6 +235,7 @@ class MatrixConfig(_Strict):
     tolerances: Dict[Literal["fp32", "fp16"], Tolerance]
     samples: List[str] = ["rocket_coffee", "hubble_astronaut", "horse_grass"]
     rules: List[Rule] = []
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "MatrixConfig":
@@ -300,10 +329,18 @@ class Plan:
     tolerances: Dict[str, Tolerance]
     rules: Tuple[Rule, ...]
     samples: Tuple[str, ...]
+    limits: Limits = Limits()
 
-    def settings_hash(self) -> str:
-        blob = json.dumps(self.settings.model_dump(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex digits) of what decides the cells' results: the cells, settings, tolerances
+        and samples (not rules or limits). ``--resume`` refuses a directory with another fingerprint."""
+        blob = json.dumps(
+            {"cells": [c.cell_id for c in self.cells], "settings": self.settings.model_dump(),
+             "tolerances": {k: v.model_dump() for k, v in sorted(self.tolerances.items())},
+             "samples": list(self.samples)},
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _format_validation_error(path: str, err: ValidationError) -> str:
@@ -418,7 +455,8 @@ def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Opt
             cells.append(cell)
     if not cells:
         raise ConfigError(f"profile {name!r} with --filter {filter_expr!r} selects no cells")
-    return Plan(name, settings, tuple(cells), dict(config.tolerances), tuple(config.rules), tuple(config.samples))
+    return Plan(name, settings, tuple(cells), dict(config.tolerances), tuple(config.rules), tuple(config.samples),
+                config.limits)
 
 
 def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:

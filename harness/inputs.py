@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the constants here stay light
+    from torch import Tensor
 
 SAMPLES_DIR = Path(__file__).parent / "data" / "samples"
 SAMPLE_NAMES = ("rocket_coffee", "hubble_astronaut", "horse_grass")
@@ -53,6 +54,8 @@ def _open_rgb(path: Path, role: str):
 
 
 def _to_tensor(im) -> Tensor:
+    import torch
+
     arr = np.asarray(im, dtype=np.float32) / 255.0
     if arr.ndim == 2:
         return torch.from_numpy(arr.copy()).unsqueeze(0)
@@ -118,6 +121,8 @@ def load_user_pair(src_path: str, bgr_path: str, pad: bool = False) -> Pair:
 
 def pad_to_multiple(x: Tensor, multiple: int = 4) -> Tuple[Tensor, Tuple[int, int]]:
     """Zero-pad ``x (..., H, W)`` at the bottom/right to multiples of ``multiple``; return it and (H, W)."""
+    import torch
+
     H, W = x.shape[-2:]
     ph, pw = (-H) % multiple, (-W) % multiple
     if ph or pw:
@@ -127,6 +132,8 @@ def pad_to_multiple(x: Tensor, multiple: int = 4) -> Tuple[Tensor, Tuple[int, in
 
 def resize_pair(pair: Pair, hw: Tuple[int, int]) -> Pair:
     """Bilinearly resize a user pair to ``hw`` (used to validate at a second resolution)."""
+    import torch
+
     if tuple(pair.src.shape[1:]) == tuple(hw):
         return pair
     f = torch.nn.functional.interpolate
@@ -136,6 +143,8 @@ def resize_pair(pair: Pair, hw: Tuple[int, int]) -> Pair:
 
 def stack(pairs: Sequence[Pair]) -> Tuple[Tensor, Tensor]:
     """Batch pairs into ``(src, bgr)``, each ``(B, 3, H, W)``."""
+    import torch
+
     return torch.stack([p.src for p in pairs]), torch.stack([p.bgr for p in pairs])
 
 

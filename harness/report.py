@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .benchmark import cpu_name
-from .exporters import onnx_versions
+from .cache import package_versions
 
 CSV_COLUMNS = [
     "cell_id", "backbone", "backbone_scale", "refine_sample_pixels", "refine_threshold", "crop_method",
@@ -59,20 +59,19 @@ def _git_commit() -> Optional[str]:
 
 def environment(extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Versions and hardware for ``environment.json``."""
-    import torch
-    import torchvision
+    import os
+    import sys
 
+    versions = package_versions()
+    torch = sys.modules.get("torch")  # only when this process already uses it (a warm run need not)
     env: Dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        **onnx_versions(),
+        **{k: versions.get(k) for k in ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "onnxscript")},
         "cpu": cpu_name(),
-        "cpu_count": __import__("os").cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_count": os.cpu_count(),
+        "cuda": (torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None),
         "git_commit": _git_commit(),
     }
     if extra:

@@ -1,18 +1,16 @@
-"""Run a :class:`~harness.config.Plan`: for every cell, export -> check -> simplify -> load -> run ->
-parity -> latency, one record per cell appended to ``results.jsonl`` as soon as it finishes.
+"""Execute cells: model -> export -> check -> simplify -> load -> run -> parity -> latency.
 
-Artifacts are shared within a run: one ONNX export feeds the plain and the onnxsim cell, and one
-TorchScript file serves every refine mode (the mode is set with ``setattr`` after loading, which is
-what the hoisted attributes are for). Eager references are computed once per model configuration
-and input.
+:class:`Runner` is what a worker process (``harness/pool.py``) uses to run one cell at a time; the
+coordinator uses it too, to prepare weights and compute cache keys. Artifacts and eager references go
+through the content-addressed :class:`~harness.cache.Cache`, so one ONNX export feeds the plain and the
+onnxsim cell and every runtime, one TorchScript file serves every refine mode (the mode is set with
+``setattr`` after loading, which is what the hoisted attributes are for), and a re-run reuses them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,7 +26,20 @@ from model.checkpoint import CheckpointError, guess_architecture, load_checkpoin
 
 from . import inputs as data_mod
 from .benchmark import cpu_name, measure
+from .cache import Cache, code_hash, file_hash, link_or_copy, make_key
 from .config import NA, Cell, Plan, matching_rule
+from .keys import CellKeys
+from .records import (  # noqa: F401 - re-exported
+    CACHEABLE_STATUSES,
+    RERUN_STATUSES,
+    UNEXPECTED_STATUSES,
+    RunError,
+    RunOptions,
+    RunSummary,
+    append_record,
+    apply_rule,
+    describe,
+)
 from .exporters import (
     Artifact,
     StageError,
@@ -44,24 +55,11 @@ from .runtimes import RUNTIMES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-class RunError(RuntimeError):
-    """A problem with the run as a whole (unwritable output dir, bad checkpoint); exit code 2."""
-
-
 class _Stage(Exception):
     def __init__(self, stage: str, exc: BaseException):
         super().__init__(stage)
         self.stage = stage
         self.exc = exc
-
-
-def describe(exc: BaseException) -> str:
-    """``ExceptionClass: first line of the message`` (never a multi-page graph dump)."""
-    msg = str(exc).strip()
-    first = msg.splitlines()[0] if msg else ""
-    if len(first) > 300:
-        first = first[:297] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 @dataclass
@@ -74,54 +72,26 @@ class Inputs:
     crop_to: Optional[Tuple[int, int]] = None
 
 
-@dataclass
-class RunOptions:
-    """What the CLI passes to :func:`run_plan`."""
+class Runner(CellKeys):
+    """Executes cells one at a time (in a worker), with artifacts and references from ``cache``.
 
-    out_dir: Path
-    checkpoint: Optional[Path] = None
-    src: Optional[str] = None
-    bgr: Optional[str] = None
-    pad: bool = False
-    progress: bool = True
-    config_path: Optional[str] = None
+    ``on_stage(name)`` is called as each stage starts (the worker reports it to the coordinator,
+    which enforces per-stage time limits and keeps timing quiet while another worker measures)."""
 
-
-@dataclass
-class RunSummary:
-    records: List[Dict[str, Any]] = field(default_factory=list)
-    wall_s: float = 0.0
-
-    def counts(self) -> Dict[str, int]:
-        out: Dict[str, int] = {}
-        for r in self.records:
-            out[r["status"]] = out.get(r["status"], 0) + 1
-        return out
-
-    @property
-    def unexpected(self) -> int:
-        return sum(1 for r in self.records if r["status"] in ("fail", "error", "xpass"))
-
-
-class Runner:
-    """Executes cells, caching weights, eager references and artifacts for the duration of a run."""
-
-    def __init__(self, plan: Plan, opts: RunOptions) -> None:
-        self.plan = plan
-        self.opts = opts
-        self.s = plan.settings
+    def __init__(self, plan: Plan, opts: RunOptions, cache: Cache, threads: Optional[int] = None) -> None:
+        super().__init__(plan, opts, threads or torch.get_num_threads())
+        self.cache = cache
         self.out = Path(opts.out_dir)
         self.weights: Dict[str, Dict[str, torch.Tensor]] = {}
-        self.weights_info: Dict[str, Any] = {}
-        self.refs: Dict[tuple, Any] = {}
-        self.artifacts: Dict[tuple, Any] = {}
+        self.refs: Dict[str, Any] = {}
         self.inputs: Dict[Tuple[Tuple[int, int], int], Inputs] = {}
         self.user_pair: Optional[data_mod.Pair] = None
-        self.device = f"cpu: {cpu_name()} ({torch.get_num_threads()} threads)"
+        self.on_stage: Callable[[str], None] = lambda stage: None
+        self.current_cell: Optional[Cell] = None
 
-    # ---------------------------------------------------------------- setup
-    def prepare(self) -> None:
-        """Create the output dir, load/calibrate weights and inputs. Raises RunError / InputError."""
+    # ---------------------------------------------------------------- setup (coordinator)
+    def check_out_dir(self) -> None:
+        """Create ``out`` and ``out/artifacts`` and prove they are writable. Raises RunError."""
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "artifacts").mkdir(exist_ok=True)
@@ -130,45 +100,76 @@ class Runner:
             probe.unlink()
         except OSError as e:
             raise RunError(f"--out {str(self.out)!r} is not writable: {e.strerror or e}") from None
+
+    def load_user_pair(self) -> None:
+        """Read ``--src``/``--bgr`` (raises InputError naming the problem)."""
         if self.opts.src or self.opts.bgr:
             if not (self.opts.src and self.opts.bgr):
                 raise data_mod.InputError("--src and --bgr must be given together")
             self.user_pair = data_mod.load_user_pair(self.opts.src, self.opts.bgr, pad=self.opts.pad)
+            h, w = self.user_pair.src.shape[1:]
+            h, w = h + (-h) % 4, w + (-w) % 4
+            need = self.s.refine_sample_pixels
+            if "sampling" in {c.refine_mode for c in self.plan.cells} and h * w < need:
+                raise data_mod.InputError(
+                    f"--src/--bgr are {w}x{h} (WxH) = {h * w} px, fewer than refine_sample_pixels={need}; "
+                    f"use images of at least {need} px or lower settings.refine_sample_pixels in the config"
+                )
+
+    def prepare_weights(self) -> Dict[str, Tuple[str, str]]:
+        """Load the checkpoint or calibrate weights (cached), save them in ``out``.
+
+        Returns ``{backbone: (weights file, weights id)}`` for the workers.
+        Raises CheckpointError for a checkpoint that does not fit every backbone of the plan."""
         torch.manual_seed(self.s.seed)
         backbones = sorted({c.backbone for c in self.plan.cells})
+        files: Dict[str, Tuple[str, str]] = {}
         if self.opts.checkpoint is not None:
             sd = read_state_dict(self.opts.checkpoint)
             looks = guess_architecture(sd) or "unknown"
+            digest = sha256_of(self.opts.checkpoint)
             for bb in backbones:
                 m = MattingRefine(bb)
                 load_checkpoint(m, sd)  # raises CheckpointError naming the mismatch
                 self.weights[bb] = m.state_dict()
-            self.weights_info = {
-                "source": "checkpoint",
-                "path": str(self.opts.checkpoint),
-                "sha256": sha256_of(self.opts.checkpoint),
-                "looks_like": looks,
-            }
-        else:
-            hw = data_mod._SHIPPED["small"]
-            for bb in backbones:
+                self.weights_id[bb] = f"ckpt:{digest}:{bb}"
+                files[bb] = (str(Path(self.opts.checkpoint).resolve()), self.weights_id[bb])
+            self.weights_info = {"source": "checkpoint", "path": str(self.opts.checkpoint), "sha256": digest,
+                                 "looks_like": looks}
+            return files
+        Path(self.out).mkdir(parents=True, exist_ok=True)
+        for bb, name in self.weights_file_names().items():
+            key, parts = self._calibration_key(bb)
+            hit = self.cache.get("weights", key)
+            if hit is not None:
+                self.weights[bb] = torch.load(hit / "weights.pth", weights_only=True)
+                link_or_copy(hit / "weights.pth", self.out / name)
+            else:
                 torch.manual_seed(self.s.seed)
                 m = MattingRefine(bb, backbone_scale=self.s.backbone_scale)
-                pairs = [data_mod.load_sample(n, hw) for n in self.plan.samples]
+                pairs = [data_mod.load_sample(n, data_mod._SHIPPED["small"]) for n in self.plan.samples]
                 src, bgr = data_mod.stack(pairs)
                 if src.shape[0] < 2:
                     src, bgr = torch.cat([src, src.flip(-1)]), torch.cat([bgr, bgr.flip(-1)])
                 calibrate(m, [(src, bgr), (src.flip(-1), bgr.flip(-1))])
                 self.weights[bb] = m.state_dict()
-                name = "weights.pth" if len(backbones) == 1 else f"weights-{bb}.pth"
                 torch.save(self.weights[bb], self.out / name)
-            self.weights_info = {
-                "source": "calibrated",
-                "seed": self.s.seed,
-                "files": ["weights.pth"] if len(backbones) == 1 else [f"weights-{bb}.pth" for bb in backbones],
-                "recipe": "model/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples",
-            }
+                self.cache.put("weights", key, {"weights.pth": self.out / name}, {"backbone": bb, **parts})
+            self.weights_id[bb] = f"calibrated:{key[:16]}"
+            files[bb] = (str((self.out / name).resolve()), self.weights_id[bb])
+        self.weights_info = self.calibrated_info()
+        return files
 
+    def use_weights(self, files: Dict[str, Tuple[str, str]]) -> None:
+        """In a worker: load the weights the coordinator prepared (``{backbone: (file, id)}``)."""
+        for bb, (path, wid) in files.items():
+            sd = read_state_dict(path)
+            m = MattingRefine(bb)
+            load_checkpoint(m, sd)
+            self.weights[bb] = m.state_dict()
+            self.weights_id[bb] = wid
+
+    # ---------------------------------------------------------------- inputs
     def _inputs(self, res: Tuple[int, int], batch: int) -> Inputs:
         key = (res, batch)
         if key not in self.inputs:
@@ -194,11 +195,6 @@ class Runner:
                 self.inputs[key] = Inputs([p.name for p in pairs], src, bgr)
         return self.inputs[key]
 
-    def _resolution(self, cell: Cell) -> Tuple[int, int]:
-        if self.user_pair is not None:
-            return tuple(self._inputs(cell.resolution, cell.batch).src.shape[2:])
-        return cell.resolution
-
     # ---------------------------------------------------------------- models and references
     def build_model(self, cell: Cell, precision: Optional[str] = None) -> MattingRefine:
         s = self.s
@@ -217,65 +213,69 @@ class Runner:
         return m.to(DTYPES[precision or cell.precision]).eval()
 
     def reference(self, cell: Cell, precision: str) -> List[np.ndarray]:
-        """Eager outputs (numpy, float32) for the cell's model config in ``precision``."""
-        key = (cell.backbone, cell.refine_mode, cell.crop_method, cell.replace_method, precision,
-               cell.resolution, cell.batch)
+        """Eager outputs (numpy, float32) for the cell's model config in ``precision`` (cached)."""
+        parts = self._model_parts(cell, precision)
+        parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
+                     threads=self.threads)
+        key = make_key("reference", parts)
         if key not in self.refs:
-            try:
-                inp = self._inputs(cell.resolution, cell.batch)
-                m = self.build_model(cell, precision)
-                dt = DTYPES[precision]
-                with torch.inference_mode():
-                    self.refs[key] = [o.float().numpy() for o in m(inp.src.to(dt), inp.bgr.to(dt))]
-            except Exception as e:  # noqa: BLE001 - recorded as the cell's skip reason
-                self.refs[key] = e
+            hit = self.cache.get("reference", key)
+            if hit is not None:
+                with np.load(hit / "outputs.npz") as z:
+                    self.refs[key] = [z[f"o{k}"] for k in range(len(z.files))]
+            else:
+                try:
+                    inp = self._inputs(cell.resolution, cell.batch)
+                    m = self.build_model(cell, precision)
+                    dt = DTYPES[precision]
+                    with torch.inference_mode():
+                        self.refs[key] = [o.float().numpy() for o in m(inp.src.to(dt), inp.bgr.to(dt))]
+                except Exception as e:  # noqa: BLE001 - recorded as the cell's skip reason
+                    self.refs[key] = e
+                else:
+                    tmp = self.out / "artifacts" / f".ref-{key[:16]}.npz"
+                    np.savez(tmp, **{f"o{k}": a for k, a in enumerate(self.refs[key])})
+                    self.cache.put("reference", key, {"outputs.npz": tmp}, {"cell": cell.cell_id})
+                    tmp.unlink(missing_ok=True)
         val = self.refs[key]
         if isinstance(val, Exception):
             raise val
         return val
 
     # ---------------------------------------------------------------- artifacts
-    def _artifact(self, cell: Cell, cell_dir: Path, key: tuple, make: Callable[[Path], Artifact], name: str) -> Artifact:
-        """Return the cached artifact for ``key`` (hard-linked into ``cell_dir``) or make it there."""
-        if key in self.artifacts:
-            val = self.artifacts[key]
-            if isinstance(val, _Stage):
-                raise val
-            target = cell_dir / val.path.name
-            if not target.exists():
-                try:
-                    os.link(val.path, target)
-                except OSError:
-                    shutil.copy2(val.path, target)
-            return Artifact(target, val.format, val.exporter, val.seconds, dict(val.meta, cached=True))
-        try:
-            art = make(cell_dir / name)
-        except _Stage as e:
-            self.artifacts[key] = e
-            raise
-        self.artifacts[key] = art
+    def _artifact(self, cell_dir: Path, key: str, make: Callable[[Path], Artifact], name: str) -> Artifact:
+        """The cached artifact for ``key`` (hard-linked into ``cell_dir``), or make it there and cache it."""
+        target = cell_dir / name
+        hit = self.cache.get("artifact", key)
+        if hit is not None:
+            meta = self.cache.meta("artifact", key)
+            link_or_copy(hit / name, target)
+            for log in hit.glob("*.log"):
+                link_or_copy(log, cell_dir / log.name)
+            return Artifact(target, meta["format"], meta["exporter"], meta["seconds"], dict(meta["meta"], cached=True))
+        art = make(target)
+        files = {name: target, **{p.name: p for p in cell_dir.glob(Path(name).stem + ".*.log")}}
+        self.cache.put("artifact", key, files, {"format": art.format, "exporter": art.exporter,
+                                                "seconds": art.seconds, "meta": art.meta, "cell": cell_dir.name})
         return art
 
     def export(self, cell: Cell, cell_dir: Path) -> Tuple[Artifact, Dict[str, float]]:
-        """Export (or reuse) the cell's artifact; returns it and stage timings in seconds."""
+        """Export (or reuse) the cell's artifact; returns it and the seconds its export, check and
+        simplify took when it was made (also for a cached artifact)."""
         times: Dict[str, float] = {}
         dt = DTYPES[cell.precision]
         if cell.exporter == "torchscript":
-            key = ("torchscript", cell.backbone, cell.crop_method, cell.replace_method, cell.precision)
-
             def make_ts(path: Path) -> Artifact:
                 try:
                     return export_torchscript(self.build_model(cell), path)
                 except Exception as e:  # noqa: BLE001
                     raise _Stage("export", e) from e
 
-            art = self._artifact(cell, cell_dir, key, make_ts, "model.pt")
-            times["export_s"] = art.seconds
+            art = self._artifact(cell_dir, self.artifact_key(cell, False), make_ts, "model.pt")
+            times["export"] = art.seconds
             return art, times
 
         ex_hw = self.s.export_resolution
-        base_key = ("onnx", cell.backbone, cell.refine_mode, cell.crop_method, cell.replace_method,
-                    cell.precision, cell.opset)
 
         def make_onnx(path: Path) -> Artifact:
             names, src, bgr = data_mod.batch_of(ex_hw, 1)
@@ -283,55 +283,49 @@ class Runner:
                 art = export_onnx_legacy(self.build_model(cell), path, (src.to(dt), bgr.to(dt)), cell.opset)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("export", e) from e
+            self.on_stage("check")
             try:
                 art.meta["check_s"] = check_onnx(path)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("check", e) from e
             return art
 
-        plain = self._artifact(cell, cell_dir, base_key, make_onnx, "model.onnx")
-        times["export_s"] = plain.seconds
-        times["check_s"] = float(plain.meta.get("check_s", 0.0))
+        plain = self._artifact(cell_dir, self.artifact_key(cell, False), make_onnx, "model.onnx")
+        times["export"] = plain.seconds
+        times["check"] = float(plain.meta.get("check_s", 0.0))
         if not cell.simplify:
             return plain, times
 
         def make_sim(path: Path) -> Artifact:
+            self.on_stage("simplify")
             try:
                 art = simplify_onnx(plain, path)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("simplify", e) from e
+            self.on_stage("check")
             try:
                 check_onnx(path)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("check", e) from e
             return art
 
-        sim = self._artifact(cell, cell_dir, base_key + ("onnxsim",), make_sim, "model.sim.onnx")
-        times["simplify_s"] = sim.seconds
+        sim = self._artifact(cell_dir, self.artifact_key(cell, True), make_sim, "model.sim.onnx")
+        times["simplify"] = sim.seconds
         return sim, times
 
     # ---------------------------------------------------------------- one cell
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
-        """Run every stage of ``cell``; never raises (errors become the record's status)."""
-        rec: Dict[str, Any] = {"cell_id": cell.cell_id, **cell.as_dict()}
-        rec.update(
-            backbone_scale=self.s.backbone_scale,
-            refine_sample_pixels=self.s.refine_sample_pixels,
-            refine_threshold=self.s.refine_threshold,
-            refine_kernel_size=self.s.refine_kernel_size,
-            refine_prevent_oversampling=self.s.refine_prevent_oversampling,
-            export_resolution=f"{self.s.export_resolution[0]}x{self.s.export_resolution[1]}",
-            device=self.device,
-        )
-        if self.user_pair is not None:
-            h, w = self._resolution(cell)
-            rec["resolution"] = f"{h}x{w}"
+        """Run every stage of ``cell``; never raises (errors become the record's status).
+
+        The record is *raw*: known-incompatibility rules are applied by the coordinator
+        (:func:`apply_rule`), so cached records stay valid when rules change."""
+        self.current_cell = cell
+        rec = self.base_record(cell)
         t0 = time.perf_counter()
         status, stage, reason = "pass", "done", ""
         rt_cls = RUNTIMES[cell.runtime]
         why = rt_cls.unavailable() or _missing_tools(cell)
-        rule = matching_rule(cell, self.plan.rules)
-        rec["rule"] = rule.id if rule else ""
+        self.stage_times: Dict[str, float] = {}
         if why:
             status, stage, reason = "skip", "load", f"skipped: {why}"
         else:
@@ -341,31 +335,36 @@ class Runner:
                 status, stage, reason = "error", e.stage, describe(e.exc)
             except Exception as e:  # noqa: BLE001 - a harness bug must not lose the other cells
                 status, stage, reason = "error", "harness", describe(e) + " | " + traceback.format_exc(limit=2).splitlines()[-1]
-        if rule is not None and status in ("fail", "error"):
-            if rule.stage is None or rule.stage == stage:
-                status = "xfail"
-                reason = f"{reason} [expected: {rule.reason}]"
-            else:
-                reason = f"{reason} [rule {rule.id} expected failure at stage {rule.stage!r}]"
-        elif rule is not None and status == "pass":
-            status = "xpass"
-            reason = f"passed although rule {rule.id!r} expects failure ({rule.reason})"
+        rec["stage_times"] = {k: round(v, 4) for k, v in self.stage_times.items()}
         rec.update(status=status, stage=stage, reason=reason, cell_s=round(time.perf_counter() - t0, 3))
         return rec
+
+    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        self.on_stage(stage)
+        t = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.perf_counter() - t
 
     def _stages(self, cell: Cell, rec: Dict[str, Any]) -> Tuple[str, str, str]:
         cell_dir = self.out / "artifacts" / cell.cell_id
         cell_dir.mkdir(parents=True, exist_ok=True)
         # references first: a configuration the model itself rejects is not an export finding
         try:
-            ref32 = self.reference(cell, "fp32")
-            ref_same = self.reference(cell, cell.precision) if cell.precision != "fp32" else None
+            ref32 = self._timed("model", lambda: self.reference(cell, "fp32"))
+            ref_same = (self._timed("model", lambda: self.reference(cell, cell.precision))
+                        if cell.precision != "fp32" else None)
         except Exception as e:  # noqa: BLE001
             return "skip", "model", f"skipped: eager reference failed: {describe(e)}"
+        self.on_stage("export")
+        t = time.perf_counter()
         art, times = self.export(cell, cell_dir)
-        rec.update({k: round(v, 4) for k, v in times.items()})
+        self.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
+        rec.update({f"{k}_s": round(v, 4) for k, v in times.items()})
         rec["exporter_name"] = art.exporter
         rec["artifact"] = str(art.path.relative_to(self.out))
+        rec["artifact_key"] = self.artifact_key(cell, cell.simplify)
         rec["artifact_mib"] = round(art.size_mib, 3)
         rec["cached_artifact"] = bool(art.meta.get("cached", False))
         if "nodes_after" in art.meta:
@@ -378,9 +377,10 @@ class Runner:
             "refine_sample_pixels": self.s.refine_sample_pixels,
             "refine_threshold": self.s.refine_threshold,
             "refine_prevent_oversampling": self.s.refine_prevent_oversampling,
+            "threads": self.threads,
         }
         try:
-            rec["load_s"] = round(runtime.load(str(art.path), settings), 4)
+            rec["load_s"] = round(self._timed("load", lambda: runtime.load(str(art.path), settings)), 4)
         except Exception as e:  # noqa: BLE001
             raise _Stage("load", e) from e
         inp = self._inputs(cell.resolution, cell.batch)
@@ -388,16 +388,21 @@ class Runner:
         src, bgr = inp.src.to(dt), inp.bgr.to(dt)
         try:
             t = time.perf_counter()
-            outs = runtime.run(src, bgr)
+            outs = self._timed("run", lambda: runtime.run(src, bgr))
             rec["first_run_ms"] = round((time.perf_counter() - t) * 1e3, 2)
         except Exception as e:  # noqa: BLE001
             raise _Stage("run", e) from e
         rec["output_dtypes"] = ",".join(sorted({str(o.dtype) for o in outs}))
-        try:
-            tol = self.plan.tolerances[cell.precision]
+        tol = self.plan.tolerances[cell.precision]
+
+        def judge():
             results = [compare(outs, ref32, tol, "fp32")]
             if ref_same is not None:
                 results.append(compare(outs, ref_same, tol, cell.precision))
+            return results
+
+        try:
+            results = self._timed("parity", judge)
         except Exception as e:  # noqa: BLE001
             raise _Stage("parity", e) from e
         best = next((r for r in results if r.passed), results[0])
@@ -429,7 +434,8 @@ class Runner:
         rec["parity"] = best.summary()
         lat_cfg = self.s.latency
         try:
-            lat = measure(lambda: runtime.run(src, bgr), lat_cfg.warmup, lat_cfg.runs, self.device)
+            lat = self._timed("latency", lambda: measure(lambda: runtime.run(src, bgr), lat_cfg.warmup, lat_cfg.runs,
+                                                         self.device))
         except Exception as e:  # noqa: BLE001
             raise _Stage("latency", e) from e
         rec["p50_ms"] = round(lat.p50_ms, 3)
@@ -452,58 +458,5 @@ def _missing_tools(cell: Cell) -> Optional[str]:
     return None
 
 
-def _order(cells) -> List[Cell]:
-    """Group cells sharing an artifact so the cache is hot; stable otherwise."""
-    return sorted(
-        cells,
-        key=lambda c: (c.backbone, c.exporter, c.precision, c.opset or 0, c.crop_method, c.replace_method,
-                       c.refine_mode, c.simplify, c.runtime, c.resolution, c.batch),
-    )
-
-
-def append_record(path: Path, rec: Dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk before returning."""
-    line = json.dumps(rec, default=str, allow_nan=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def run_plan(plan: Plan, opts: RunOptions) -> Tuple[RunSummary, Runner]:
-    """Run all cells of ``plan``; return the records (also written to ``results.jsonl``) and the
-    runner (whose ``weights_info`` goes to environment.json).
-
-    Raises:
-        RunError, CheckpointError, InputError: before any cell runs, for problems with the run as a whole.
-    """
-    runner = Runner(plan, opts)
-    runner.prepare()
-    out = Path(opts.out_dir)
-    results = out / "results.jsonl"
-    if results.exists():
-        results.unlink()
-    summary = RunSummary()
-    t0 = time.perf_counter()
-    cells = _order(plan.cells)
-    bar = None
-    if opts.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(cells), unit="cell", dynamic_ncols=True, file=sys.stderr, desc=plan.profile)
-    try:
-        for cell in cells:
-            rec = runner.run_cell(cell)
-            append_record(results, rec)
-            summary.records.append(rec)
-            if bar is not None:
-                bar.set_postfix_str(f"{rec['status']}: {cell.cell_id}"[:70])
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    summary.wall_s = time.perf_counter() - t0
-    return summary, runner
-
-
-__all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "describe", "run_plan", "CheckpointError"]
+__all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "apply_rule", "describe",
+           "CheckpointError", "UNEXPECTED_STATUSES", "RERUN_STATUSES", "CACHEABLE_STATUSES"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Dict, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Type
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Outputs = List[np.ndarray]
 
@@ -46,6 +47,8 @@ class TorchScriptCPU(Runtime):
     format = "torchscript"
 
     def load(self, path: str, settings: Dict[str, object]) -> float:
+        import torch
+
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -58,6 +61,8 @@ class TorchScriptCPU(Runtime):
         return time.perf_counter() - t0
 
     def run(self, src: Tensor, bgr: Tensor) -> Outputs:
+        import torch
+
         with torch.inference_mode():
             return [o.numpy() for o in self.module(src, bgr)]
 
@@ -82,6 +87,8 @@ class OnnxRuntimeCPU(Runtime):
         t0 = time.perf_counter()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if settings.get("threads"):
+            opts.intra_op_num_threads = int(settings["threads"])  # one worker's share of the cores
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
         return time.perf_counter() - t0

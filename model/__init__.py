@@ -4,9 +4,19 @@ Public API: :class:`MattingBase`, :class:`MattingRefine`, :class:`MattingRefineT
 :func:`load_checkpoint`, :func:`calibrated_model`.
 """
 
-from .backbones import BACKBONES
-from .matting import MattingBase, MattingRefine, MattingRefineTorchScript
-from .refiner import CROP_METHODS, KERNEL_SIZES, REFINE_MODES, REPLACE_METHODS, Refiner
+from .constants import BACKBONES, CROP_METHODS, KERNEL_SIZES, REFINE_MODES, REPLACE_METHODS
+
+_LAZY = {"MattingBase": ".matting", "MattingRefine": ".matting", "MattingRefineTorchScript": ".matting",
+         "Refiner": ".refiner"}
+
+
+def __getattr__(name: str):
+    """Import the torch modules on first use (PEP 562), so ``from model import BACKBONES`` is light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'model' has no attribute {name!r}")
 
 __all__ = [
     "BACKBONES",

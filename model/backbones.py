@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from .constants import BACKBONES  # noqa: F401 - re-exported
+
 FeatureMaps = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
@@ -95,7 +97,6 @@ class MobileNetV2Encoder(MobileNetV2):
         return x4, x3, x2, x1, x0
 
 
-BACKBONES = ("mobilenetv2", "resnet50", "resnet101")
 
 
 def build_backbone(name: str, in_channels: int = 6) -> nn.Module:

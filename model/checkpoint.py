@@ -22,8 +22,7 @@ _PREFIXES = ("module.", "model.")
 _EXAMPLES = 5
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not match the model. The message says why."""
+from .errors import CheckpointError  # noqa: E402,F401 - re-exported
 
 
 def sha256_of(path: Union[str, os.PathLike]) -> str:

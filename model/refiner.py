@@ -30,10 +30,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-REFINE_MODES = ("sampling", "thresholding", "full")
-CROP_METHODS = ("unfold", "roi_align", "gather")
-REPLACE_METHODS = ("scatter_nd", "scatter_element")
-KERNEL_SIZES = (1, 3)
+from .constants import CROP_METHODS, KERNEL_SIZES, REFINE_MODES, REPLACE_METHODS  # noqa: F401 - re-exported
 
 
 def _check_choice(name: str, value: object, allowed: tuple) -> None:

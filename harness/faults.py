@@ -1,0 +1,85 @@
+"""Test-only fault injection, so the tests can prove the harness survives what real exporters and
+runtimes do to it (segfaults in onnxruntime, hanging session builds, memory blow-ups).
+
+Set ``MATRIX_FAULTS`` to ``;``-separated entries ``<cell-id substring>@<stage>=<fault>``; when a worker
+enters ``<stage>`` of a cell whose id contains the substring, it injects ``<fault>``:
+
+- ``segfault``: dereference NULL (SIGSEGV)        - ``abort``: ``os.abort()`` (SIGABRT)
+- ``hang``: sleep forever (hits the stage limit)  - ``oom``: allocate 256 MiB blocks until killed
+- ``raise``: raise :class:`InjectedFault`          - ``exit``: ``os._exit(3)``
+
+The coordinator honours ``<substring>@write=enospc``: appending that cell's record fails with ENOSPC,
+as on a full disk. Unset (the normal case), this module does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+import time
+from typing import List, Tuple
+
+ENV = "MATRIX_FAULTS"
+KINDS = ("segfault", "abort", "hang", "oom", "raise", "exit", "enospc")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the ``raise`` fault."""
+
+
+def parse(spec: str) -> List[Tuple[str, str, str]]:
+    """``"a@run=segfault;b@latency=hang"`` -> ``[("a", "run", "segfault"), ...]``.
+
+    Raises:
+        ValueError: an entry without ``@`` and ``=``, or an unknown fault kind.
+    """
+    out = []
+    for entry in filter(None, (e.strip() for e in spec.split(";"))):
+        try:
+            target, rest = entry.split("@", 1)
+            stage, kind = rest.split("=", 1)
+        except ValueError:
+            raise ValueError(f"{ENV} entry {entry!r}: expected <cell substring>@<stage>=<fault>") from None
+        if kind not in KINDS:
+            raise ValueError(f"{ENV} entry {entry!r}: unknown fault {kind!r}; expected one of {KINDS}")
+        out.append((target, stage, kind))
+    return out
+
+
+def _active(cell_id: str, stage: str) -> List[str]:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return []
+    return [k for t, s, k in parse(spec) if s == stage and t in cell_id]
+
+
+def inject(cell_id: str, stage: str) -> None:
+    """Inject the configured fault for (``cell_id``, ``stage``), if any (called at each stage start)."""
+    for kind in _active(cell_id, stage):
+        sys.stderr.write(f"[faults] injecting {kind} into {cell_id} at stage {stage}\n")
+        sys.stderr.flush()
+        if kind == "segfault":
+            ctypes.string_at(0)
+        elif kind == "abort":
+            os.abort()
+        elif kind == "exit":
+            os._exit(3)
+        elif kind == "hang":
+            while True:
+                time.sleep(3600)
+        elif kind == "oom":
+            hog = []
+            while True:
+                block = bytearray(256 * 2**20)
+                block[:: 4096] = b"\x01" * len(block[:: 4096])  # touch every page
+                hog.append(block)
+        elif kind == "raise":
+            raise InjectedFault(f"injected fault in stage {stage!r} of {cell_id}")
+
+
+def write_fault(cell_id: str) -> None:
+    """Raise ``OSError(ENOSPC)`` when a ``<substring>@write=enospc`` fault names ``cell_id``."""
+    if "enospc" in _active(cell_id, "write"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -1,0 +1,134 @@
+"""Cache keys and record skeletons for cells, without torch: the coordinator answers a fully cached
+re-run from these alone (see :mod:`harness.cache` for what goes into a key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from . import inputs as data_mod
+from .benchmark import cpu_name
+from .cache import code_hash, file_hash, make_key
+from .config import Cell, Plan
+
+
+class CellKeys:
+    """Identity of a run's cells: weights ids, input ids, artifact/reference/result keys.
+
+    ``threads`` is the per-worker thread count; it is part of the device string and of result keys
+    (latency depends on it)."""
+
+    def __init__(self, plan: Plan, opts: Any, threads: int) -> None:
+        self.plan = plan
+        self.opts = opts
+        self.s = plan.settings
+        self.threads = threads
+        self.device = f"cpu: {cpu_name()} ({threads} threads)"
+        self.weights_id: Dict[str, str] = {}
+        self.weights_info: Dict[str, Any] = {}
+
+    def _calibration_key(self, backbone: str) -> Tuple[str, Dict[str, Any]]:
+        parts = {"backbone": backbone, "seed": self.s.seed, "backbone_scale": self.s.backbone_scale,
+                 "samples": list(self.plan.samples), "code": code_hash("model"),
+                 "samples_hash": file_hash(sorted(data_mod.SAMPLES_DIR.glob("*_small_*")))}
+        return make_key("weights", parts), parts
+
+    def weights_ids(self) -> Dict[str, str]:
+        """Identity of the calibrated weights of every backbone, known before calibrating (so results
+        can come from the cache without any model work). Checkpoint ids come from prepare_weights."""
+        for bb in sorted({c.backbone for c in self.plan.cells}):
+            self.weights_id.setdefault(bb, f"calibrated:{self._calibration_key(bb)[0][:16]}")
+        return dict(self.weights_id)
+
+    def weights_file_names(self) -> Dict[str, str]:
+        """File name of each backbone's calibrated weights in the output directory."""
+        backbones = sorted({c.backbone for c in self.plan.cells})
+        return {bb: "weights.pth" if len(backbones) == 1 else f"weights-{bb}.pth" for bb in backbones}
+
+    def calibrated_info(self) -> Dict[str, Any]:
+        """``environment.json``'s description of calibrated weights."""
+        return {
+            "source": "calibrated", "seed": self.s.seed, "files": sorted(self.weights_file_names().values()),
+            "recipe": "model/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples",
+        }
+
+    def link_cached_weights(self, cache: Any, out: Path) -> bool:
+        """Hard-link every backbone's cached calibrated weights into ``out``; False if one is not cached."""
+        from .cache import link_or_copy
+
+        names = self.weights_file_names()
+        hits = {bb: cache.get("weights", self._calibration_key(bb)[0]) for bb in names}
+        if any(h is None for h in hits.values()):
+            return False
+        for bb, hit in hits.items():
+            link_or_copy(hit / "weights.pth", Path(out) / names[bb])
+        self.weights_info = self.calibrated_info()
+        return True
+
+    def inputs_id(self, res: Tuple[int, int], batch: int) -> str:
+        """Identity of the validation inputs of a (resolution, batch) from file contents (no decoding)."""
+        if self.opts.src:
+            return f"user:{file_hash([Path(self.opts.src), Path(self.opts.bgr)])}:pad={self.opts.pad}:b{batch}"
+        tag = "small" if res[0] <= data_mod._SHIPPED["small"][0] and res[1] <= data_mod._SHIPPED["small"][1] else "hd"
+        names = [self.plan.samples[k % len(self.plan.samples)] for k in range(batch)]
+        files = [p for n in names for p in sorted(data_mod.SAMPLES_DIR.glob(f"{n}_{tag}_*"))]
+        return f"samples:{file_hash(files)}:{res[0]}x{res[1]}:b{batch}"
+
+    # ---------------------------------------------------------------- keys
+    def _model_parts(self, cell: Cell, precision: str) -> Dict[str, Any]:
+        s = self.s
+        return {
+            "weights": self.weights_id[cell.backbone], "backbone": cell.backbone, "crop": cell.crop_method,
+            "replace": cell.replace_method, "precision": precision, "backbone_scale": s.backbone_scale,
+            "refine_sample_pixels": s.refine_sample_pixels, "refine_threshold": s.refine_threshold,
+            "refine_kernel_size": s.refine_kernel_size,
+            "refine_prevent_oversampling": s.refine_prevent_oversampling, "model_code": code_hash("model"),
+        }
+
+    def artifact_key(self, cell: Cell, simplified: bool) -> str:
+        """Cache key of the cell's artifact (TorchScript: independent of refine mode and runtime)."""
+        parts = self._model_parts(cell, cell.precision)
+        parts.update(exporter=cell.exporter, exporter_code=file_hash([Path(__file__).with_name("exporters.py")]))
+        if cell.exporter != "torchscript":
+            parts.update(refine_mode=cell.refine_mode, opset=cell.opset, simplify=simplified,
+                         export_resolution=list(self.s.export_resolution))
+        return make_key("artifact", parts)
+
+    def result_key(self, cell: Cell) -> str:
+        """Cache key of a cell's finished record: everything that can change it, including the
+        tolerances, latency protocol, machine and thread count, and all harness code."""
+        parts = self._model_parts(cell, cell.precision)
+        parts.update(cell=cell.cell_id, settings=self.s.model_dump(), inputs=self.inputs_id(cell.resolution, cell.batch),
+                     tolerance=self.plan.tolerances[cell.precision].model_dump(), device=self.device,
+                     code=code_hash("model", "harness"))
+        return make_key("result", parts)
+
+    def user_resolution(self) -> Optional[Tuple[int, int]]:
+        """(H, W) of the user's ``--src`` after ``--pad`` (from the image header), or None."""
+        if not self.opts.src:
+            return None
+        from PIL import Image
+
+        with Image.open(self.opts.src) as im:
+            w, h = im.size
+        if self.opts.pad:
+            h, w = h + (-h) % 4, w + (-w) % 4
+        return h, w
+
+    def base_record(self, cell: Cell) -> Dict[str, Any]:
+        """The cell's axes and settings, as every record starts (also for crash/timeout records)."""
+        rec: Dict[str, Any] = {"cell_id": cell.cell_id, **cell.as_dict()}
+        rec.update(
+            backbone_scale=self.s.backbone_scale,
+            refine_sample_pixels=self.s.refine_sample_pixels,
+            refine_threshold=self.s.refine_threshold,
+            refine_kernel_size=self.s.refine_kernel_size,
+            refine_prevent_oversampling=self.s.refine_prevent_oversampling,
+            export_resolution=f"{self.s.export_resolution[0]}x{self.s.export_resolution[1]}",
+            device=self.device,
+        )
+        hw = self.user_resolution()
+        if hw is not None:
+            rec["resolution"] = f"{hw[0]}x{hw[1]}"
+        return rec
+

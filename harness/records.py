@@ -1,0 +1,130 @@
+"""Torch-free pieces of a run: options, statuses, records and their rules, so that the coordinator can
+answer a fully cached re-run without importing torch."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .config import Rule
+
+
+class RunError(RuntimeError):
+    """A problem with the run as a whole (unwritable output dir, bad checkpoint); exit code 2."""
+
+
+def describe(exc: BaseException) -> str:
+    """``ExceptionClass: first line of the message`` (never a multi-page graph dump)."""
+    msg = str(exc).strip()
+    first = msg.splitlines()[0] if msg else ""
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+# Statuses whose result is a property of the cell (cached and reused); crash/timeout/deadline are not.
+CACHEABLE_STATUSES = ("pass", "fail", "error", "skip")
+UNEXPECTED_STATUSES = ("fail", "error", "xpass", "crash", "timeout")
+RERUN_STATUSES = ("fail", "error", "crash", "timeout")
+
+
+@dataclass
+class RunOptions:
+    """What the CLI passes to :func:`harness.pool.run_plan`.
+
+    ``jobs``: worker processes; ``stage_timeout_s``: per-stage wall limits in seconds (stage name ->
+    s); ``deadline_s``: whole-run limit in seconds after which unstarted cells are ``skip``;
+    ``memory_limit_mib``: RSS above which a worker is killed (status ``crash``); ``resume`` /
+    ``rerun_failed``: continue the run already in ``out_dir``; ``cache_dir``/``no_cache``: the shared
+    content-addressed cache (``--no-cache`` uses a private one that is deleted after the run).
+    """
+
+    out_dir: Path
+    checkpoint: Optional[Path] = None
+    src: Optional[str] = None
+    bgr: Optional[str] = None
+    pad: bool = False
+    progress: bool = True
+    config_path: Optional[str] = None
+    jobs: int = 1
+    cache_dir: Optional[Path] = None
+    no_cache: bool = False
+    stage_timeout_s: Dict[str, float] = field(default_factory=dict)
+    deadline_s: Optional[float] = None
+    memory_limit_mib: Optional[int] = None
+    resume: bool = False
+    rerun_failed: bool = False
+    filter_expr: Optional[str] = None
+
+
+@dataclass
+class RunSummary:
+    """Records of the cells run (or kept, with ``--resume``) and the run's wall time in seconds."""
+
+    records: List[Dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    interrupted: Optional[str] = None  # "SIGINT" / "SIGTERM" when the run was stopped
+    stopped_by: Optional[str] = None  # "disk" when results could not be written
+    cache: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    stage_s: float = 0.0
+    jobs: int = 1
+
+    def counts(self) -> Dict[str, int]:
+        out: Dict[str, int] = {}
+        for r in self.records:
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+    @property
+    def unexpected(self) -> int:
+        return sum(1 for r in self.records if r["status"] in UNEXPECTED_STATUSES)
+
+
+def stage_seconds(rec: Dict[str, Any]) -> float:
+    """Sum of a record's timed stages in seconds (``stage_times`` as written by :meth:`Runner.run_cell`)."""
+    return float(sum((rec.get("stage_times") or {}).values()))
+
+
+def apply_rule(rec: Dict[str, Any], rule: Optional[Rule]) -> Dict[str, Any]:
+    """Turn a raw record's status into its judged status under ``rule`` (a known incompatibility).
+
+    A failure the rule predicts (``expect`` fail: status fail/error; ``expect`` crash: status
+    crash/timeout; at ``rule.stage`` when given) becomes ``xfail``; a pass becomes ``xpass``."""
+    rec = dict(rec)
+    rec["rule"] = rule.id if rule else ""
+    if rule is None:
+        return rec
+    status, stage = rec["status"], rec.get("stage")
+    predicted = ("fail", "error") if rule.expect == "fail" else ("crash", "timeout")
+    if status in predicted:
+        if rule.stage is None or rule.stage == stage:
+            rec["status"] = "xfail"
+            rec["reason"] = f"{rec.get('reason', '')} [expected: {rule.reason}]"
+        else:
+            rec["reason"] = f"{rec.get('reason', '')} [rule {rule.id} expected failure at stage {rule.stage!r}]"
+    elif status == "pass":
+        rec["status"] = "xpass"
+        rec["reason"] = f"passed although rule {rule.id!r} expects failure ({rule.reason})"
+    return rec
+
+
+def append_record(path: Path, rec: Dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk before returning.
+
+    Raises:
+        OSError: the write failed (e.g. ENOSPC); the file then holds at most a torn last line, which
+            :func:`harness.report.read_records` ignores.
+    """
+    from .faults import write_fault
+
+    line = json.dumps(rec, default=str, allow_nan=True)
+    with open(path, "a", encoding="utf-8") as f:
+        write_fault(rec["cell_id"])
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
