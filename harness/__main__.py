@@ -182,8 +182,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"could not write the report to {args.out!r}: {e.strerror or e}; "
                      f"{len(summary.records)} records are in results.jsonl (`python -m harness report {args.out}`)")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts().items()))
-    print(f"{len(summary.records)} cells in {meta['wall_s']:.1f} s ({counts}); "
-          f"{summary.cache.get('result_hits', 0)} from the result cache")
+    c = summary.cache
+    print(f"{len(summary.records)} cells in {meta['wall_s']:.1f} s ({counts}); {c.get('cells_run', 0) + c.get('result_hits', 0)} "
+          f"cells run ({c.get('result_hits', 0)} from the result cache), {summary.kept} kept")
     print(f"report: {paths['html']}")
     if summary.stopped_by:
         return _fail(summary.stopped_by)

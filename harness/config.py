@@ -282,6 +282,30 @@ class MatrixConfig(_Strict):
                                 f"rules[{k}] ({rule.id}).when.{key}: value {v!r} never occurs; "
                                 f"axes.{key} is {universe[key]!r}"
                             )
+        cells = _cells(universe)
+        for k, rule in enumerate(self.rules):
+            if not any(matching_rule(c, (rule,)) for c in cells):
+                raise ValueError(
+                    f"rules[{k}].when: rule {rule.id!r} matches no cell of the axes (each value occurs, but "
+                    f"not together: {rule.when}); TorchScript has no opset/simplify and full mode has "
+                    f"crop_method/replace_method 'n/a'"
+                )
+        for pname, prof in [("settings", None)] + list(self.profiles.items()):
+            st = self.settings.model_dump()
+            if prof is not None:
+                st.update({k: v for k, v in prof.settings.model_dump().items() if v is not None})
+            modes = (prof.axes.refine_mode if prof is not None and prof.axes.refine_mode else None) or self.axes.refine_mode
+            if "sampling" not in modes:
+                continue
+            res = (prof.axes.resolution if prof is not None and prof.axes.resolution else None) or self.axes.resolution
+            need = st["refine_sample_pixels"]
+            for name, hw in [("export_resolution", st["export_resolution"])] + [("resolution", r) for r in res]:
+                if hw[0] * hw[1] < need:
+                    where = "settings" if prof is None else f"profiles.{pname}"
+                    raise ValueError(
+                        f"{where}: refine_sample_pixels={need} exceeds {name} {list(hw)} ({hw[0] * hw[1]} px): "
+                        f"sampling mode cannot pick that many pixels; lower refine_sample_pixels or use >= {need} px"
+                    )
         return self
 
 
@@ -343,10 +367,45 @@ class Plan:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _format_validation_error(path: str, err: ValidationError) -> str:
-    lines = []
+def _yaml_lines(text: str) -> Dict[Tuple[Any, ...], int]:
+    """Map each key path in a YAML document (e.g. ``("axes", "crop_method", 1)``) to its 1-based line."""
+    lines: Dict[Tuple[Any, ...], int] = {}
+
+    def walk(node, path):
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                lines[path + (k.value,)] = k.start_mark.line + 1
+                walk(v, path + (k.value,))
+                lines[path + (k.value,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_for(lines: Dict[Tuple[Any, ...], int], loc: Tuple[Any, ...]) -> Optional[int]:
+    loc = tuple(str(p) if not isinstance(p, int) else p for p in loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _format_validation_error(path: str, err: ValidationError, lines: Optional[Dict] = None) -> str:
+    out = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
+        line = _line_for(lines or {}, tuple(e["loc"]))
+        where = f"{path}:{line}" if line else path
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -354,8 +413,14 @@ def _format_validation_error(path: str, err: ValidationError) -> str:
         shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
         ctx = e.get("ctx", {}).get("expected")
         expected = f"; expected {ctx}" if ctx else ""
-        lines.append(f"{path}: {loc}: {msg}{shown}{expected}")
-    return "\n".join(lines)
+        if not loc:  # a cross-field check: its message starts with the key path
+            key = msg.split(":", 1)[0].removeprefix("Value error, ")
+            line = _line_for(lines or {}, tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", key) if p))
+            where = f"{path}:{line}" if line else path
+            out.append(f"{where}: {msg.removeprefix('Value error, ')}")
+            continue
+        out.append(f"{where}: {loc}: {msg}{shown}{expected}")
+    return "\n".join(out)
 
 
 def load_config(path: Union[str, Path]) -> MatrixConfig:
@@ -367,8 +432,9 @@ def load_config(path: Union[str, Path]) -> MatrixConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -376,7 +442,7 @@ def load_config(path: Union[str, Path]) -> MatrixConfig:
     try:
         return MatrixConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(str(path), e)) from None
+        raise ConfigError(_format_validation_error(str(path), e, _yaml_lines(text))) from None
 
 
 def _filter(expr: Optional[str]):
@@ -433,7 +499,15 @@ def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Opt
         if v is not None:
             base[k] = v
     settings = Settings.model_validate(base)
-    pred = _filter(filter_expr)
+    cells = _cells(axes, _filter(filter_expr))
+    if not cells:
+        raise ConfigError(f"profile {name!r} with --filter {filter_expr!r} selects no cells")
+    return Plan(name, settings, tuple(cells), dict(config.tolerances), tuple(config.rules), tuple(config.samples),
+                config.limits)
+
+
+def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
+    """Cross product of ``axes`` minus meaningless combinations, in a stable order."""
     cells: List[Cell] = []
     seen = set()
     for bb, mode, crop, rep, prec, exp, res, batch in itertools.product(
@@ -453,10 +527,7 @@ def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Opt
                 continue
             seen.add(cell)
             cells.append(cell)
-    if not cells:
-        raise ConfigError(f"profile {name!r} with --filter {filter_expr!r} selects no cells")
-    return Plan(name, settings, tuple(cells), dict(config.tolerances), tuple(config.rules), tuple(config.samples),
-                config.limits)
+    return cells
 
 
 def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 MIB = 2**20
+FAULTS_ENV = "MATRIX_FAULTS"  # harness/faults.py
 
 
 # ------------------------------------------------------------------------------------------ worker
@@ -84,6 +86,7 @@ def _worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: 
             break
         rec = runner.run_cell(msg[1])
         rec["worker"] = idx
+        rec["worker_max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         conn.send(("done", rec))
 
 
@@ -125,8 +128,16 @@ def _tail(path: Path, offset: int, lines: int = 8, limit: int = 1200) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    keep = [ln for ln in text.splitlines() if ln.strip()][-lines:]
-    out = " | ".join(ln.strip() for ln in keep)
+    raw = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Extension modules:")]
+    fatal = [ln for ln in raw if ln.startswith("Fatal Python error")]  # faulthandler's headline
+    keep = [ln for ln in raw if not ln.startswith("Fatal Python error")][-lines:]
+    if fatal:
+        # the Python stack of a fatal signal: show the innermost frames (what was running)
+        idx = next((k for k, ln in enumerate(raw) if ln.startswith("Current thread") or ln.startswith("Thread")), None)
+        frames = [ln for ln in raw[idx + 1:] if ln.startswith("File")][:3] if idx is not None else []
+        before = [ln for ln in raw[: raw.index(fatal[0])]][-2:]
+        keep = before + fatal[:1] + frames
+    out = " | ".join(ln[:200] for ln in keep)
     return out[-limit:]
 
 
@@ -523,8 +534,7 @@ def run_plan(plan, opts):
         drop = set(RERUN_STATUSES) if opts.rerun_failed else set()
         by_id: Dict[str, Dict[str, Any]] = {}
         for r in old:
-            raw_status = r.get("raw_status", r["status"])
-            if r["cell_id"] in wanted and not r.get("resumable") and raw_status not in drop:
+            if r["cell_id"] in wanted and not r.get("resumable") and r["status"] not in drop:
                 by_id[r["cell_id"]] = r
         kept = list(by_id.values())
     _check_out_dir(out)
@@ -538,7 +548,7 @@ def run_plan(plan, opts):
         "src": opts.src, "bgr": opts.bgr, "pad": opts.pad,
     }, indent=2))
 
-    summary = RunSummary(records=list(kept), jobs=jobs)
+    summary = RunSummary(records=list(kept), jobs=jobs, kept=len(kept))
     done_ids = {r["cell_id"] for r in kept}
     todo = [c for c in plan.cells if c.cell_id not in done_ids]
     t0 = time.perf_counter()
@@ -556,7 +566,7 @@ def run_plan(plan, opts):
         rec.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         rec["raw_status"] = rec["status"]
         if rec["status"] in CACHEABLE_STATUSES and rec.get("stage") != "harness" and not rec.get("resumable") \
-                and rec.get("cache") != "result":
+                and rec.get("cache") != "result" and not os.environ.get(FAULTS_ENV):  # injected faults are not results
             cache.put_json("result", key or keys.result_key(cell), rec)
         rec = apply_rule(rec, matching_rule(cell, plan.rules))
         try:

@@ -71,6 +71,7 @@ class RunSummary:
     cache: Dict[str, Dict[str, int]] = field(default_factory=dict)
     stage_s: float = 0.0
     jobs: int = 1
+    kept: int = 0  # records kept from an earlier run (--resume / --rerun-failed)
 
     def counts(self) -> Dict[str, int]:
         out: Dict[str, int] = {}

@@ -18,6 +18,14 @@ from model.calibration import calibrate  # noqa: E402
 SMALL = (288, 512)
 
 
+def pytest_configure(config):
+    """Every harness run in the tests uses one fresh cache (never the user's ~/.cache)."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("MATRIX_CACHE_DIR", tempfile.mkdtemp(prefix="matrix-test-cache-"))
+
+
 @pytest.fixture(scope="session")
 def weights() -> dict:
     """State_dict of a seeded MobileNetV2 MattingRefine calibrated on the shipped samples."""

@@ -70,11 +70,24 @@ def _mutate(tmp_path, fn):
         (lambda r: r["rules"][0]["when"].update(crop_method="unfould"), r"never occurs"),
         (lambda r: r["rules"][0]["when"].update(colour="red"), r"unknown key 'colour'"),
         (lambda r: r["axes"].update(runtime=["tensorrt"]), r"unknown runtime 'tensorrt'"),
+        (lambda r: r["rules"][0]["when"].update(exporter="torchscript", opset=17), r"matches no cell of the axes"),
+        (lambda r: r["profiles"]["smoke"].update(settings={"refine_sample_pixels": 200_000}),
+         r"profiles\.smoke: refine_sample_pixels=200000 exceeds export_resolution \[256, 448\]"),
+        (lambda r: r["limits"]["stage_timeout_s"].update(exprot=5), r"unknown stage 'exprot'"),
     ],
 )
 def test_bad_config_is_reported_precisely(tmp_path, mutation, expected):
     with pytest.raises(ConfigError, match=expected):
         load_config(_mutate(tmp_path, mutation))
+
+
+def test_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    text = MATRIX.read_text().replace("crop_method: [unfold, roi_align, gather]", "crop_method: [unfold, slice, gather]", 1)
+    path.write_text(text)
+    line = next(n for n, ln in enumerate(text.splitlines(), 1) if "slice" in ln)
+    with pytest.raises(ConfigError, match=rf"m\.yaml:{line}: axes\.crop_method\.1: .*'slice'"):
+        load_config(path)
 
 
 def test_cli_exits_2_on_bad_config_without_running(tmp_path):

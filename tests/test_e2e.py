@@ -103,6 +103,12 @@ def test_user_images_with_padding(tmp_path):
             "--src", str(src), "--bgr", str(bgr), "--out", str(out), "--no-progress"]
     proc = _harness(*args)
     assert proc.returncode == 2 and "--pad" in proc.stderr
+    assert not out.exists()  # bad input: nothing half-written
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(base[:64, :64]).save(tiny)
+    proc = _harness(*args[:5], "--src", str(tiny), "--bgr", str(tiny), "--out", str(out), "--no-progress")
+    assert proc.returncode == 2 and "fewer than refine_sample_pixels=32000" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
     proc = _harness(*args, "--pad")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = pd.read_csv(out / "results.csv")
