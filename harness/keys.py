@@ -15,8 +15,8 @@ from .config import Cell, Plan
 class CellKeys:
     """Identity of a run's cells: weights ids, input ids, artifact/reference/result keys.
 
-    ``threads`` is the per-worker thread count; it is part of the device string and of result keys
-    (latency depends on it)."""
+    ``threads`` is the thread count latency is measured with (all physical cores by default); it is
+    part of the device string and of result keys (latency depends on it)."""
 
     def __init__(self, plan: Plan, opts: Any, threads: int) -> None:
         self.plan = plan
@@ -67,6 +67,12 @@ class CellKeys:
 
     def inputs_id(self, res: Tuple[int, int], batch: int) -> str:
         """Identity of the validation inputs of a (resolution, batch) from file contents (no decoding)."""
+        memo = self.__dict__.setdefault("_inputs_ids", {})
+        if (tuple(res), batch) not in memo:
+            memo[(tuple(res), batch)] = self._inputs_id(res, batch)
+        return memo[(tuple(res), batch)]
+
+    def _inputs_id(self, res: Tuple[int, int], batch: int) -> str:
         if self.opts.src:
             return f"user:{file_hash([Path(self.opts.src), Path(self.opts.bgr)])}:pad={self.opts.pad}:b{batch}"
         tag = "small" if res[0] <= data_mod._SHIPPED["small"][0] and res[1] <= data_mod._SHIPPED["small"][1] else "hd"

@@ -40,7 +40,7 @@ FAULTS_ENV = "MATRIX_FAULTS"  # harness/faults.py
 
 
 # ------------------------------------------------------------------------------------------ worker
-def _worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: bool) -> None:
+def _worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: bool, work_threads: int) -> None:
     """Entry point of a worker process: import torch once, then run cells sent by the coordinator.
 
     Protocol (tuples over ``conn``): worker -> ``("hello", pid)``, ``("ready",)``, ``("stage", name)``,
@@ -55,7 +55,7 @@ def _worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: 
     conn.send(("hello", os.getpid()))
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(work_threads)  # this worker's share of the cores; latency uses ``threads``
     from . import faults
     from .cache import Cache
     from .runner import Runner
@@ -213,7 +213,8 @@ class Coordinator:
         idx = self.spawned
         self.spawned += 1
         log = self.log_dir / f"worker-{idx}.log"
-        proc = self.ctx.Process(target=_worker_main, args=(idx, child, str(log), self.threads, self.gate),
+        work = max(1, self.threads // max(1, self.opts.jobs))
+        proc = self.ctx.Process(target=_worker_main, args=(idx, child, str(log), self.threads, self.gate, work),
                                 daemon=True, name=f"matrix-worker-{idx}")
         proc.start()
         child.close()
@@ -485,7 +486,7 @@ def run_plan(plan, opts):
 
     out = Path(opts.out_dir)
     jobs = max(1, int(opts.jobs))
-    threads = max(1, physical_cores() // jobs)
+    threads = physical_cores()  # latency is timed alone on all cores (other workers wait), whatever --jobs is
     if opts.no_cache:
         cache_root = out / ".cache-private"
     else:
@@ -621,14 +622,16 @@ def run_plan(plan, opts):
             old_handlers[sig] = signal.signal(sig, handler)
     try:
         if misses and not summary.stopped_by and not interrupted["sig"]:
-            runner = torch_runner()
-            coord = Coordinator(plan, opts, runner, cache_root, None, results, threads, on_record)
+            coord = Coordinator(plan, opts, keys, cache_root, None, results, threads, on_record)
             want = min(jobs, len(group_cells(misses)))
-            for _ in range(want):  # workers import torch while the weights are prepared
+            for _ in range(want):  # workers import torch while this process prepares the weights
                 coord.spawn()
             try:
+                torch_runner()  # imports torch (not counted as stage time)
+                t_prep = time.perf_counter()
                 coord.weights_files = files if files is not None else runner.prepare_weights()
-                keys = runner
+                summary.stage_s += time.perf_counter() - t_prep  # calibration is model work, not overhead
+                keys = coord.runner = runner
                 coord.stop = interrupted["sig"]
                 coord.run(group_cells(misses))
             finally:

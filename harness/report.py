@@ -21,9 +21,9 @@ CSV_COLUMNS = [
     "judged_max_abs_pha", "judged_max_abs_fgr", "psnr_pha", "psnr_fgr", "max_abs_pha_sm", "max_abs_err_sm",
     "ref_iou", "ref_cells", "ref_cells_eager", "min_passing_atol", "p50_ms", "p90_ms", "first_run_ms",
     "export_s", "check_s", "simplify_s", "load_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
-    "cell_s", "artifact",
+    "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at",
 ]
-STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error"]
+STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
 
 
 def read_records(results: Path) -> List[Dict[str, Any]]:
@@ -195,7 +195,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         md.append(f"\nWall time: {env['wall_s']:.1f} s on {env.get('cpu', '?')} (torch {env.get('torch')}, "
                   f"onnxruntime {env.get('onnxruntime')})")
     md += ["", "## Findings", ""] + [f"- {f}" for f in findings]
-    bad = [r for r in records if r["status"] in ("fail", "error", "xpass")]
+    bad = [r for r in records if r["status"] in ("fail", "error", "xpass", "crash", "timeout")]
     if bad:
         md += ["", "## Unexpected results", "", "| cell | status | stage | reason |", "|---|---|---|---|"]
         for r in bad[:100]:

@@ -216,7 +216,7 @@ class Runner(CellKeys):
         """Eager outputs (numpy, float32) for the cell's model config in ``precision`` (cached)."""
         parts = self._model_parts(cell, precision)
         parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
-                     threads=self.threads)
+                     threads=torch.get_num_threads())
         key = make_key("reference", parts)
         if key not in self.refs:
             hit = self.cache.get("reference", key)
@@ -359,8 +359,10 @@ class Runner(CellKeys):
             return "skip", "model", f"skipped: eager reference failed: {describe(e)}"
         self.on_stage("export")
         t = time.perf_counter()
-        art, times = self.export(cell, cell_dir)
-        self.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
+        try:
+            art, times = self.export(cell, cell_dir)
+        finally:
+            self.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
         rec.update({f"{k}_s": round(v, 4) for k, v in times.items()})
         rec["exporter_name"] = art.exporter
         rec["artifact"] = str(art.path.relative_to(self.out))
@@ -433,11 +435,15 @@ class Runner(CellKeys):
             rec[f"ref_iou_vs_{other.reference}"] = other.ref_iou
         rec["parity"] = best.summary()
         lat_cfg = self.s.latency
+        work_threads = torch.get_num_threads()
         try:
+            torch.set_num_threads(self.threads)  # timed alone, on all cores (see harness/pool.py)
             lat = self._timed("latency", lambda: measure(lambda: runtime.run(src, bgr), lat_cfg.warmup, lat_cfg.runs,
                                                          self.device))
         except Exception as e:  # noqa: BLE001
             raise _Stage("latency", e) from e
+        finally:
+            torch.set_num_threads(work_threads)
         rec["p50_ms"] = round(lat.p50_ms, 3)
         rec["p90_ms"] = round(lat.p90_ms, 3)
         rec["latency_runs"] = lat.runs

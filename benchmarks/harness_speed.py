@@ -1,0 +1,103 @@
+"""Speed of the harness itself (issue: cold, warm-cache and overhead; against the per-process baseline).
+
+For each profile:
+- cold: ``python -m harness run`` with an empty cache (wall time of the whole command, seconds);
+- warm: the same command again with the cache from the cold run;
+- overhead: 1 - (sum of stage times / jobs) / harness wall time, from the cold run's environment.json
+  (time the harness spends outside export/check/simplify/load/run/parity/latency/model work);
+- baseline: one fresh ``python`` process per cell running benchmarks/baseline_export_validate.py (the
+  official ``export_onnx.py --validate`` way). For large profiles a stride sample of cells is timed
+  and the mean per cell is multiplied by the number of cells (said so in the output).
+
+Writes ``<out>/harness_speed.json`` and ``<out>/harness_speed.md``.
+
+    python benchmarks/harness_speed.py --profiles smoke ci --baseline-sample 30 --out reports/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(cmd, env=None):
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    return time.perf_counter() - t0, proc
+
+
+def bench_profile(profile: str, sample: int, work: Path, jobs: str) -> dict:
+    cache = work / f"cache-{profile}"
+    env = dict(os.environ)
+    env.pop("MATRIX_FAULTS", None)
+    base = [sys.executable, "-m", "harness", "run", "--profile", profile, "--no-progress", "--cache-dir", str(cache)]
+    if jobs:
+        base += ["--jobs", jobs]
+    cold_s, cold = _run(base + ["--out", str(work / f"{profile}-cold")], env)
+    if cold.returncode not in (0, 1):
+        raise SystemExit(f"cold run failed: {cold.stderr[-2000:]}")
+    warm_s, warm = _run(base + ["--out", str(work / f"{profile}-warm")], env)
+    envj = json.loads((work / f"{profile}-cold" / "environment.json").read_text())
+    run_wall = envj["run_wall_s"]
+    overhead = 1.0 - (envj["stage_s"] / envj["jobs"]) / run_wall if run_wall else None
+    cells = [json.loads(line)["cell_id"] for line in (work / f"{profile}-cold" / "results.jsonl").read_text().splitlines()]
+    cells.sort()
+    stride = max(1, len(cells) // sample) if sample else 1
+    picked = cells[::stride][: sample or None]
+    weights = work / f"{profile}-cold" / "weights.pth"
+    per = []
+    for cid in picked:
+        s, proc = _run([sys.executable, str(ROOT / "benchmarks" / "baseline_export_validate.py"), "--weights",
+                        str(weights), "--cell", cid, "--profile", profile, "--out", str(work / "baseline" / cid)], env)
+        per.append(s)
+    base_total = sum(per) / len(per) * len(cells)
+    return {
+        "profile": profile, "cells": len(cells), "jobs": envj["jobs"], "worker_threads": envj.get("worker_threads"),
+        "cold_s": round(cold_s, 2), "warm_s": round(warm_s, 2), "harness_run_wall_s": round(run_wall, 2),
+        "stage_s": round(envj["stage_s"], 2), "overhead_frac": round(overhead, 4) if overhead is not None else None,
+        "warm_result_hits": json.loads((work / f"{profile}-warm" / "environment.json").read_text())["cache"]["result_hits"],
+        "baseline_cells_timed": len(picked), "baseline_mean_s_per_cell": round(sum(per) / len(per), 3),
+        "baseline_total_s": round(base_total, 1), "baseline_extrapolated": len(picked) < len(cells),
+        "speedup_cold_vs_baseline": round(base_total / cold_s, 2),
+        "speedup_warm_vs_cold": round(cold_s / warm_s, 1),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profiles", nargs="+", default=["smoke", "ci"])
+    p.add_argument("--baseline-sample", type=int, default=30, help="cells timed for the baseline (0 = all)")
+    p.add_argument("--jobs", default="", help="--jobs for the harness (default: its own default)")
+    p.add_argument("--out", default="reports/bench")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="harness-speed-"))
+    try:
+        rows = [bench_profile(prof, a.baseline_sample, work, a.jobs) for prof in a.profiles]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (out / "harness_speed.json").write_text(json.dumps(rows, indent=2))
+    md = ["| profile | cells | jobs | cold s | warm s | warm/cold speed-up | overhead | baseline s (per-process) | cold speed-up vs baseline |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        extra = f" (mean of {r['baseline_cells_timed']} cells x {r['cells']})" if r["baseline_extrapolated"] else ""
+        md.append(f"| {r['profile']} | {r['cells']} | {r['jobs']} | {r['cold_s']} | {r['warm_s']} | "
+                  f"{r['speedup_warm_vs_cold']}x | {100 * r['overhead_frac']:.1f} % | {r['baseline_total_s']}{extra} | "
+                  f"{r['speedup_cold_vs_baseline']}x |")
+    (out / "harness_speed.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
