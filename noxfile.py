@@ -1,4 +1,5 @@
-"""nox sessions: `nox -s tests` (the CI test command), `nox -s matrix` (the main job)."""
+"""nox sessions: `nox -s tests` (the CI test command), `nox -s matrix` (the main job), `nox -s bench`
+(benchmarks: the harness's own speed against the per-process baseline)."""
 
 import nox
 
@@ -25,3 +26,11 @@ def matrix(session: nox.Session) -> None:
     _install(session)
     session.run("python", "-m", "harness", "run", "--profile", "ci", "--out", "reports/latest", *session.posargs,
                 success_codes=[0, 1])
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not timed tests): harness speed on the smoke and ci profiles -> reports/bench/."""
+    _install(session)
+    session.run("python", "benchmarks/harness_speed.py", "--profiles", "smoke", "ci", "--out", "reports/bench",
+                *session.posargs)

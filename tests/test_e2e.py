@@ -130,3 +130,19 @@ def test_bad_checkpoint_and_output_dir_exit_2(tmp_path):
     blocker.write_text("x")
     proc = _harness("run", "--profile", "smoke", "--out", str(blocker / "sub"))
     assert proc.returncode == 2 and "not writable" in proc.stderr
+
+
+def test_warm_rerun_comes_from_the_cache(smoke, tmp_path):
+    out, _ = smoke
+    again = tmp_path / "again"
+    proc = _harness("run", "--profile", "smoke", "--out", str(again), "--no-progress")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(18 from the result cache)" in proc.stdout
+    first = pd.read_csv(out / "results.csv").set_index("cell_id")
+    second = pd.read_csv(again / "results.csv").set_index("cell_id")
+    assert (second.cache == "result").all()
+    assert first.status.sort_index().equals(second.status.sort_index())
+    for _, row in second[second.status == "pass"].iterrows():
+        assert (again / row.artifact).is_file()  # artifacts linked from the cache
+    env = json.loads((again / "environment.json").read_text())
+    assert env["cache"]["result_hits"] == 18 and env["cache"]["cells_run"] == 0

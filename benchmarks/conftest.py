@@ -1,0 +1,45 @@
+"""pytest-benchmark fixtures: one prepared runtime per cell of the `bench` profile (exports come from the
+harness cache, so re-runs only time inference)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--matrix-profile", default="bench", help="matrix.yaml profile whose cells are benchmarked")
+
+
+def pytest_generate_tests(metafunc):
+    if "bench_cell" in metafunc.fixturenames:
+        from harness.config import expand, load_config
+
+        plan = expand(load_config(ROOT / "matrix.yaml"), metafunc.config.getoption("--matrix-profile"))
+        metafunc.parametrize("bench_cell", plan.cells, ids=[c.cell_id for c in plan.cells], scope="session")
+
+
+@pytest.fixture(scope="session")
+def bench_runner(request):
+    """A harness Runner with the bench profile's weights, cache and output dir."""
+    from harness.benchmark import physical_cores
+    from harness.cache import Cache, default_root
+    from harness.config import expand, load_config
+    from harness.records import RunOptions
+    from harness.runner import Runner
+
+    plan = expand(load_config(ROOT / "matrix.yaml"), request.config.getoption("--matrix-profile"))
+    out = Path(tempfile.mkdtemp(prefix="bench-"))
+    opts = RunOptions(out_dir=out)
+    runner = Runner(plan, opts, Cache(Path(os.environ.get("MATRIX_CACHE_DIR") or default_root())),
+                    physical_cores())
+    runner.check_out_dir()
+    runner.prepare_weights()
+    return runner

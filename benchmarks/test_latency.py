@@ -1,0 +1,43 @@
+"""Latency benchmarks with pytest-benchmark (``nox -s bench``): one benchmark per cell of the ``bench``
+profile, end-to-end from host arrays, after the harness's own export and parity check.
+
+The JSON (``--benchmark-json``) carries pytest-benchmark's machine info, so ``--benchmark-compare``
+works across runs, and ``python -m harness report DIR --benchmark-json FILE`` adds it to a report.
+A cell whose runtime is unavailable here (e.g. CUDA on a CPU machine) is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_latency(benchmark, bench_runner, bench_cell):
+    from harness.runner import DTYPES, _missing_tools
+    from harness.runtimes import RUNTIMES
+
+    cell = bench_cell
+    why = RUNTIMES[cell.runtime].unavailable() or _missing_tools(cell)
+    if why:
+        pytest.skip(why)
+    cell_dir = bench_runner.out / "artifacts" / cell.cell_id
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    ref = bench_runner.reference(cell, cell.precision)
+    try:
+        art, _ = bench_runner.export(cell, cell_dir)
+    except Exception as e:  # noqa: BLE001 - an export failure is a finding of the matrix, not of the benchmark
+        pytest.skip(f"export failed: {getattr(e, 'exc', e)!r}"[:200])
+    rt = RUNTIMES[cell.runtime]()
+    rt.load(str(art.path), {"refine_mode": cell.refine_mode, "backbone_scale": bench_runner.s.backbone_scale,
+                            "refine_sample_pixels": bench_runner.s.refine_sample_pixels,
+                            "refine_threshold": bench_runner.s.refine_threshold,
+                            "refine_prevent_oversampling": bench_runner.s.refine_prevent_oversampling,
+                            "threads": bench_runner.threads})
+    inp = bench_runner._inputs(cell.resolution, cell.batch)
+    dt = DTYPES[cell.precision]
+    src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+    outs = rt.run(src, bgr)
+    max_abs = float(abs(outs[0].astype("float32") - ref[0]).max())
+    benchmark.extra_info.update(cell_id=cell.cell_id, device=bench_runner.device, exporter=art.exporter,
+                                max_abs_pha_vs_eager=max_abs, batch=cell.batch)
+    result = benchmark.pedantic(rt.run, args=(src, bgr), warmup_rounds=5, rounds=20, iterations=1)
+    assert len(result) == 6 and result[0].shape == tuple(src.shape[:1]) + (1,) + tuple(src.shape[2:])

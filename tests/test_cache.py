@@ -1,0 +1,56 @@
+"""Content-addressed cache: keys change with what changes an entry; writes are atomic and shared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import cache as cache_mod
+from harness.cache import Cache, make_key
+from harness.config import expand, load_config
+from harness.keys import CellKeys
+from harness.records import RunOptions
+
+from .test_config import MATRIX
+
+
+def test_keys_change_with_what_changes_the_entry(monkeypatch, tmp_path):
+    plan = expand(load_config(MATRIX), "ci")
+    keys = CellKeys(plan, RunOptions(out_dir=tmp_path), threads=2)
+    keys.weights_ids()
+    onnx = [c for c in plan.cells if c.exporter == "onnx" and c.refine_mode == "sampling" and c.opset == 17
+            and c.precision == "fp32" and c.crop_method == "roi_align" and c.replace_method == "scatter_nd"]
+    plain = next(c for c in onnx if not c.simplify)
+    sim = next(c for c in onnx if c.simplify)
+    # the plain and simplified cells share the plain export; the simplified artifact is its own entry
+    assert keys.artifact_key(plain, False) == keys.artifact_key(sim, False)
+    assert keys.artifact_key(sim, True) != keys.artifact_key(sim, False)
+    ts = [c for c in plan.cells if c.exporter == "torchscript" and c.crop_method == "roi_align"
+          and c.replace_method == "scatter_nd" and c.precision == "fp32"]
+    assert len({keys.artifact_key(c, False) for c in ts}) == 1  # one TorchScript file for every mode
+    before = keys.result_key(plain), keys.artifact_key(plain, False)
+    keys.weights_id["mobilenetv2"] = "calibrated:other"  # other weights: new artifacts and results
+    assert keys.result_key(plain) != before[0] and keys.artifact_key(plain, False) != before[1]
+    # a new torch version makes every key new
+    k1 = make_key("artifact", {"a": 1})
+    monkeypatch.setattr(cache_mod, "package_versions", lambda: {"torch": "9.9"})
+    assert make_key("artifact", {"a": 1}) != k1
+    with pytest.raises(ValueError, match="cache kind 'blob'"):
+        make_key("blob", {})
+
+
+def test_put_is_atomic_and_disabled_cache_misses(tmp_path):
+    c = Cache(tmp_path / "c")
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"x" * 100)
+    key = make_key("artifact", {"n": 1})
+    assert c.get("artifact", key) is None
+    entry = c.put("artifact", key, {"model.onnx": f}, {"exporter": "onnx-legacy"})
+    assert (entry / "model.onnx").read_bytes() == b"x" * 100
+    assert json.loads((entry / "meta.json").read_text())["exporter"] == "onnx-legacy"
+    assert c.get("artifact", key) == entry and c.hits["artifact"] == 1
+    assert c.put("artifact", key, {"model.onnx": f}, {"exporter": "other"}) == entry  # first writer wins
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    off = Cache(tmp_path / "c", enabled=False)
+    assert off.get("artifact", key) is None and off.put("artifact", key, {}, {}) is None
