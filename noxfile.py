@@ -30,7 +30,22 @@ def matrix(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not timed tests): harness speed on the smoke and ci profiles -> reports/bench/."""
+    """Benchmarks, not timed tests (writes reports/bench/):
+
+    1. pytest-benchmark over the `bench` profile -> pytest-benchmark.json (machine info included; runs are
+       also saved under .benchmarks/ so `pytest benchmarks --benchmark-compare` works across runs);
+    2. the harness on the `bench` profile with that JSON in its report -> reports/bench/matrix/;
+    3. the harness's own speed on smoke and ci against one-process-per-config -> harness_speed.{json,md}
+       (about 25 minutes on 2 cores; `nox -s bench -- --quick` skips it).
+    """
     _install(session)
-    session.run("python", "benchmarks/harness_speed.py", "--profiles", "smoke", "ci", "--out", "reports/bench",
-                *session.posargs)
+    quick = "--quick" in session.posargs
+    session.run("pytest", "benchmarks/test_latency.py", "-p", "no:cacheprovider", "--benchmark-json",
+                "reports/bench/pytest-benchmark.json", "--benchmark-storage", "file://reports/bench/.benchmarks",
+                "--benchmark-autosave")
+    session.run("python", "-m", "harness", "run", "--profile", "bench", "--out", "reports/bench/matrix",
+                "--no-progress", success_codes=[0, 1])
+    session.run("python", "-m", "harness", "report", "reports/bench/matrix", "--benchmark-json",
+                "reports/bench/pytest-benchmark.json", success_codes=[0, 1])
+    if not quick:
+        session.run("python", "benchmarks/harness_speed.py", "--profiles", "smoke", "ci", "--out", "reports/bench")

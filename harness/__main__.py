@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="re-run the cells in DIR whose status is fail, error, crash or timeout")
     rep = sub.add_parser("report", help="rebuild report.html/results.csv/summary.md from DIR/results.jsonl")
     rep.add_argument("dir")
+    rep.add_argument("--benchmark-json", default=None, metavar="FILE",
+                     help="add a pytest-benchmark JSON file (nox -s bench) to the report")
     return p
 
 
@@ -206,7 +208,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         records = read_records(d / "results.jsonl")
     except ValueError as e:
         return _fail(str(e))
-    paths = write_report(d, records)
+    if args.benchmark_json is not None and not Path(args.benchmark_json).is_file():
+        return _fail(f"--benchmark-json {args.benchmark_json!r}: no such file")
+    try:
+        paths = write_report(d, records, benchmark_json=Path(args.benchmark_json) if args.benchmark_json else None)
+    except ValueError as e:
+        return _fail(str(e))
     print(f"{len(records)} cells; report: {paths['html']}")
     from .records import UNEXPECTED_STATUSES
 

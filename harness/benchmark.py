@@ -1,34 +1,159 @@
-"""Latency stage: warm-up, then timed runs; percentiles in milliseconds.
+"""Latency stage: a measurement protocol in the spirit of trtexec and optimum-benchmark.
 
-CPU work is timed with ``time.perf_counter`` around each synchronous call. CUDA timing (events plus
-synchronisation) and the fuller protocol of issue #4 build on :class:`Latency`.
+1. Cold: the first call after loading is timed on its own (``cold_ms``).
+2. Warm-up: untimed calls until *both* ``warmup_min_s`` seconds and ``warmup_min_runs`` calls are done.
+3. Measure: timed calls until *both* ``measure_min_s`` seconds and ``measure_min_runs`` calls are done,
+   or ``measure_max_s`` seconds have passed (then ``below_min_runs`` is set).
+
+CPU work is timed with ``time.perf_counter`` around each synchronous call. CUDA work is timed with a
+pair of CUDA events per call and ``torch.cuda.synchronize()`` (so asynchronous kernel launches are
+not mistaken for finished work); the host clock is also recorded. Statistics: p50/p90/p99, mean, std,
+min, max, coefficient of variation (std/mean) with an "unstable" warning above ``cv_warn``, FPS
+(frames per second = batch x 1000 / p50_ms).
+
+Methodology comparison (anchors.md, Appendix B): trtexec warms 200 ms and measures >= 3 s and >= 10
+iterations with a CoV warning; optimum-benchmark measures >= 10 s and >= 10 iterations; the official
+BMV2 speed test has no warm-up, no synchronisation and reports tqdm's it/s.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Callable, List, Optional
 
 import numpy as np
 
 
 @dataclass
+class Protocol:
+    """Latency protocol (seconds and call counts); defaults from matrix.yaml ``settings.latency``."""
+
+    warmup_min_s: float = 0.2
+    warmup_min_runs: int = 10
+    measure_min_s: float = 1.0
+    measure_min_runs: int = 20
+    measure_max_s: float = 15.0
+    cv_warn: float = 0.10
+
+
+@dataclass
 class Latency:
-    """Latency of one cell: ``p50_ms``/``p90_ms``/``mean_ms``/``min_ms`` over ``runs`` timed calls
-    after ``warmup`` untimed ones, on ``device`` (e.g. ``cpu: AMD EPYC ... (2 threads)``)."""
+    """Latency of one cell in milliseconds, on ``device`` (e.g. ``cpu: AMD EPYC (2 threads)``).
+
+    ``samples_ms`` are the individual timed calls (kept for the distribution plots); ``clock`` is
+    ``perf_counter`` or ``cuda-events``; ``warning`` is "" or "unstable: ..." / "few runs: ..."."""
 
     p50_ms: float
     p90_ms: float
+    p99_ms: float
     mean_ms: float
+    std_ms: float
     min_ms: float
+    max_ms: float
+    cv: float
     runs: int
-    warmup: int
+    warmup_runs: int
+    warmup_s: float
+    measure_s: float
+    cold_ms: Optional[float]
+    fps: float
+    clock: str
     device: str
+    warning: str = ""
+    samples_ms: List[float] = field(default_factory=list)
+
+    # kept for older callers: the number of warm-up calls
+    @property
+    def warmup(self) -> int:
+        return self.warmup_runs
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def summarize(times_ms: np.ndarray, *, warmup_runs: int, warmup_s: float, measure_s: float,
+              cold_ms: Optional[float], batch: int, clock: str, device: str, protocol: Protocol) -> Latency:
+    """Statistics of ``times_ms`` (one entry per timed call, ms).
+
+    Raises:
+        ValueError: ``times_ms`` is empty.
+    """
+    if times_ms.size == 0:
+        raise ValueError("no timed runs")
+    mean = float(times_ms.mean())
+    std = float(times_ms.std(ddof=1)) if times_ms.size > 1 else 0.0
+    cv = std / mean if mean > 0 else 0.0
+    p50 = float(np.percentile(times_ms, 50))
+    warnings = []
+    if cv > protocol.cv_warn:
+        warnings.append(f"unstable: coefficient of variation {cv:.2f} > {protocol.cv_warn:g} "
+                        f"(p50 {p50:.2f} ms, min {times_ms.min():.2f}, max {times_ms.max():.2f})")
+    if times_ms.size < protocol.measure_min_runs:
+        warnings.append(f"few runs: {times_ms.size} < {protocol.measure_min_runs} within measure_max_s="
+                        f"{protocol.measure_max_s:g} s")
+    return Latency(
+        p50_ms=p50, p90_ms=float(np.percentile(times_ms, 90)), p99_ms=float(np.percentile(times_ms, 99)),
+        mean_ms=mean, std_ms=std, min_ms=float(times_ms.min()), max_ms=float(times_ms.max()), cv=cv,
+        runs=int(times_ms.size), warmup_runs=warmup_runs, warmup_s=warmup_s, measure_s=measure_s,
+        cold_ms=cold_ms, fps=batch * 1000.0 / p50 if p50 > 0 else float("inf"), clock=clock, device=device,
+        warning="; ".join(warnings), samples_ms=[round(float(t), 4) for t in times_ms],
+    )
+
+
+def measure(fn: Callable[[], object], protocol: Protocol, device: str, batch: int = 1,
+            cuda: bool = False, cold: bool = False) -> Latency:
+    """Time ``fn`` (one inference) under ``protocol``.
+
+    Args:
+        cuda: time with CUDA events + synchronisation (``fn`` launches work on the current stream).
+        cold: time the first call separately as ``cold_ms`` (call right after loading).
+    """
+    sync = _cuda_sync() if cuda else (lambda: None)
+    cold_ms = None
+    if cold:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        cold_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    n_warm = 0
+    while n_warm < protocol.warmup_min_runs or time.perf_counter() - t0 < protocol.warmup_min_s:
+        fn()
+        n_warm += 1
+    sync()
+    warm_s = time.perf_counter() - t0
+    times: List[float] = []
+    t0 = time.perf_counter()
+    if cuda:
+        import torch
+
+        while (len(times) < protocol.measure_min_runs or time.perf_counter() - t0 < protocol.measure_min_s) \
+                and time.perf_counter() - t0 < protocol.measure_max_s:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        clock = "cuda-events"
+    else:
+        while (len(times) < protocol.measure_min_runs or time.perf_counter() - t0 < protocol.measure_min_s) \
+                and time.perf_counter() - t0 < protocol.measure_max_s:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        clock = "perf_counter"
+    return summarize(np.asarray(times), warmup_runs=n_warm, warmup_s=warm_s, measure_s=time.perf_counter() - t0,
+                     cold_ms=cold_ms, batch=batch, clock=clock, device=device, protocol=protocol)
+
+
+def _cuda_sync() -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize
 
 
 def cpu_name() -> str:
@@ -41,26 +166,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def measure(fn: Callable[[], object], warmup: int, runs: int, device: str) -> Latency:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed (ms per call)."""
-    for _ in range(warmup):
-        fn()
-    times = np.empty(runs, dtype=np.float64)
-    for k in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times[k] = (time.perf_counter() - t0) * 1e3
-    return Latency(
-        p50_ms=float(np.percentile(times, 50)),
-        p90_ms=float(np.percentile(times, 90)),
-        mean_ms=float(times.mean()),
-        min_ms=float(times.min()),
-        runs=runs,
-        warmup=warmup,
-        device=device,
-    )
 
 
 def physical_cores() -> int:

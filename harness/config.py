@@ -23,8 +23,8 @@ from model import BACKBONES, CROP_METHODS, REFINE_MODES, REPLACE_METHODS
 
 from .runtimes import RUNTIMES
 
-EXPORTERS = ("torchscript", "onnx")
-EXPORTER_FORMAT = {"torchscript": "torchscript", "onnx": "onnx"}
+EXPORTERS = ("eager", "torchscript", "onnx")
+EXPORTER_FORMAT = {"eager": "eager", "torchscript": "torchscript", "onnx": "onnx"}
 PRECISIONS = ("fp32", "fp16")
 OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
 STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error", "crash", "timeout")
@@ -69,7 +69,7 @@ class Axes(_Strict):
     refine_mode: List[Literal["sampling", "thresholding", "full"]]
     opset: List[int]
     precision: List[Literal["fp32", "fp16"]]
-    exporter: List[Literal["torchscript", "onnx"]]
+    exporter: List[Literal["eager", "torchscript", "onnx"]]
     simplify: List[bool]
     runtime: List[str]
     resolution: List[Resolution]
@@ -110,10 +110,24 @@ class Axes(_Strict):
 
 
 class Latency(_Strict):
-    """Latency stage: ``warmup`` untimed runs, then ``runs`` timed runs (perf_counter, ms)."""
+    """Latency protocol (harness/benchmark.py): warm up until both ``warmup_min_s`` seconds and
+    ``warmup_min_runs`` calls; measure until both ``measure_min_s`` and ``measure_min_runs``, at most
+    ``measure_max_s`` seconds; warn "unstable" when std/mean exceeds ``cv_warn``. ``compute``: also time
+    device compute (inputs already on the device, ORT IO binding) besides end-to-end."""
 
-    warmup: int = Field(2, ge=0)
-    runs: int = Field(5, ge=1)
+    warmup_min_s: float = Field(0.2, ge=0)
+    warmup_min_runs: int = Field(10, ge=0)
+    measure_min_s: float = Field(1.0, ge=0)
+    measure_min_runs: int = Field(20, ge=1)
+    measure_max_s: float = Field(15.0, gt=0)
+    cv_warn: float = Field(0.10, gt=0)
+    compute: bool = True
+
+    def protocol(self):
+        from .benchmark import Protocol
+
+        return Protocol(self.warmup_min_s, self.warmup_min_runs, self.measure_min_s, self.measure_min_runs,
+                        self.measure_max_s, self.cv_warn)
 
 
 class Settings(_Strict):
@@ -126,6 +140,7 @@ class Settings(_Strict):
     refine_prevent_oversampling: bool = True
     export_resolution: Resolution = (256, 448)
     latency: Latency = Latency()
+    count_macs: bool = False
     seed: int = 0
 
     @field_validator("export_resolution")
@@ -142,6 +157,7 @@ class SettingsOverride(_Strict):
     refine_prevent_oversampling: Optional[bool] = None
     export_resolution: Optional[Resolution] = None
     latency: Optional[Latency] = None
+    count_macs: Optional[bool] = None
     seed: Optional[int] = None
 
 
@@ -517,8 +533,8 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
         if mode == "full":
             crop, rep = NA, NA
         fmt = EXPORTER_FORMAT[exp]
-        opsets = [None] if fmt == "torchscript" else axes["opset"]
-        sims = [False] if fmt == "torchscript" else axes["simplify"]
+        opsets = axes["opset"] if fmt == "onnx" else [None]  # only ONNX has an opset and onnxsim
+        sims = axes["simplify"] if fmt == "onnx" else [False]
         for op, sim, rt in itertools.product(opsets, sims, axes["runtime"]):
             if RUNTIMES[rt].format != fmt:
                 continue

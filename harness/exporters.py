@@ -107,6 +107,17 @@ def export_torchscript(model: MattingRefine, path: Path) -> Artifact:
     return Artifact(Path(path), "torchscript", "torchscript", time.perf_counter() - t0)
 
 
+def export_eager(model: MattingRefine, path: Path, kwargs: Dict[str, object], precision: str) -> Artifact:
+    """"Export" for the eager runtimes: the state_dict (``path``, loaded back with ``weights_only``)
+    and ``path.with_suffix('.json')`` holding the constructor arguments and precision."""
+    import json
+
+    t0 = time.perf_counter()
+    torch.save(model.state_dict(), str(path))
+    Path(path).with_suffix(".json").write_text(json.dumps({"kwargs": kwargs, "precision": precision}))
+    return Artifact(Path(path), "eager", "eager", time.perf_counter() - t0)
+
+
 def export_onnx_legacy(
     model: MattingRefine, path: Path, example: Tuple[Tensor, Tensor], opset: int
 ) -> Artifact:
@@ -186,6 +197,7 @@ def onnx_versions() -> Dict[str, Optional[str]]:
 
 
 EXPORTERS: Dict[str, Callable[..., Artifact]] = {
+    "eager": export_eager,
     "torchscript": export_torchscript,
     "onnx": export_onnx_legacy,
 }

@@ -172,7 +172,7 @@ def group_cells(cells) -> List[List[Any]]:
     groups: Dict[tuple, List[Any]] = {}
     for c in _order(cells):
         key = (c.backbone, c.exporter, c.crop_method, c.replace_method, c.precision)
-        if c.exporter != "torchscript":
+        if c.exporter == "onnx":
             key += (c.refine_mode, c.opset)
         groups.setdefault(key, []).append(c)
     return list(groups.values())
@@ -566,7 +566,9 @@ def run_plan(plan, opts):
         rec.setdefault("cache", "")
         rec.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         rec["raw_status"] = rec["status"]
+        environmental = rec["status"] == "skip" and rec.get("stage") == "load"  # a runtime missing *here*
         if rec["status"] in CACHEABLE_STATUSES and rec.get("stage") != "harness" and not rec.get("resumable") \
+                and not environmental \
                 and rec.get("cache") != "result" and not os.environ.get(FAULTS_ENV):  # injected faults are not results
             cache.put_json("result", key or keys.result_key(cell), rec)
         rec = apply_rule(rec, matching_rule(cell, plan.rules))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+
+import numpy as np
 import math
 import platform
 import subprocess
@@ -19,7 +21,10 @@ CSV_COLUMNS = [
     "replace_method", "refine_mode", "opset", "precision", "exporter", "exporter_name", "simplify", "runtime",
     "resolution", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha", "max_abs_fgr",
     "judged_max_abs_pha", "judged_max_abs_fgr", "psnr_pha", "psnr_fgr", "max_abs_pha_sm", "max_abs_err_sm",
-    "ref_iou", "ref_cells", "ref_cells_eager", "min_passing_atol", "p50_ms", "p90_ms", "first_run_ms",
+    "ref_iou", "ref_cells", "ref_cells_eager", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+    "std_ms", "min_ms", "max_ms", "cv", "fps", "latency_runs", "warmup_runs", "latency_clock", "latency_warning",
+    "cold_ms", "compute_p50_ms", "compute_p90_ms", "compute_p99_ms", "compute_fps", "peak_device_mib", "gmac",
+    "first_run_ms",
     "export_s", "check_s", "simplify_s", "load_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
     "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at",
 ]
@@ -147,8 +152,128 @@ def _findings(records: List[Dict[str, Any]]) -> List[str]:
     return out
 
 
+# Paper Table 3 (RTX 2080 Ti, PyTorch FP32, batch 1; spec bgmv2-model.md §5): (backbone, res) -> (fps, GMac)
+PAPER_TABLE3 = {
+    ("resnet50", "1080x1920"): (60.0, 34.3), ("resnet101", "1080x1920"): (42.5, 44.0),
+    ("mobilenetv2", "1080x1920"): (100.6, 9.9), ("resnet50", "2160x3840"): (33.2, 41.5),
+    ("resnet101", "2160x3840"): (29.8, 51.2), ("mobilenetv2", "2160x3840"): (45.4, 17.0),
+}
+
+
+def paper_table(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Our FPS beside the paper's (Table 3) for HD/4K batch-1 cells that passed: per backbone and
+    resolution, the best eager / TorchScript / ONNX runtime in fp32 and fp16, and GMac per frame."""
+    rows: Dict[tuple, Dict[str, Any]] = {}
+    for r in records:
+        key = (r.get("backbone"), r.get("resolution"))
+        if key not in PAPER_TABLE3 or r.get("batch") != 1:
+            continue
+        fps, gmac = PAPER_TABLE3[key]
+        row = rows.setdefault(key, {"backbone": key[0], "resolution": key[1], "paper_fps": fps, "paper_gmac": gmac,
+                                    "gmac": None})
+        if r.get("gmac") is not None:
+            row["gmac"] = r["gmac"]
+        if r.get("status") not in ("pass", "xpass") or not r.get("fps"):
+            continue
+        col = f"{r.get('exporter')}_{r.get('precision')}"
+        cur = row.get(col)
+        if cur is None or r["fps"] > cur[0]:
+            row[col] = (r["fps"], r.get("runtime"))
+    return [rows[k] for k in sorted(rows)]
+
+
+def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
+    """Base64 PNGs: latency distribution per runtime and precision; speed vs parity scatter.
+    Empty with a ``skipped`` entry when matplotlib is missing or nothing was timed."""
+    timed = [r for r in records if r.get("p50_ms") is not None]
+    if not timed:
+        return {}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {"skipped": "plots skipped: matplotlib is not installed (pip install matplotlib)"}
+    import base64
+    import io
+
+    def png(fig) -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        return base64.b64encode(buf.getvalue()).decode()
+
+    out: Dict[str, str] = {}
+    groups: Dict[str, List[float]] = {}
+    for r in timed:
+        if r.get("status") not in ("pass", "xpass"):
+            continue
+        label = f"{r.get('exporter')}{'+sim' if r.get('simplify') else ''} → {r.get('runtime')} {r.get('precision')}"
+        groups.setdefault(label, []).extend(r.get("latency_samples_ms") or [r["p50_ms"]])
+    if groups:
+        labels = sorted(groups, key=lambda k: float(np.median(groups[k])))
+        fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.2))
+        ax.boxplot([groups[k] for k in labels], vert=False, showfliers=True, flierprops={"markersize": 2})
+        ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per call, ms (end-to-end; all timed calls of all passing cells)")
+        ax.grid(axis="x", alpha=0.3)
+        out["latency"] = png(fig)
+    pts = [r for r in timed if r.get("judged_max_abs_pha") is not None]
+    if pts:
+        fig, ax = plt.subplots(figsize=(9, 5))
+        colours = {"pass": "#2e7d32", "xpass": "#ef6c00", "fail": "#c62828"}
+        markers = {}
+        for r in pts:
+            m = markers.setdefault(r.get("runtime"), "os^Dv<>p"[len(markers) % 8])
+            ax.scatter(r["p50_ms"], max(float(r["judged_max_abs_pha"]), 1e-8), c=colours.get(r["status"], "#777"),
+                       marker=m, s=22, alpha=0.75)
+        best = min((r for r in pts if r["status"] == "pass"), key=lambda r: r["p50_ms"], default=None)
+        if best is not None:
+            ax.annotate(f"fastest passing: {best['cell_id']}", (best["p50_ms"], max(float(best["judged_max_abs_pha"]), 1e-8)),
+                        fontsize=7, xytext=(10, 10), textcoords="offset points", arrowprops={"arrowstyle": "->"})
+        for rt, m in markers.items():
+            ax.scatter([], [], marker=m, c="#555", label=rt)
+        for st, c in colours.items():
+            ax.scatter([], [], marker="s", c=c, label=st)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("p50 latency, ms")
+        ax.set_ylabel("max |alpha - eager| (judged pixels)")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+        out["scatter"] = png(fig)
+    return out
+
+
+def read_benchmark_json(path: Path) -> List[Dict[str, Any]]:
+    """Rows from a pytest-benchmark JSON file (``--benchmark-json``): name, cell, stats in ms, machine.
+
+    Raises:
+        ValueError: the file is not pytest-benchmark JSON (names the file).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        machine = data["machine_info"]
+        benches = data["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a pytest-benchmark JSON file ({type(e).__name__}: {e})") from None
+    rows = []
+    for b in benches:
+        st = b["stats"]
+        rows.append({
+            "name": b.get("name"), "cell_id": (b.get("extra_info") or {}).get("cell_id", b.get("param")),
+            "median_ms": st["median"] * 1e3, "mean_ms": st["mean"] * 1e3, "stddev_ms": st["stddev"] * 1e3,
+            "min_ms": st["min"] * 1e3, "max_ms": st["max"] * 1e3, "rounds": st["rounds"],
+            "ops": st.get("ops"), "cpu": (machine.get("cpu") or {}).get("brand_raw"),
+            "datetime": data.get("datetime"),
+        })
+    return rows
+
+
 def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
-                 meta: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
+                 meta: Optional[Dict[str, Any]] = None, benchmark_json: Optional[Path] = None) -> Dict[str, Path]:
     """Write results.csv, report.html, summary.md (and environment.json when ``meta`` is given).
 
     ``records`` default to those read from ``out_dir/results.jsonl``. Returns the written paths.
@@ -168,6 +293,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     for c in CSV_COLUMNS:
         if c not in df.columns:
             df[c] = None
+    df = df.drop(columns=["latency_samples_ms"], errors="ignore")  # per-call samples stay in results.jsonl
     extra = [c for c in df.columns if c not in CSV_COLUMNS]
     df = df[CSV_COLUMNS + sorted(extra)]
     df.to_csv(out_dir / "results.csv", index=False)
@@ -178,14 +304,19 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     findings = _findings(records)
     table_cols = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
                   "crop_method", "replace_method", "max_abs_pha", "judged_max_abs_pha", "ref_iou",
-                  "min_passing_atol", "p50_ms", "p90_ms", "export_s", "reason"]
+                  "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
+                  "export_s", "load_s", "latency_warning", "reason"]
     tmpl = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
     ).get_template("report.html.j2")
+    bench_rows = read_benchmark_json(benchmark_json) if benchmark_json else []
+    if bench_rows:
+        pd.DataFrame(bench_rows).to_csv(out_dir / "benchmark.csv", index=False)
     html = tmpl.render(
         env=env, counts=counts, grids=_grid(records), records=records, table_cols=table_cols,
-        fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records),
+        fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
+        plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 

@@ -44,6 +44,7 @@ from .exporters import (
     Artifact,
     StageError,
     check_onnx,
+    export_eager,
     export_onnx_legacy,
     export_torchscript,
     onnx_versions,
@@ -196,10 +197,11 @@ class Runner(CellKeys):
         return self.inputs[key]
 
     # ---------------------------------------------------------------- models and references
-    def build_model(self, cell: Cell, precision: Optional[str] = None) -> MattingRefine:
+    def model_kwargs(self, cell: Cell) -> Dict[str, Any]:
+        """``MattingRefine`` constructor arguments of ``cell``."""
         s = self.s
-        m = MattingRefine(
-            cell.backbone,
+        return dict(
+            backbone=cell.backbone,
             backbone_scale=s.backbone_scale,
             refine_mode=cell.refine_mode,
             refine_sample_pixels=s.refine_sample_pixels,
@@ -209,6 +211,9 @@ class Runner(CellKeys):
             refine_patch_crop_method="unfold" if cell.crop_method == NA else cell.crop_method,
             refine_patch_replace_method="scatter_nd" if cell.replace_method == NA else cell.replace_method,
         )
+
+    def build_model(self, cell: Cell, precision: Optional[str] = None) -> MattingRefine:
+        m = MattingRefine(**self.model_kwargs(cell))
         m.load_state_dict(self.weights[cell.backbone])
         return m.to(DTYPES[precision or cell.precision]).eval()
 
@@ -242,6 +247,21 @@ class Runner(CellKeys):
             raise val
         return val
 
+    def gmacs(self, cell: Cell) -> Optional[float]:
+        """Multiply-accumulates per frame in GMac (``torch.utils.flop_counter``: convolutions and matmuls,
+        like the paper's Table 3, which excludes interpolation and cropping), batch 1, fp32."""
+        key = (cell.backbone, cell.refine_mode, cell.crop_method, cell.replace_method, cell.resolution)
+        memo = self.__dict__.setdefault("_gmacs", {})
+        if key not in memo:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            inp = self._inputs(cell.resolution, 1)
+            m = self.build_model(cell, "fp32")
+            with FlopCounterMode(display=False) as fc, torch.inference_mode():
+                m(inp.src[:1], inp.bgr[:1])
+            memo[key] = round(fc.get_total_flops() / 2 / 1e9, 2)
+        return memo[key]
+
     # ---------------------------------------------------------------- artifacts
     def _artifact(self, cell_dir: Path, key: str, make: Callable[[Path], Artifact], name: str) -> Artifact:
         """The cached artifact for ``key`` (hard-linked into ``cell_dir``), or make it there and cache it."""
@@ -249,12 +269,13 @@ class Runner(CellKeys):
         hit = self.cache.get("artifact", key)
         if hit is not None:
             meta = self.cache.meta("artifact", key)
-            link_or_copy(hit / name, target)
-            for log in hit.glob("*.log"):
-                link_or_copy(log, cell_dir / log.name)
+            for f in hit.iterdir():  # the artifact, its sidecars and the exporter's logs
+                if f.name != "meta.json":
+                    link_or_copy(f, cell_dir / f.name)
             return Artifact(target, meta["format"], meta["exporter"], meta["seconds"], dict(meta["meta"], cached=True))
         art = make(target)
-        files = {name: target, **{p.name: p for p in cell_dir.glob(Path(name).stem + ".*.log")}}
+        files = {p.name: p for p in cell_dir.glob(Path(name).stem + ".*") if p.suffix in (".log", ".json")}
+        files[name] = target
         self.cache.put("artifact", key, files, {"format": art.format, "exporter": art.exporter,
                                                 "seconds": art.seconds, "meta": art.meta, "cell": cell_dir.name})
         return art
@@ -264,6 +285,13 @@ class Runner(CellKeys):
         simplify took when it was made (also for a cached artifact)."""
         times: Dict[str, float] = {}
         dt = DTYPES[cell.precision]
+        if cell.exporter == "eager":
+            def make_eager(path: Path) -> Artifact:
+                return export_eager(self.build_model(cell), path, self.model_kwargs(cell), cell.precision)
+
+            art = self._artifact(cell_dir, self.artifact_key(cell, False), make_eager, "model.pth")
+            times["export"] = art.seconds
+            return art, times
         if cell.exporter == "torchscript":
             def make_ts(path: Path) -> Artifact:
                 try:
@@ -357,6 +385,8 @@ class Runner(CellKeys):
                         if cell.precision != "fp32" else None)
         except Exception as e:  # noqa: BLE001
             return "skip", "model", f"skipped: eager reference failed: {describe(e)}"
+        if self.s.count_macs:
+            rec["gmac"] = self._timed("model", lambda: self.gmacs(cell))
         self.on_stage("export")
         t = time.perf_counter()
         try:
@@ -380,6 +410,7 @@ class Runner(CellKeys):
             "refine_threshold": self.s.refine_threshold,
             "refine_prevent_oversampling": self.s.refine_prevent_oversampling,
             "threads": self.threads,
+            "precision": cell.precision,
         }
         try:
             rec["load_s"] = round(self._timed("load", lambda: runtime.load(str(art.path), settings)), 4)
@@ -435,18 +466,52 @@ class Runner(CellKeys):
             rec[f"ref_iou_vs_{other.reference}"] = other.ref_iou
         rec["parity"] = best.summary()
         lat_cfg = self.s.latency
+        proto = lat_cfg.protocol()
+        cuda = runtime.device == "cuda"
+        device = self.device
+        info = runtime.info()
+        if cuda:
+            device = f"cuda: {info.get('gpu', '?')}"
+            rec["device"] = device
         work_threads = torch.get_num_threads()
         try:
             torch.set_num_threads(self.threads)  # timed alone, on all cores (see harness/pool.py)
-            lat = self._timed("latency", lambda: measure(lambda: runtime.run(src, bgr), lat_cfg.warmup, lat_cfg.runs,
-                                                         self.device))
+
+            def timing():
+                e2e = measure(lambda: runtime.run(src, bgr), proto, device, batch=cell.batch)
+                comp = (measure(runtime.compute_fn(src, bgr), proto, device, batch=cell.batch, cuda=cuda)
+                        if lat_cfg.compute else None)
+                return e2e, comp
+
+            lat, comp = self._timed("latency", timing)
         except Exception as e:  # noqa: BLE001
             raise _Stage("latency", e) from e
         finally:
             torch.set_num_threads(work_threads)
-        rec["p50_ms"] = round(lat.p50_ms, 3)
-        rec["p90_ms"] = round(lat.p90_ms, 3)
+        for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms"):
+            rec[key] = round(getattr(lat, key), 3)
+        rec["cv"] = round(lat.cv, 4)
+        rec["fps"] = round(lat.fps, 2)
         rec["latency_runs"] = lat.runs
+        rec["warmup_runs"] = lat.warmup_runs
+        rec["latency_clock"] = lat.clock
+        rec["latency_warning"] = lat.warning
+        rec["latency_samples_ms"] = lat.samples_ms
+        rec["cold_ms"] = rec.get("first_run_ms")
+        if comp is not None:
+            rec["compute_p50_ms"] = round(comp.p50_ms, 3)
+            rec["compute_p90_ms"] = round(comp.p90_ms, 3)
+            rec["compute_p99_ms"] = round(comp.p99_ms, 3)
+            rec["compute_cv"] = round(comp.cv, 4)
+            rec["compute_clock"] = comp.clock
+            rec["compute_fps"] = round(comp.fps, 2)
+            if comp.warning:
+                rec["latency_warning"] = "; ".join(filter(None, [lat.warning, f"compute {comp.warning}"]))
+        peak = runtime.peak_memory_mib()
+        if peak is not None:
+            rec["peak_device_mib"] = round(peak, 1)
+        if info:
+            rec["runtime_info"] = json.dumps(info, default=str)
         if not best.passed and (ref_same is None or tol.eager_drift_factor is None or drift_fail):
             return "fail", "parity", "; ".join(drift_fail or best.failures)
         return "pass", "done", ""

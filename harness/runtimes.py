@@ -1,15 +1,21 @@
 """Runtimes: load an artifact, run it on ``(src, bgr)``, return the six outputs as numpy arrays.
 
 A registry in the MMDeploy style: each runtime names the artifact format it consumes, the device it
-runs on, and :meth:`Runtime.unavailable` says why it cannot run here (then cells are ``skip``).
-Backends are imported lazily.
+runs on, and :meth:`Runtime.unavailable` says why it cannot run here (then cells are ``skip``, never
+``error``: a CPU machine skips every CUDA runtime with the reason). Backends are imported lazily.
+
+Two latency definitions (see :mod:`harness.benchmark`): :meth:`Runtime.run` is *end-to-end* (host
+tensors in, numpy arrays out: includes host<->device copies); :meth:`Runtime.compute_fn` returns a call
+on inputs already on the device with outputs left there (*device compute*; ORT uses IO binding).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Type
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
@@ -17,6 +23,17 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 Outputs = List[np.ndarray]
+HOISTED = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold", "refine_prevent_oversampling")
+
+
+def _no_cuda() -> Optional[str]:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "CUDA is not available here (torch.cuda.is_available() is False)"
+    return None
 
 
 class Runtime:
@@ -28,7 +45,7 @@ class Runtime:
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
-        """None when usable here, else a short reason (shown as ``skip: <reason>``)."""
+        """None when usable here, else a short reason (shown as ``skipped: <reason>``)."""
         return None
 
     def load(self, path: str, settings: Dict[str, object]) -> float:
@@ -36,11 +53,70 @@ class Runtime:
         raise NotImplementedError
 
     def run(self, src: Tensor, bgr: Tensor) -> Outputs:
-        """Run on ``(B,3,H,W)`` inputs in the artifact's dtype; return the 6 outputs as numpy."""
+        """End-to-end: ``(B,3,H,W)`` host tensors in the artifact's dtype -> the 6 outputs as numpy."""
         raise NotImplementedError
 
+    def compute_fn(self, src: Tensor, bgr: Tensor) -> Callable[[], object]:
+        """A call that runs on inputs already on the device and leaves outputs there (device compute)."""
+        return lambda: self.run(src, bgr)
 
-class TorchScriptCPU(Runtime):
+    def peak_memory_mib(self) -> Optional[float]:
+        """Peak device memory in MiB since load, where the runtime exposes it (CUDA via torch)."""
+        return None
+
+    def info(self) -> Dict[str, object]:
+        """Runtime facts worth recording (e.g. ``cudnn_benchmark``, execution providers)."""
+        return {}
+
+
+class _TorchModule(Runtime):
+    """Shared by the TorchScript and eager runtimes: a ``torch.nn.Module`` on ``self.device``."""
+
+    def _finish_load(self, settings: Dict[str, object], hoisted: bool = True) -> None:
+        import torch
+
+        for key in HOISTED if hoisted else ():
+            if key in settings:
+                setattr(self.module, key, settings[key])
+        self.module.eval()
+        if self.device == "cuda":
+            torch.backends.cudnn.benchmark = bool(settings.get("cudnn_benchmark", True))
+            torch.cuda.reset_peak_memory_stats()
+
+    def run(self, src: Tensor, bgr: Tensor) -> Outputs:
+        import torch
+
+        with torch.inference_mode():
+            outs = self.module(src.to(self.device), bgr.to(self.device))
+            return [o.cpu().numpy() for o in outs]
+
+    def compute_fn(self, src: Tensor, bgr: Tensor) -> Callable[[], object]:
+        import torch
+
+        s, b = src.to(self.device), bgr.to(self.device)
+
+        def call():
+            with torch.inference_mode():
+                return self.module(s, b)
+
+        return call
+
+    def peak_memory_mib(self) -> Optional[float]:
+        if self.device != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+
+    def info(self) -> Dict[str, object]:
+        if self.device != "cuda":
+            return {}
+        import torch
+
+        return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "gpu": torch.cuda.get_device_name(0)}
+
+
+class TorchScriptCPU(_TorchModule):
     """``torch.jit.load`` on CPU; the hoisted settings are set with ``setattr`` after loading."""
 
     name = "torchscript-cpu"
@@ -52,19 +128,53 @@ class TorchScriptCPU(Runtime):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            self.module = torch.jit.load(path, map_location="cpu")
-        for key in ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold",
-                    "refine_prevent_oversampling"):
-            if key in settings:
-                setattr(self.module, key, settings[key])
-        self.module.eval()
+            self.module = torch.jit.load(path, map_location=self.device)
+        self._finish_load(settings)
         return time.perf_counter() - t0
 
-    def run(self, src: Tensor, bgr: Tensor) -> Outputs:
+
+class TorchScriptCUDA(TorchScriptCPU):
+    """TorchScript on CUDA (``cudnn.benchmark`` on by default, recorded)."""
+
+    name = "torchscript-cuda"
+    device = "cuda"
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        return _no_cuda()
+
+
+class EagerCPU(_TorchModule):
+    """Eager PyTorch: the ``eager`` exporter's ``model.pth`` (state_dict, ``weights_only``) plus
+    ``model.json`` (constructor arguments). The reference implementation's own speed."""
+
+    name = "eager-cpu"
+    format = "eager"
+
+    def load(self, path: str, settings: Dict[str, object]) -> float:
         import torch
 
-        with torch.inference_mode():
-            return [o.numpy() for o in self.module(src, bgr)]
+        from model import MattingRefine
+
+        t0 = time.perf_counter()
+        spec = json.loads(Path(path).with_suffix(".json").read_text())
+        m = MattingRefine(**spec["kwargs"])
+        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        dtype = {"fp32": torch.float32, "fp16": torch.float16}[spec["precision"]]
+        self.module = m.to(device=self.device, dtype=dtype).eval()
+        self._finish_load(settings, hoisted=False)  # the model was built with the cell's settings
+        return time.perf_counter() - t0
+
+
+class EagerCUDA(EagerCPU):
+    """Eager PyTorch on CUDA (``cudnn.benchmark`` on by default, recorded)."""
+
+    name = "eager-cuda"
+    device = "cuda"
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        return _no_cuda()
 
 
 class OnnxRuntimeCPU(Runtime):
@@ -72,14 +182,22 @@ class OnnxRuntimeCPU(Runtime):
 
     name = "onnxruntime-cpu"
     format = "onnx"
+    providers: Tuple[str, ...] = ("CPUExecutionProvider",)
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime as ort
         except ImportError:
             return "onnxruntime is not installed"
+        missing = [p for p in cls.providers if p not in ort.get_available_providers()]
+        if missing:
+            return (f"onnxruntime {ort.__version__} has no {missing[0]} (available: "
+                    f"{', '.join(ort.get_available_providers())}; install onnxruntime-gpu)")
         return None
+
+    def _provider_options(self, settings: Dict[str, object]) -> list:
+        return [{} for _ in self.providers]
 
     def load(self, path: str, settings: Dict[str, object]) -> float:
         import onnxruntime as ort
@@ -87,17 +205,59 @@ class OnnxRuntimeCPU(Runtime):
         t0 = time.perf_counter()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        if settings.get("threads"):
-            opts.intra_op_num_threads = int(settings["threads"])  # one worker's share of the cores
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        if settings.get("threads") and self.device == "cpu":
+            opts.intra_op_num_threads = int(settings["threads"])
+        self.session = ort.InferenceSession(path, opts, providers=list(self.providers),
+                                            provider_options=self._provider_options(settings))
         self.output_names = [o.name for o in self.session.get_outputs()]
         return time.perf_counter() - t0
 
     def run(self, src: Tensor, bgr: Tensor) -> Outputs:
         return self.session.run(self.output_names, {"src": src.numpy(), "bgr": bgr.numpy()})
 
+    def compute_fn(self, src: Tensor, bgr: Tensor) -> Callable[[], object]:
+        import onnxruntime as ort
 
-RUNTIMES: Dict[str, Type[Runtime]] = {r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU)}
+        dev = "cuda" if self.device == "cuda" else "cpu"
+        binding = self.session.io_binding()
+        for name, t in (("src", src), ("bgr", bgr)):
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(t.numpy(), dev, 0))
+        for name in self.output_names:
+            binding.bind_output(name, dev)
+
+        def call():
+            self.session.run_with_iobinding(binding)
+
+        return call
+
+    def info(self) -> Dict[str, object]:
+        return {"providers": self.session.get_providers()} if hasattr(self, "session") else {}
+
+
+class OnnxRuntimeCUDA(OnnxRuntimeCPU):
+    """onnxruntime with the CUDA execution provider (needs ``onnxruntime-gpu``)."""
+
+    name = "onnxruntime-cuda"
+    device = "cuda"
+    providers = ("CUDAExecutionProvider",)
+
+
+class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
+    """onnxruntime with the TensorRT execution provider (fp16 engines for fp16 models), CUDA EP fallback."""
+
+    name = "onnxruntime-tensorrt"
+    device = "cuda"
+    providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+    def _provider_options(self, settings: Dict[str, object]) -> list:
+        trt = {"trt_fp16_enable": settings.get("precision") == "fp16"}
+        return [trt, {}]
+
+
+RUNTIMES: Dict[str, Type[Runtime]] = {
+    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, TorchScriptCUDA, EagerCUDA, OnnxRuntimeCUDA,
+                        OnnxRuntimeTensorRT)
+}
 
 
 def runtimes_for(fmt: str) -> Tuple[str, ...]:

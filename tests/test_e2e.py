@@ -46,6 +46,14 @@ def test_smoke_matrix_runs_and_reports(smoke):
     rest = df.drop(unfold_onnx.index)
     assert set(rest.status) == {"pass"}, rest[["cell_id", "status", "reason"]].to_string()
     assert (rest.max_abs_pha < 1e-3).all() and (rest.ref_iou >= 0.99).all() and (rest.p50_ms > 0).all()
+    # the latency columns are filled for every passing cell
+    for col in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "cv", "fps", "cold_ms",
+                "compute_p50_ms", "load_s", "export_s"):
+        assert rest[col].notna().all(), col
+    assert (rest.p50_ms <= rest.p90_ms).all() and (rest.p90_ms <= rest.p99_ms).all()
+    assert (rest.latency_runs >= 5).all() and set(rest.latency_clock) == {"perf_counter"}
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # latency distribution + speed-vs-parity plots
     assert set(df.batch) == {1, 2}
     # TorchScript reproduces eager exactly; ONNX within fp32 arithmetic noise
     ts = rest[rest.exporter == "torchscript"]
@@ -146,3 +154,43 @@ def test_warm_rerun_comes_from_the_cache(smoke, tmp_path):
         assert (again / row.artifact).is_file()  # artifacts linked from the cache
     env = json.loads((again / "environment.json").read_text())
     assert env["cache"]["result_hits"] == 18 and env["cache"]["cells_run"] == 0
+
+
+def test_cuda_runtimes_skip_with_reason_on_cpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "cuda"
+    proc = _harness("run", "--profile", "bench", "--filter", "runtime=eager-cuda|torchscript-cuda|onnxruntime-cuda",
+                    "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 6 and set(df.status) == {"skip"}
+    assert df.reason.str.contains("CUDA is not available|has no CUDAExecutionProvider").all()
+
+
+def test_pytest_benchmark_json_feeds_the_report(smoke, tmp_path):
+    out, _ = smoke
+    bench_json = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "benchmarks" / "test_latency.py"),
+         "-k", "full and onnxruntime-cpu", "--benchmark-json", str(bench_json)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(bench_json.read_text())
+    assert data["machine_info"]["cpu"] and len(data["benchmarks"]) == 1
+    bench = data["benchmarks"][0]
+    assert bench["extra_info"]["cell_id"].startswith("mobilenetv2-full") and bench["stats"]["rounds"] == 20
+    assert bench["extra_info"]["max_abs_pha_vs_eager"] < 1e-3
+    copy = tmp_path / "rep"
+    copy.mkdir()
+    for name in ("results.jsonl", "environment.json"):
+        (copy / name).write_text((out / name).read_text())
+    proc = _harness("report", str(copy), "--benchmark-json", str(bench_json))
+    assert proc.returncode == 0, proc.stderr
+    assert "pytest-benchmark" in (copy / "report.html").read_text()
+    assert len(pd.read_csv(copy / "benchmark.csv")) == 1
+    proc = _harness("report", str(copy), "--benchmark-json", str(copy / "results.jsonl"))
+    assert proc.returncode == 2 and "not a pytest-benchmark JSON file" in proc.stderr
