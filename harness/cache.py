@@ -119,7 +119,7 @@ class Cache:
 
         Returns the entry directory, or None when caching is disabled or the cache is not writable
         (a cache problem never fails a cell)."""
-        if not self.enabled:
+        if not self.enabled or os.environ.get("MATRIX_FAULTS"):  # injected faults must not reach the cache
             return None
         final = self.path(kind, key)
         if (final / "meta.json").is_file():

@@ -209,9 +209,9 @@ class Rule(_Strict):
     evidence: str
 
 
-STAGES = ("model", "export", "check", "simplify", "load", "run", "parity", "latency")
+STAGES = ("model", "export", "check", "simplify", "load", "run", "analyze", "parity", "latency")
 DEFAULT_STAGE_TIMEOUT_S = {"model": 600.0, "export": 600.0, "check": 300.0, "simplify": 600.0, "load": 300.0,
-                           "run": 300.0, "parity": 300.0, "latency": 600.0}
+                           "run": 300.0, "analyze": 300.0, "parity": 300.0, "latency": 600.0}
 
 
 class Limits(_Strict):

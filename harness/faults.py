@@ -7,6 +7,8 @@ enters ``<stage>`` of a cell whose id contains the substring, it injects ``<faul
 - ``segfault``: dereference NULL (SIGSEGV)        - ``abort``: ``os.abort()`` (SIGABRT)
 - ``hang``: sleep forever (hits the stage limit)  - ``oom``: allocate 256 MiB blocks until killed
 - ``raise``: raise :class:`InjectedFault`          - ``exit``: ``os._exit(3)``
+- ``perturb`` (stage ``export``, ONNX cells): scale one refiner Conv weight by 1.5 in the cell's copy of the
+  artifact, so parity fails and the first-divergence localisation has something to find
 
 The coordinator honours ``<substring>@write=enospc``: appending that cell's record fails with ENOSPC,
 as on a full disk. Unset (the normal case), this module does nothing.
@@ -22,7 +24,7 @@ import time
 from typing import List, Tuple
 
 ENV = "MATRIX_FAULTS"
-KINDS = ("segfault", "abort", "hang", "oom", "raise", "exit", "enospc")
+KINDS = ("segfault", "abort", "hang", "oom", "raise", "exit", "enospc", "perturb")
 
 
 class InjectedFault(RuntimeError):
@@ -83,3 +85,29 @@ def write_fault(cell_id: str) -> None:
     """Raise ``OSError(ENOSPC)`` when a ``<substring>@write=enospc`` fault names ``cell_id``."""
     if "enospc" in _active(cell_id, "write"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def wants(cell_id: str, stage: str, kind: str) -> bool:
+    """True when ``MATRIX_FAULTS`` asks for fault ``kind`` at ``stage`` of ``cell_id``."""
+    return kind in _active(cell_id, stage)
+
+
+def perturb_onnx(path) -> str:
+    """Scale the weight of the refiner's second Conv (``/conv2/Conv``, else the last Conv) by 1.5, writing
+    a new file in place of ``path`` (a new inode: a hard link into the cache stays untouched).
+    Returns the perturbed node's name."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    node = next((n for n in convs if n.name == "/conv2/Conv"), convs[-1])
+    for init in model.graph.initializer:
+        if init.name == node.input[1]:
+            arr = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array((arr * 1.5).astype(arr.dtype), init.name))
+    tmp = str(path) + ".perturbed"
+    onnx.save(model, tmp)
+    os.replace(tmp, str(path))
+    return node.name

@@ -24,6 +24,8 @@ CSV_COLUMNS = [
     "ref_iou", "ref_cells", "ref_cells_eager", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
     "std_ms", "min_ms", "max_ms", "cv", "fps", "latency_runs", "warmup_runs", "latency_clock", "latency_warning",
     "cold_ms", "compute_p50_ms", "compute_p90_ms", "compute_p99_ms", "compute_fps", "peak_device_mib", "gmac",
+    "onnx_nodes", "data_dependent_ops", "topk_k", "ready_tensorrt", "ready_coreml", "ready_opencv_dnn",
+    "ready_tflite", "ready_openvino", "first_divergence",
     "first_run_ms",
     "export_s", "check_s", "simplify_s", "load_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
     "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at",
@@ -128,6 +130,13 @@ def _tooltip(r: Dict[str, Any]) -> str:
         parts.append(r["parity"])
     if r.get("p50_ms") is not None:
         parts.append(f"p50 {r['p50_ms']} ms")
+    if r.get("first_divergence"):
+        parts.append(str(r["first_divergence"]))
+    if r.get("data_dependent_ops"):
+        parts.append(f"data-dependent ops: {r['data_dependent_ops']}")
+    not_ready = [t for t in READINESS_TARGETS if r.get(f"ready_{t}") is False]
+    if not_ready:
+        parts.append("not ready for: " + ", ".join(not_ready))
     return "\n".join(parts)
 
 
@@ -247,6 +256,30 @@ def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
     return out
 
 
+READINESS_TARGETS = ("tensorrt", "coreml", "opencv_dnn", "tflite", "openvino")
+
+
+def readiness_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per analysed ONNX artifact (first record of each exporter/mode/crop/replace/opset/precision/
+    onnxsim): node counts, data-dependent ops, TopK K, and per target (ready, reasons)."""
+    seen: Dict[tuple, Dict[str, Any]] = {}
+    for r in records:
+        if r.get("onnx_nodes") is None:
+            continue
+        key = (r.get("backbone"), r.get("exporter"), r.get("refine_mode"), r.get("crop_method"),
+               r.get("replace_method"), r.get("opset"), r.get("precision"), bool(r.get("simplify")))
+        if key in seen:
+            continue
+        seen[key] = {
+            "config": f"{r.get('backbone')} {r.get('refine_mode')} {r.get('crop_method')}/{r.get('replace_method')} "
+                      f"op{r.get('opset')} {r.get('precision')}{' +onnxsim' if r.get('simplify') else ''}",
+            "nodes": r.get("onnx_nodes"), "nodes_before": r.get("before_sim_onnx_nodes"),
+            "data_dependent": r.get("data_dependent_ops") or "none", "topk_k": r.get("topk_k") or "—",
+            "targets": [(t, r.get(f"ready_{t}"), r.get(f"ready_{t}_why") or "") for t in READINESS_TARGETS],
+        }
+    return [seen[k] for k in sorted(seen, key=lambda k: [str(x) for x in k])]
+
+
 def read_benchmark_json(path: Path) -> List[Dict[str, Any]]:
     """Rows from a pytest-benchmark JSON file (``--benchmark-json``): name, cell, stats in ms, machine.
 
@@ -317,6 +350,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         env=env, counts=counts, grids=_grid(records), records=records, table_cols=table_cols,
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
         plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
+        readiness=readiness_rows(records), targets=READINESS_TARGETS,
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 

@@ -47,6 +47,7 @@ from .exporters import (
     export_eager,
     export_onnx_legacy,
     export_torchscript,
+    OUTPUT_NAMES,
     onnx_versions,
     simplify_onnx,
 )
@@ -262,6 +263,44 @@ class Runner(CellKeys):
             memo[key] = round(fc.get_total_flops() / 2 / 1e9, 2)
         return memo[key]
 
+    def localize(self, cell: Cell, art: Artifact, inp: "Inputs", atol: float) -> str:
+        """"first divergence: <op> <node>, max abs <x>" of a failing ONNX artifact against the fp32 plain
+        ONNX export of the same configuration (harness/divergence.py), or why it could not be localised."""
+        import dataclasses
+
+        from .divergence import first_divergence
+
+        ref_cell = dataclasses.replace(cell, precision="fp32", simplify=False)
+        work = self.out / "artifacts" / cell.cell_id / "divergence"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            ref_art, _ = self.export(ref_cell, work)
+        except _Stage as e:
+            return f"not localised: the fp32 reference export failed ({describe(e.exc)})"
+        if ref_art.path.resolve() == Path(art.path).resolve() or (
+                ref_cell == cell and ref_art.path.read_bytes() == Path(art.path).read_bytes()):
+            return "not localised: this graph is the fp32 export itself (the difference is against eager PyTorch)"
+        feeds = {"src": inp.src[:1].float().numpy(), "bgr": inp.bgr[:1].float().numpy()}
+        try:
+            found = first_divergence(Path(art.path), ref_art.path, feeds, atol, work)
+        except Exception as e:  # noqa: BLE001 - localisation is a diagnosis, not a verdict
+            return f"not localised: {describe(e)}"
+        finally:
+            for f in work.glob("*.all.onnx"):
+                f.unlink()
+        return str(found) if found else "not localised: every shared tensor matches the fp32 graph within atol"
+
+    def analyze_onnx(self, path: Path, cell: Cell, observed: Dict[str, Any]) -> Dict[str, Any]:
+        """Static-analysis fields for the record (harness/onnx_analysis.py); for an onnxsim cell also the
+        op histogram before simplification."""
+        from .onnx_analysis import analyze
+
+        fields = analyze(str(path), observed).as_record()
+        plain = Path(path).with_name("model.onnx")
+        if cell.simplify and plain.is_file() and plain != Path(path):
+            fields.update(analyze(str(plain)).as_record(prefix="before_sim_"))
+        return fields
+
     # ---------------------------------------------------------------- artifacts
     def _artifact(self, cell_dir: Path, key: str, make: Callable[[Path], Artifact], name: str) -> Artifact:
         """The cached artifact for ``key`` (hard-linked into ``cell_dir``), or make it there and cache it."""
@@ -394,6 +433,10 @@ class Runner(CellKeys):
         finally:
             self.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
         rec.update({f"{k}_s": round(v, 4) for k, v in times.items()})
+        from . import faults
+
+        if art.format == "onnx" and faults.wants(cell.cell_id, "export", "perturb"):
+            rec["injected_fault"] = f"perturbed {faults.perturb_onnx(art.path)}"
         rec["exporter_name"] = art.exporter
         rec["artifact"] = str(art.path.relative_to(self.out))
         rec["artifact_key"] = self.artifact_key(cell, cell.simplify)
@@ -426,6 +469,13 @@ class Runner(CellKeys):
         except Exception as e:  # noqa: BLE001
             raise _Stage("run", e) from e
         rec["output_dtypes"] = ",".join(sorted({str(o.dtype) for o in outs}))
+        if art.format == "onnx":
+            observed = {"src": tuple(src.shape), "bgr": tuple(bgr.shape)}
+            observed.update({n: o.shape for n, o in zip(OUTPUT_NAMES, outs)})
+            try:
+                rec.update(self._timed("analyze", lambda: self.analyze_onnx(art.path, cell, observed)))
+            except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
+                rec["analysis_error"] = describe(e)
         tol = self.plan.tolerances[cell.precision]
 
         def judge():
@@ -448,6 +498,9 @@ class Runner(CellKeys):
                 drift_fail = drift_failures(results[0], eager, tol, tol.eager_drift_factor)
                 if not drift_fail:
                     rec["parity_ref"] = f"fp32 (within {tol.eager_drift_factor:g}x eager {cell.precision} drift)"
+        failing = not best.passed and (ref_same is None or tol.eager_drift_factor is None or bool(drift_fail))
+        if failing and art.format == "onnx":
+            rec["first_divergence"] = self._timed("parity", lambda: self.localize(cell, art, inp, tol.atol))
         for name, st in best.outputs.items():
             rec[f"max_abs_{name}"] = st.max_abs
             rec[f"judged_max_abs_{name}"] = st.judged_max_abs

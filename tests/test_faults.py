@@ -170,3 +170,22 @@ def test_full_disk_keeps_finished_records(tmp_path):
     recs = _records(out)
     assert recs and victim not in "".join(recs)
     assert all(r["status"] == "pass" for r in recs.values())
+
+
+def test_parity_failure_is_localised_to_the_first_divergent_node(tmp_path):
+    out = tmp_path / "div"
+    cell = "mobilenetv2-sampling-roi_align-scatter_element-onnx-op17"
+    proc = _harness("run", "--profile", "smoke", "--filter", f"batch=1,{cell}", "--out", str(out), "--jobs", "1",
+                    "--no-progress", env=_env(MATRIX_FAULTS=f"{cell}@export=perturb"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (rec,) = _records(out).values()
+    assert (rec["status"], rec["stage"]) == ("fail", "parity")
+    assert rec["injected_fault"] == "perturbed /conv2/Conv"
+    assert rec["first_divergence"].startswith("first divergence: Conv /conv2/Conv, max abs")
+    # static analysis of the same graph: the sampling refiner's data-dependent ops and target flags
+    assert "TopKx1" in rec["data_dependent_ops"] and "NonZerox1" in rec["data_dependent_ops"]
+    assert rec["ready_tensorrt"] is False and "NonZero" in rec["ready_tensorrt_why"]
+    assert rec["ready_coreml"] is False and "ScatterElements" in rec["ready_coreml_why"]
+    assert rec["topk_k"] == "2000"
+    html = (out / "report.html").read_text()
+    assert "first divergence: Conv /conv2/Conv" in html and "Target readiness" in html

@@ -1,0 +1,172 @@
+"""Static analysis of an exported ONNX graph: op-type histogram, node count, file size, declared
+dynamic dimensions, and *target readiness* flags with reasons.
+
+The readiness rules come from what users hit deploying BackgroundMattingV2 (shared/spec/field-notes.md,
+themes T1, T3, T5, T8); each reason names the op or property and the evidence:
+
+- TensorRT: TopK with K > 3840 or a K that is not a constant (BMV2 #131, row 7); ``double`` tensors
+  (TRT-port comments, row 8); one dynamic dim name on tensors whose sizes differ (RVM #238, row 20;
+  FastDeploy PR#400, row 19); data-dependent NonZero / If / Loop (T1).
+- CoreML (coremltools ONNX path): ScatterElements, If, Range "Unsupported ONNX ops" (BMV2 #104, row 5);
+  RoiAlign/NonZero crops map poorly (BMV2 #41/#94, row 6).
+- OpenCV DNN: the dynamic, data-dependent refiner graph fails to parse (BMV2 #20, row 1).
+- TFLite (onnx2tf / openvino2tensorflow chains): static shapes and no data-dependent ops (rows 29, 38; T8).
+- OpenVINO: ``If`` needs OpenVINO >= 2022.1 (BMV2 #46, openvino#11509, row 3) — informational.
+
+Only ``onnx`` is needed (imported lazily).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+DATA_DEPENDENT = ("NonZero", "TopK", "If", "Loop", "Range", "ScatterND", "ScatterElements", "RoiAlign")
+TRT_MAX_TOPK_K = 3840  # TensorRT TopK limit (MAX_TOPK_K), BMV2 #131
+TARGETS = ("tensorrt", "coreml", "opencv_dnn", "tflite", "openvino")
+
+
+@dataclass
+class GraphReport:
+    """Static facts about one ONNX file. Sizes in MiB; ``ops`` is an op-type -> count histogram;
+    ``dynamic_dims`` maps each graph input/output to its dims (names for dynamic dims, ints otherwise);
+    ``topk_k`` lists each TopK's K (None when K is not a constant); ``readiness`` maps a target to
+    ``(ready, reasons)``."""
+
+    nodes: int
+    size_mib: float
+    opset: Optional[int]
+    ops: Dict[str, int]
+    dynamic_dims: Dict[str, List[Any]]
+    topk_k: List[Optional[int]]
+    double_tensors: List[str]
+    readiness: Dict[str, Tuple[bool, List[str]]] = field(default_factory=dict)
+
+    def data_dependent(self) -> Dict[str, int]:
+        """Counts of the data-dependent op types present."""
+        return {op: self.ops[op] for op in DATA_DEPENDENT if self.ops.get(op)}
+
+    def as_record(self, prefix: str = "") -> Dict[str, Any]:
+        """Flat fields for a results record (``onnx_ops`` as JSON, one ``ready_<target>`` column each)."""
+        rec: Dict[str, Any] = {
+            f"{prefix}onnx_nodes": self.nodes,
+            f"{prefix}onnx_ops": json.dumps(dict(sorted(self.ops.items())), separators=(",", ":")),
+        }
+        if prefix:
+            return rec
+        rec.update({
+            "onnx_size_mib": round(self.size_mib, 3),
+            "onnx_opset": self.opset,
+            "dynamic_dims": "; ".join(f"{k}[{','.join(map(str, v))}]" for k, v in self.dynamic_dims.items()),
+            "data_dependent_ops": ", ".join(f"{k}x{v}" for k, v in self.data_dependent().items()),
+            "topk_k": ",".join("dynamic" if k is None else str(k) for k in self.topk_k),
+        })
+        for target, (ok, reasons) in self.readiness.items():
+            rec[f"ready_{target}"] = ok
+            rec[f"ready_{target}_why"] = "; ".join(reasons)
+        return rec
+
+
+def _constants(graph) -> Dict[str, Any]:
+    """Name -> numpy value of initializers and Constant-node outputs."""
+    from onnx import numpy_helper
+
+    out = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    out[node.output[0]] = numpy_helper.to_array(attr.t)
+    return out
+
+
+def _dims(vi) -> List[Any]:
+    t = vi.type.tensor_type
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
+
+
+def analyze(path: str, observed_shapes: Optional[Dict[str, Sequence[int]]] = None) -> GraphReport:
+    """Analyse the ONNX file at ``path``.
+
+    ``observed_shapes`` (output name -> shape seen at run time, with the graph inputs' shapes) lets the
+    dynamic-dim check see whether one dim name stands for different sizes.
+
+    Raises:
+        onnx.onnx_cpp2py_export.checker.ValidationError / OSError: unreadable model file.
+    """
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    g = model.graph
+    ops = Counter(n.op_type for n in g.node)
+    consts = _constants(g)
+    topk = []
+    for n in g.node:
+        if n.op_type == "TopK" and len(n.input) > 1:
+            val = consts.get(n.input[1])
+            topk.append(int(val.reshape(-1)[0]) if val is not None else None)
+    doubles = sorted({vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
+                      if vi.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE}
+                     | {i.name for i in g.initializer if i.data_type == onnx.TensorProto.DOUBLE})
+    dyn = {vi.name: _dims(vi) for vi in list(g.input) + list(g.output)}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    rep = GraphReport(len(g.node), os.path.getsize(path) / 2**20, opset, dict(ops), dyn, topk, doubles)
+    rep.readiness = readiness(rep, observed_shapes)
+    return rep
+
+
+def _shared_dim_conflicts(dyn: Dict[str, List[Any]], observed: Optional[Dict[str, Sequence[int]]]) -> List[str]:
+    if not observed:
+        return []
+    sizes: Dict[str, Dict[int, List[str]]] = {}
+    for name, dims in dyn.items():
+        shape = observed.get(name)
+        if shape is None or len(shape) != len(dims):
+            continue
+        for axis, d in enumerate(dims):
+            if isinstance(d, str) and d and d != "?":
+                sizes.setdefault(d, {}).setdefault(int(shape[axis]), []).append(f"{name}[{axis}]")
+    out = []
+    for dim, by_size in sizes.items():
+        if len(by_size) > 1:
+            parts = ", ".join(f"{'/'.join(v)}={k}" for k, v in sorted(by_size.items()))
+            out.append(f"dim name {dim!r} stands for different sizes ({parts}); TensorRT/ORT require one value "
+                       f"per name (RVM #238)")
+    return out
+
+
+def readiness(rep: GraphReport, observed: Optional[Dict[str, Sequence[int]]] = None) -> Dict[str, Tuple[bool, List[str]]]:
+    """Per-target ``(ready, reasons)`` from the graph facts (see the module docstring for the evidence)."""
+    dd = rep.data_dependent()
+    out: Dict[str, Tuple[bool, List[str]]] = {}
+    trt: List[str] = []
+    for k in rep.topk_k:
+        if k is None:
+            trt.append("TopK with a non-constant K (TensorRT needs a constant K <= 3840; BMV2 #131)")
+        elif k > TRT_MAX_TOPK_K:
+            trt.append(f"TopK K={k} > {TRT_MAX_TOPK_K} (TensorRT MAX_TOPK_K; BMV2 #131 — use thresholding or full mode)")
+    if rep.double_tensors:
+        trt.append(f"double tensors ({', '.join(rep.double_tensors[:3])}): TensorRT has no float64 (TRT-port notes)")
+    for op in ("NonZero", "If", "Loop"):
+        if dd.get(op):
+            trt.append(f"{op}x{dd[op]}: data-dependent shapes/control flow (field notes T1)")
+    trt += _shared_dim_conflicts(rep.dynamic_dims, observed)
+    out["tensorrt"] = (not trt, trt)
+    coreml = [f"{op}x{dd[op]}: unsupported or slow in coremltools (BMV2 #104, #94)"
+              for op in ("ScatterElements", "ScatterND", "If", "Range", "NonZero", "RoiAlign", "Loop") if dd.get(op)]
+    out["coreml"] = (not coreml, coreml)
+    cv = [f"{op}x{dd[op]}: OpenCV DNN cannot parse the data-dependent refiner graph (BMV2 #20)"
+          for op in DATA_DEPENDENT if dd.get(op)]
+    out["opencv_dnn"] = (not cv, cv)
+    dynamic = sorted({d for dims in rep.dynamic_dims.values() for d in dims if isinstance(d, str)})
+    tfl = [f"{op}x{dd[op]}: data-dependent op (TFLite converters need static graphs; field notes T8)"
+           for op in DATA_DEPENDENT if dd.get(op)]
+    if dynamic:
+        tfl.append(f"dynamic dims {dynamic}: export at a fixed size for TFLite/EdgeTPU chains (PINTO #373)")
+    out["tflite"] = (not tfl, tfl)
+    ov = [f"Ifx{dd['If']}: needs OpenVINO >= 2022.1 (BMV2 #46, openvino#11509)"] if dd.get("If") else []
+    out["openvino"] = (True, ov)
+    return out
