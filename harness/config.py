@@ -23,8 +23,9 @@ from model import BACKBONES, CROP_METHODS, REFINE_MODES, REPLACE_METHODS
 
 from .runtimes import RUNTIMES
 
-EXPORTERS = ("eager", "torchscript", "onnx")
-EXPORTER_FORMAT = {"eager": "eager", "torchscript": "torchscript", "onnx": "onnx"}
+EXPORTERS = ("eager", "torchscript", "onnx", "onnx-dynamo")
+EXPORTER_FORMAT = {"eager": "eager", "torchscript": "torchscript", "onnx": "onnx", "onnx-dynamo": "onnx"}
+DYNAMO_MIN_OPSET = 18  # torch.onnx.export(dynamo=True) builds opset 18+ graphs; lower requests are down-converted
 PRECISIONS = ("fp32", "fp16")
 OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
 STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error", "crash", "timeout")
@@ -69,7 +70,7 @@ class Axes(_Strict):
     refine_mode: List[Literal["sampling", "thresholding", "full"]]
     opset: List[int]
     precision: List[Literal["fp32", "fp16"]]
-    exporter: List[Literal["eager", "torchscript", "onnx"]]
+    exporter: List[Literal["eager", "torchscript", "onnx", "onnx-dynamo"]]
     simplify: List[bool]
     runtime: List[str]
     resolution: List[Resolution]
@@ -534,6 +535,8 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
             crop, rep = NA, NA
         fmt = EXPORTER_FORMAT[exp]
         opsets = axes["opset"] if fmt == "onnx" else [None]  # only ONNX has an opset and onnxsim
+        if exp == "onnx-dynamo":  # its native opsets only: down-conversion is the version converter's job
+            opsets = [o for o in opsets if o >= DYNAMO_MIN_OPSET]
         sims = axes["simplify"] if fmt == "onnx" else [False]
         for op, sim, rt in itertools.product(opsets, sims, axes["runtime"]):
             if RUNTIMES[rt].format != fmt:

@@ -150,6 +150,64 @@ def export_onnx_legacy(
     return Artifact(Path(path), "onnx", "onnx-legacy", time.perf_counter() - t0, {"opset": opset})
 
 
+def _dynamo_cause(exc: BaseException) -> str:
+    """The informative part of a ``dynamo=True`` export failure: the data-dependent guard (or other
+    root error) and the first frame in our model code, instead of the wrapper's "step 1/3" banner."""
+    import re
+
+    text = "\n".join(str(e) for e in _chain(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if "GuardOnDataDependentSymNode" in ln or "Could not guard on data-dependent" in ln),
+                 None) or next((ln for ln in lines if re.search(r"(Unsupported|ConstraintViolation|not supported|"
+                                                                 r"No decomposition|DispatchError)", ln)), None)
+    frame = next((ln for ln in lines if re.search(r"model/(refiner|matting|decoder|backbones)\.py", ln)), None)
+    if cause is None:
+        return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    cause = re.sub(r"^<class '([\w.]+)'>: ", lambda m: m.group(1).split(".")[-1] + ": ", cause)[:300]
+    hint = ""
+    if "data-dependent" in cause:
+        hint = (" — the refiner's patch count comes from nonzero() on the error map, so its size is data-dependent;"
+                " full refine mode exports")
+    return f"{cause}{hint}" + (f" (at {frame[:160]})" if frame else "")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def export_onnx_dynamo(
+    model: MattingRefine, path: Path, example: Tuple[Tensor, Tensor], opset: int
+) -> Artifact:
+    """``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript) with dynamic batch and H, W as
+    multiples of 4. The exporter starts at opset 18 and converts lower requests down.
+
+    Raises:
+        StageError: the export failed; the message names the root cause (e.g. the data-dependent guard
+            on the refiner's patch count), see :func:`_dynamo_cause`.
+    """
+    _eval_all(model)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    h4 = torch.export.Dim("height_div4", min=8, max=2048)
+    w4 = torch.export.Dim("width_div4", min=8, max=2048)
+    shapes = {"src": {0: batch, 2: 4 * h4, 3: 4 * w4}, "bgr": {0: batch, 2: 4 * h4, 3: 4 * w4}}
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(), captured_output(Path(path).with_suffix(".export.log")):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, example, str(path), dynamo=True, opset_version=opset, input_names=INPUT_NAMES,
+                              output_names=OUTPUT_NAMES, dynamic_shapes=shapes, external_data=False,
+                              verbose=False)
+    except Exception as e:  # noqa: BLE001 - re-raised with its cause in words
+        raise StageError(_dynamo_cause(e)) from None
+    finally:
+        _eval_all(model)
+    return Artifact(Path(path), "onnx", "onnx-dynamo", time.perf_counter() - t0, {"opset": opset})
+
+
 def check_onnx(path: Path) -> float:
     """Run ``onnx.checker.check_model(full_check=True)`` (includes strict shape inference).
 
@@ -200,4 +258,5 @@ EXPORTERS: Dict[str, Callable[..., Artifact]] = {
     "eager": export_eager,
     "torchscript": export_torchscript,
     "onnx": export_onnx_legacy,
+    "onnx-dynamo": export_onnx_dynamo,
 }

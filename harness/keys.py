@@ -95,7 +95,7 @@ class CellKeys:
         """Cache key of the cell's artifact (TorchScript: independent of refine mode and runtime)."""
         parts = self._model_parts(cell, cell.precision)
         parts.update(exporter=cell.exporter, exporter_code=file_hash([Path(__file__).with_name("exporters.py")]))
-        if cell.exporter == "onnx":
+        if cell.exporter in ("onnx", "onnx-dynamo"):
             parts.update(refine_mode=cell.refine_mode, opset=cell.opset, simplify=simplified,
                          export_resolution=list(self.s.export_resolution))
         return make_key("artifact", parts)

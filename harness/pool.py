@@ -172,7 +172,7 @@ def group_cells(cells) -> List[List[Any]]:
     groups: Dict[tuple, List[Any]] = {}
     for c in _order(cells):
         key = (c.backbone, c.exporter, c.crop_method, c.replace_method, c.precision)
-        if c.exporter == "onnx":
+        if c.exporter in ("onnx", "onnx-dynamo"):
             key += (c.refine_mode, c.opset)
         groups.setdefault(key, []).append(c)
     return list(groups.values())

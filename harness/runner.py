@@ -45,6 +45,7 @@ from .exporters import (
     StageError,
     check_onnx,
     export_eager,
+    export_onnx_dynamo,
     export_onnx_legacy,
     export_torchscript,
     OUTPUT_NAMES,
@@ -305,6 +306,9 @@ class Runner(CellKeys):
     def _artifact(self, cell_dir: Path, key: str, make: Callable[[Path], Artifact], name: str) -> Artifact:
         """The cached artifact for ``key`` (hard-linked into ``cell_dir``), or make it there and cache it."""
         target = cell_dir / name
+        failed = self.__dict__.setdefault("_failed_exports", {})
+        if key in failed:  # the same export already failed in this worker: do not pay for it again
+            raise failed[key]
         hit = self.cache.get("artifact", key)
         if hit is not None:
             meta = self.cache.meta("artifact", key)
@@ -312,7 +316,11 @@ class Runner(CellKeys):
                 if f.name != "meta.json":
                     link_or_copy(f, cell_dir / f.name)
             return Artifact(target, meta["format"], meta["exporter"], meta["seconds"], dict(meta["meta"], cached=True))
-        art = make(target)
+        try:
+            art = make(target)
+        except _Stage as e:
+            failed[key] = e
+            raise
         files = {p.name: p for p in cell_dir.glob(Path(name).stem + ".*") if p.suffix in (".log", ".json")}
         files[name] = target
         self.cache.put("artifact", key, files, {"format": art.format, "exporter": art.exporter,
@@ -346,8 +354,9 @@ class Runner(CellKeys):
 
         def make_onnx(path: Path) -> Artifact:
             names, src, bgr = data_mod.batch_of(ex_hw, 1)
+            exporter = export_onnx_dynamo if cell.exporter == "onnx-dynamo" else export_onnx_legacy
             try:
-                art = export_onnx_legacy(self.build_model(cell), path, (src.to(dt), bgr.to(dt)), cell.opset)
+                art = exporter(self.build_model(cell), path, (src.to(dt), bgr.to(dt)), cell.opset)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("export", e) from e
             self.on_stage("check")
@@ -572,11 +581,13 @@ class Runner(CellKeys):
 
 def _missing_tools(cell: Cell) -> Optional[str]:
     """Why an optional export tool for ``cell`` is missing (None when all are importable)."""
-    if cell.exporter != "onnx":
+    if cell.exporter not in ("onnx", "onnx-dynamo"):
         return None
     versions = onnx_versions()
     if versions["onnx"] is None:
         return "onnx is not installed (pip install 'matting-export-matrix[onnx]')"
+    if cell.exporter == "onnx-dynamo" and versions.get("onnxscript") is None:
+        return "onnxscript is not installed (needed by torch.onnx.export(dynamo=True); pip install onnxscript)"
     if cell.simplify and versions["onnxsim"] is None:
         return "onnxsim is not installed (pip install onnxsim)"
     return None

@@ -254,9 +254,59 @@ class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
         return [trt, {}]
 
 
+class OpenVINOCPU(Runtime):
+    """OpenVINO on CPU, reading the ONNX file directly (``Core.compile_model``).
+
+    The inference precision is pinned to the model's (``INFERENCE_PRECISION_HINT`` f32 for fp32 models):
+    OpenVINO's CPU plugin otherwise runs fp32 models in bfloat16 on CPUs that support it, which moved
+    alpha by up to 1.0 here (TopK picks other patches). The plugin's default is kept in ``info()``."""
+
+    name = "openvino-cpu"
+    format = "onnx"
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino is not installed (pip install 'matting-export-matrix[openvino]')"
+        return None
+
+    def load(self, path: str, settings: Dict[str, object]) -> float:
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        core = ov.Core()
+        self.default_precision = str(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+        config = {"INFERENCE_PRECISION_HINT": "f16" if settings.get("precision") == "fp16" else "f32"}
+        if settings.get("threads"):
+            config["INFERENCE_NUM_THREADS"] = int(settings["threads"])
+        self.compiled = core.compile_model(path, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.__version__
+        return time.perf_counter() - t0
+
+    def run(self, src: Tensor, bgr: Tensor) -> Outputs:
+        res = self.request.infer({"src": src.numpy(), "bgr": bgr.numpy()})
+        return [np.asarray(res[o]) for o in self.compiled.outputs]
+
+    def compute_fn(self, src: Tensor, bgr: Tensor) -> Callable[[], object]:
+        import openvino as ov
+
+        self.request.set_tensor("src", ov.Tensor(src.numpy(), shared_memory=True))
+        self.request.set_tensor("bgr", ov.Tensor(bgr.numpy(), shared_memory=True))
+        return self.request.infer
+
+    def info(self) -> Dict[str, object]:
+        if not hasattr(self, "compiled"):
+            return {}
+        return {"openvino": self.version, "default_inference_precision": self.default_precision,
+                "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))}
+
+
 RUNTIMES: Dict[str, Type[Runtime]] = {
-    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, TorchScriptCUDA, EagerCUDA, OnnxRuntimeCUDA,
-                        OnnxRuntimeTensorRT)
+    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, OpenVINOCPU, TorchScriptCUDA, EagerCUDA,
+                        OnnxRuntimeCUDA, OnnxRuntimeTensorRT)
 }
 
 
