@@ -23,15 +23,21 @@ def test_ci_profile_covers_the_required_matrix():
     assert len(ids) == len(set(ids))
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", i) for i in ids)
     onnx = [c for c in cells if c.exporter == "onnx"]
-    assert {c.opset for c in onnx} == {11, 12, 13, 16, 17}
+    assert {c.opset for c in onnx} == {11, 12, 13, 16, 17, 18}
+    dynamo = [c for c in cells if c.exporter == "onnx-dynamo"]
+    assert {c.opset for c in dynamo} == {18}  # the dynamo exporter's native opsets only
     assert {c.precision for c in cells} == {"fp32", "fp16"}
     assert {c.simplify for c in onnx} == {False, True}
+    assert {c.runtime for c in onnx} == {"onnxruntime-cpu", "openvino-cpu", "onnxruntime-cuda"}
     patch = {(c.crop_method, c.replace_method, c.refine_mode) for c in cells if c.refine_mode != "full"}
     assert len(patch) == 3 * 2 * 2
     ts = [c for c in cells if c.exporter == "torchscript"]
-    assert all(c.opset is None and not c.simplify and c.runtime == "torchscript-cpu" for c in ts)
-    # 13 model configs (full mode has no crop/replace) x (2 TS precisions + 5 opsets x 2 precisions x 2)
-    assert len(cells) == 13 * (2 + 5 * 2 * 2)
+    assert all(c.opset is None and not c.simplify and c.runtime in ("torchscript-cpu", "torchscript-cuda") for c in ts)
+    eager = [c for c in cells if c.exporter == "eager"]
+    assert {c.runtime for c in eager} == {"eager-cuda"}
+    # 13 model configs x 2 precisions x (TS on 2 runtimes + eager-cuda + legacy ONNX at 6 opsets and dynamo at
+    # 1, each plain/onnxsim on 3 runtimes)
+    assert len(cells) == 13 * 2 * (2 + 1 + (6 + 1) * 2 * 3)
 
 
 def test_filter_and_rules():
