@@ -508,8 +508,11 @@ class Runner(CellKeys):
                 if not drift_fail:
                     rec["parity_ref"] = f"fp32 (within {tol.eager_drift_factor:g}x eager {cell.precision} drift)"
         failing = not best.passed and (ref_same is None or tol.eager_drift_factor is None or bool(drift_fail))
-        if failing and art.format == "onnx":
+        if failing and art.format == "onnx" and cell.runtime == "onnxruntime-cpu":
             rec["first_divergence"] = self._timed("parity", lambda: self.localize(cell, art, inp, tol.atol))
+        elif failing and art.format == "onnx":
+            rec["first_divergence"] = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
+                                       f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
         for name, st in best.outputs.items():
             rec[f"max_abs_{name}"] = st.max_abs
             rec[f"judged_max_abs_{name}"] = st.judged_max_abs
