@@ -23,8 +23,8 @@ from model import BACKBONES, CROP_METHODS, REFINE_MODES, REPLACE_METHODS
 
 from .runtimes import RUNTIMES
 
-EXPORTERS = ("eager", "torchscript", "onnx", "onnx-dynamo")
-EXPORTER_FORMAT = {"eager": "eager", "torchscript": "torchscript", "onnx": "onnx", "onnx-dynamo": "onnx"}
+EXPORTERS = ("eager", "torchscript", "onnx", "onnx-dynamo", "aoti")
+EXPORTER_FORMAT = {"eager": "eager", "torchscript": "torchscript", "onnx": "onnx", "onnx-dynamo": "onnx", "aoti": "aoti"}
 DYNAMO_MIN_OPSET = 18  # torch.onnx.export(dynamo=True) builds opset 18+ graphs; lower requests are down-converted
 PRECISIONS = ("fp32", "fp16")
 OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
@@ -70,7 +70,7 @@ class Axes(_Strict):
     refine_mode: List[Literal["sampling", "thresholding", "full"]]
     opset: List[int]
     precision: List[Literal["fp32", "fp16"]]
-    exporter: List[Literal["eager", "torchscript", "onnx", "onnx-dynamo"]]
+    exporter: List[Literal["eager", "torchscript", "onnx", "onnx-dynamo", "aoti"]]
     simplify: List[bool]
     runtime: List[str]
     resolution: List[Resolution]

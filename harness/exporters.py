@@ -208,6 +208,36 @@ def export_onnx_dynamo(
     return Artifact(Path(path), "onnx", "onnx-dynamo", time.perf_counter() - t0, {"opset": opset})
 
 
+def export_aoti(model: MattingRefine, path: Path, example: Tuple[Tensor, Tensor]) -> Artifact:
+    """``torch.export`` + AOTInductor: compile ``model`` to a ``.pt2`` package (a shared library plus
+    weights) that runs without Python's torch frontend; dynamic batch and H, W as multiples of 4.
+
+    ``example`` should have batch >= 2 (batch 1 would be specialised to a constant). ``meta`` records
+    ``torch_export_s`` and ``compile_s`` (the C++ compile, typically minutes on CPU).
+
+    Raises:
+        StageError: torch.export or the compile failed; the message names the root cause.
+    """
+    _eval_all(model)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    h4 = torch.export.Dim("height_div4", min=8, max=2048)
+    w4 = torch.export.Dim("width_div4", min=8, max=2048)
+    shapes = {"src": {0: batch, 2: 4 * h4, 3: 4 * w4}, "bgr": {0: batch, 2: 4 * h4, 3: 4 * w4}}
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(), captured_output(Path(path).with_suffix(".export.log")), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, example, dynamic_shapes=shapes)
+            t1 = time.perf_counter()
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    except Exception as e:  # noqa: BLE001 - re-raised with its cause in words
+        raise StageError(_dynamo_cause(e)) from None
+    finally:
+        _eval_all(model)
+    t2 = time.perf_counter()
+    return Artifact(Path(path), "aoti", "aoti", t2 - t0, {"torch_export_s": round(t1 - t0, 3), "compile_s": round(t2 - t1, 3)})
+
+
 def check_onnx(path: Path) -> float:
     """Run ``onnx.checker.check_model(full_check=True)`` (includes strict shape inference).
 
@@ -259,4 +289,5 @@ EXPORTERS: Dict[str, Callable[..., Artifact]] = {
     "torchscript": export_torchscript,
     "onnx": export_onnx_legacy,
     "onnx-dynamo": export_onnx_dynamo,
+    "aoti": export_aoti,
 }

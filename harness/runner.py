@@ -44,6 +44,7 @@ from .exporters import (
     Artifact,
     StageError,
     check_onnx,
+    export_aoti,
     export_eager,
     export_onnx_dynamo,
     export_onnx_legacy,
@@ -339,6 +340,17 @@ class Runner(CellKeys):
             art = self._artifact(cell_dir, self.artifact_key(cell, False), make_eager, "model.pth")
             times["export"] = art.seconds
             return art, times
+        if cell.exporter == "aoti":
+            def make_aoti(path: Path) -> Artifact:
+                _, src2, bgr2 = data_mod.batch_of(self.s.export_resolution, 2)  # batch 1 would be specialised
+                try:
+                    return export_aoti(self.build_model(cell), path, (src2.to(dt), bgr2.to(dt)))
+                except Exception as e:  # noqa: BLE001
+                    raise _Stage("export", e) from e
+
+            art = self._artifact(cell_dir, self.artifact_key(cell, False), make_aoti, "model.pt2")
+            times["export"] = art.seconds
+            return art, times
         if cell.exporter == "torchscript":
             def make_ts(path: Path) -> Artifact:
                 try:
@@ -447,6 +459,9 @@ class Runner(CellKeys):
         if art.format == "onnx" and faults.wants(cell.cell_id, "export", "perturb"):
             rec["injected_fault"] = f"perturbed {faults.perturb_onnx(art.path)}"
         rec["exporter_name"] = art.exporter
+        for k in ("torch_export_s", "compile_s"):
+            if k in art.meta:
+                rec[k] = art.meta[k]
         rec["artifact"] = str(art.path.relative_to(self.out))
         rec["artifact_key"] = self.artifact_key(cell, cell.simplify)
         rec["artifact_mib"] = round(art.size_mib, 3)
@@ -584,6 +599,12 @@ class Runner(CellKeys):
 
 def _missing_tools(cell: Cell) -> Optional[str]:
     """Why an optional export tool for ``cell`` is missing (None when all are importable)."""
+    if cell.exporter == "aoti":
+        import shutil
+
+        if not (shutil.which("c++") or shutil.which("g++")):
+            return "no C++ compiler on PATH (AOTInductor compiles the model into a shared library)"
+        return None
     if cell.exporter not in ("onnx", "onnx-dynamo"):
         return None
     versions = onnx_versions()

@@ -177,6 +177,35 @@ class EagerCUDA(EagerCPU):
         return _no_cuda()
 
 
+class AOTInductorCPU(_TorchModule):
+    """An AOTInductor ``.pt2`` package loaded with ``torch._inductor.aoti_load_package`` on CPU."""
+
+    name = "aoti-cpu"
+    format = "aoti"
+
+    def load(self, path: str, settings: Dict[str, object]) -> float:
+        import torch
+
+        t0 = time.perf_counter()
+        self.module = torch._inductor.aoti_load_package(path)
+        return time.perf_counter() - t0
+
+    def run(self, src: Tensor, bgr: Tensor) -> Outputs:
+        import torch
+
+        with torch.inference_mode():
+            return [o.cpu().numpy() for o in self.module(src, bgr)]
+
+    def compute_fn(self, src: Tensor, bgr: Tensor) -> Callable[[], object]:
+        import torch
+
+        def call():
+            with torch.inference_mode():
+                return self.module(src, bgr)
+
+        return call
+
+
 class OnnxRuntimeCPU(Runtime):
     """onnxruntime ``InferenceSession`` with the CPU execution provider (providers given explicitly)."""
 
@@ -305,8 +334,8 @@ class OpenVINOCPU(Runtime):
 
 
 RUNTIMES: Dict[str, Type[Runtime]] = {
-    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, OpenVINOCPU, TorchScriptCUDA, EagerCUDA,
-                        OnnxRuntimeCUDA, OnnxRuntimeTensorRT)
+    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, OpenVINOCPU, AOTInductorCPU, TorchScriptCUDA,
+                        EagerCUDA, OnnxRuntimeCUDA, OnnxRuntimeTensorRT)
 }
 
 

@@ -35,9 +35,11 @@ def test_ci_profile_covers_the_required_matrix():
     assert all(c.opset is None and not c.simplify and c.runtime in ("torchscript-cpu", "torchscript-cuda") for c in ts)
     eager = [c for c in cells if c.exporter == "eager"]
     assert {c.runtime for c in eager} == {"eager-cuda"}
-    # 13 model configs x 2 precisions x (TS on 2 runtimes + eager-cuda + legacy ONNX at 6 opsets and dynamo at
-    # 1, each plain/onnxsim on 3 runtimes)
-    assert len(cells) == 13 * 2 * (2 + 1 + (6 + 1) * 2 * 3)
+    aoti = [c for c in cells if c.exporter == "aoti"]
+    assert {c.runtime for c in aoti} == {"aoti-cpu"} and all(c.opset is None and not c.simplify for c in aoti)
+    # 13 model configs x 2 precisions x (TS on 2 runtimes + eager-cuda + aoti-cpu + legacy ONNX at 6 opsets
+    # and dynamo at 1, each plain/onnxsim on 3 runtimes)
+    assert len(cells) == 13 * 2 * (2 + 1 + 1 + (6 + 1) * 2 * 3)
 
 
 def test_filter_and_rules():

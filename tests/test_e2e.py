@@ -194,3 +194,31 @@ def test_pytest_benchmark_json_feeds_the_report(smoke, tmp_path):
     assert len(pd.read_csv(copy / "benchmark.csv")) == 1
     proc = _harness("report", str(copy), "--benchmark-json", str(copy / "results.jsonl"))
     assert proc.returncode == 2 and "not a pytest-benchmark JSON file" in proc.stderr
+
+
+def test_new_exporters_on_cpu_aoti_and_dynamo(tmp_path):
+    """AOTInductor and the dynamo ONNX exporter: full refinement compiles/exports and matches eager on
+    onnxruntime, OpenVINO and the AOTI runtime; the data-dependent sampling path fails at export with its
+    cause named (rule torch-export-data-dependent-patches)."""
+    import shutil
+
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("no C++ compiler for AOTInductor")
+    out = tmp_path / "new"
+    proc = _harness("run", "--profile", "ci", "--filter",
+                    "exporter=aoti|onnx-dynamo,precision=fp32,simplify=False,crop_method=roi_align|n/a,"
+                    "replace_method=scatter_nd|n/a,refine_mode=full|sampling,runtime=aoti-cpu|onnxruntime-cpu|openvino-cpu",
+                    "--out", str(out), "--no-progress", timeout=1500)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    df = pd.read_csv(out / "results.csv").set_index("cell_id")
+    full = df[df.refine_mode == "full"]
+    assert len(full) == 3 and set(full.status) == {"pass"}, full[["status", "reason"]].to_string()
+    assert (full.max_abs_pha < 1e-3).all() and full.p50_ms.notna().all()
+    aoti = full[full.exporter == "aoti"].iloc[0]
+    assert aoti.compile_s > 0 and aoti.exporter_name == "aoti"
+    dyn = full[full.exporter == "onnx-dynamo"]
+    assert set(dyn.ready_tensorrt) == {True}  # unique dynamic dim names, unlike the legacy full graph
+    sampling = df[df.refine_mode == "sampling"]
+    assert len(sampling) == 3 and set(sampling.status) == {"xfail"} and set(sampling.stage) == {"export"}
+    assert sampling.reason.str.contains("Could not guard on data-dependent expression").all()
+    assert sampling.reason.str.contains("patch count comes from nonzero").all()
