@@ -32,7 +32,7 @@ def bench_runner(request):
     from harness.benchmark import physical_cores
     from harness.cache import Cache, default_root
     from harness.config import expand, load_config
-    from harness.records import RunOptions
+    from harness.records import RunOptions, check_out_dir
     from harness.runner import Runner
 
     plan = expand(load_config(ROOT / "matrix.yaml"), request.config.getoption("--matrix-profile"))
@@ -40,6 +40,6 @@ def bench_runner(request):
     opts = RunOptions(out_dir=out)
     runner = Runner(plan, opts, Cache(Path(os.environ.get("MATRIX_CACHE_DIR") or default_root())),
                     physical_cores())
-    runner.check_out_dir()
+    check_out_dir(out)
     runner.prepare_weights()
     return runner

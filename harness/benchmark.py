@@ -171,8 +171,6 @@ def cpu_name() -> str:
 def physical_cores() -> int:
     """Number of physical CPU cores (distinct (physical id, core id) pairs in /proc/cpuinfo), falling
     back to ``os.cpu_count()``; at least 1."""
-    import os
-
     pairs = set()
     phys = core = None
     try:

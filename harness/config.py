@@ -19,8 +19,6 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from model import BACKBONES, CROP_METHODS, REFINE_MODES, REPLACE_METHODS
-
 from .runtimes import RUNTIMES
 
 EXPORTERS = ("eager", "torchscript", "onnx", "onnx-dynamo", "aoti")

@@ -179,6 +179,14 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
+def _export_dynamic_shapes() -> Dict[str, Dict[int, object]]:
+    """torch.export dynamic shapes for ``(src, bgr)``: batch 1..64, H and W multiples of 4 up to 8192."""
+    batch = torch.export.Dim("batch", min=1, max=64)
+    h4 = torch.export.Dim("height_div4", min=8, max=2048)
+    w4 = torch.export.Dim("width_div4", min=8, max=2048)
+    return {"src": {0: batch, 2: 4 * h4, 3: 4 * w4}, "bgr": {0: batch, 2: 4 * h4, 3: 4 * w4}}
+
+
 def export_onnx_dynamo(
     model: MattingRefine, path: Path, example: Tuple[Tensor, Tensor], opset: int
 ) -> Artifact:
@@ -190,10 +198,7 @@ def export_onnx_dynamo(
             on the refiner's patch count), see :func:`_dynamo_cause`.
     """
     _eval_all(model)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    h4 = torch.export.Dim("height_div4", min=8, max=2048)
-    w4 = torch.export.Dim("width_div4", min=8, max=2048)
-    shapes = {"src": {0: batch, 2: 4 * h4, 3: 4 * w4}, "bgr": {0: batch, 2: 4 * h4, 3: 4 * w4}}
+    shapes = _export_dynamic_shapes()
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(), captured_output(Path(path).with_suffix(".export.log")):
@@ -219,10 +224,7 @@ def export_aoti(model: MattingRefine, path: Path, example: Tuple[Tensor, Tensor]
         StageError: torch.export or the compile failed; the message names the root cause.
     """
     _eval_all(model)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    h4 = torch.export.Dim("height_div4", min=8, max=2048)
-    w4 = torch.export.Dim("width_div4", min=8, max=2048)
-    shapes = {"src": {0: batch, 2: 4 * h4, 3: 4 * w4}, "bgr": {0: batch, 2: 4 * h4, 3: 4 * w4}}
+    shapes = _export_dynamic_shapes()
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(), captured_output(Path(path).with_suffix(".export.log")), torch.no_grad():

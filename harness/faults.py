@@ -96,7 +96,6 @@ def perturb_onnx(path) -> str:
     """Scale the weight of the refiner's second Conv (``/conv2/Conv``, else the last Conv) by 1.5, writing
     a new file in place of ``path`` (a new inode: a hard link into the cache stays untouched).
     Returns the perturbed node's name."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 

@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
 
 MIB = 2**20
 FAULTS_ENV = "MATRIX_FAULTS"  # harness/faults.py
@@ -181,20 +181,19 @@ def group_cells(cells) -> List[List[Any]]:
 class Coordinator:
     """Owns the workers and ``results.jsonl`` for one run (see the module docstring)."""
 
-    def __init__(self, plan, opts, runner, cache_root: Path, weights_files, results: Path, threads: int,
-                 on_record) -> None:
+    def __init__(self, plan, opts, runner, cache_root: Path, weights_files, threads: int, on_record) -> None:
         self.plan, self.opts, self.runner = plan, opts, runner
         self.cache_root = cache_root
         self.weights_files = weights_files
-        self.results = results
         self.threads = threads
         self.on_record = on_record
         lim = plan.limits
         self.stage_limit = {**lim.stage_timeout_s, **(opts.stage_timeout_s or {})}
         self.deadline_s = opts.deadline_s if opts.deadline_s is not None else lim.deadline_s
         mem = opts.memory_limit_mib or lim.memory_limit_mib
-        if mem is None and physical_memory_mib():
-            mem = int(0.75 * physical_memory_mib() / max(1, opts.jobs))
+        total = physical_memory_mib() if mem is None else None
+        if total:
+            mem = int(0.75 * total / max(1, opts.jobs))
         self.memory_limit_mib = mem
         self.gate = opts.jobs > 1
         self.workers: List[_Worker] = []
@@ -481,7 +480,16 @@ def run_plan(plan, opts):
     from .cache import Cache, default_root, link_or_copy
     from .config import matching_rule
     from .keys import CellKeys
-    from .records import CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, apply_rule
+    from .records import (
+        CACHEABLE_STATUSES,
+        RERUN_STATUSES,
+        RunError,
+        RunSummary,
+        append_record,
+        apply_rule,
+        check_out_dir,
+        stage_seconds,
+    )
     from .report import read_records
 
     out = Path(opts.out_dir)
@@ -538,7 +546,7 @@ def run_plan(plan, opts):
             if r["cell_id"] in wanted and not r.get("resumable") and r["status"] not in drop:
                 by_id[r["cell_id"]] = r
         kept = list(by_id.values())
-    _check_out_dir(out)
+    check_out_dir(out)
     if opts.resume or opts.rerun_failed:
         _rewrite_records(results, kept)
     elif results.exists():
@@ -577,19 +585,17 @@ def run_plan(plan, opts):
         except OSError as e:
             summary.stopped_by = (f"could not append to {results}: {e.strerror or e}; the "
                                   f"{len(summary.records)} records before it are kept")
-            coord.stop = "disk"
+            if coord is not None:
+                coord.stop = "disk"
             return
         summary.records.append(rec)
         if rec.get("cache") != "result":
-            summary.stage_s += sum((rec.get("stage_times") or {}).values())
+            summary.stage_s += stage_seconds(rec)
         if bar is not None:
             bar.set_postfix_str(f"{rec['status']}: {cell.cell_id}"[:70])
             bar.update(1)
 
-    class _NoCoord:
-        stop = None
-
-    coord: Any = _NoCoord()
+    coord: Optional[Coordinator] = None  # only when some cell has to run
     misses = []
     for cell in todo:
         key = keys.result_key(cell)
@@ -614,7 +620,7 @@ def run_plan(plan, opts):
 
     def handler(signum, frame):  # noqa: ARG001
         interrupted["sig"] = signal.Signals(signum).name
-        if isinstance(coord, Coordinator):
+        if coord is not None:
             coord.stop = interrupted["sig"]
 
     import threading
@@ -624,7 +630,7 @@ def run_plan(plan, opts):
             old_handlers[sig] = signal.signal(sig, handler)
     try:
         if misses and not summary.stopped_by and not interrupted["sig"]:
-            coord = Coordinator(plan, opts, keys, cache_root, None, results, threads, on_record)
+            coord = Coordinator(plan, opts, keys, cache_root, None, threads, on_record)
             want = min(jobs, len(group_cells(misses)))
             for _ in range(want):  # workers import torch while this process prepares the weights
                 coord.spawn()
@@ -658,17 +664,3 @@ def run_plan(plan, opts):
         "cells_run": sum(1 for r in fresh if r.get("cache") != "result"),
     }
     return summary, keys
-
-
-def _check_out_dir(out: Path) -> None:
-    """Create ``out`` and ``out/artifacts`` and prove they are writable. Raises RunError."""
-    from .records import RunError
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "artifacts").mkdir(exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise RunError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None

@@ -129,3 +129,15 @@ def append_record(path: Path, rec: Dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+
+
+def check_out_dir(out: Path) -> None:
+    """Create ``out`` and ``out/artifacts`` and prove they are writable. Raises RunError naming ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "artifacts").mkdir(exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None

@@ -10,10 +10,9 @@ onnxsim cell and every runtime, one TorchScript file serves every refine mode (t
 from __future__ import annotations
 
 import json
-import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -25,9 +24,9 @@ from model.calibration import calibrate
 from model.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict, sha256_of
 
 from . import inputs as data_mod
-from .benchmark import cpu_name, measure
-from .cache import Cache, code_hash, file_hash, link_or_copy, make_key
-from .config import NA, Cell, Plan, matching_rule
+from .benchmark import measure
+from .cache import Cache, link_or_copy, make_key
+from .config import NA, Cell, Plan
 from .keys import CellKeys
 from .records import (  # noqa: F401 - re-exported
     CACHEABLE_STATUSES,
@@ -42,7 +41,6 @@ from .records import (  # noqa: F401 - re-exported
 )
 from .exporters import (
     Artifact,
-    StageError,
     check_onnx,
     export_aoti,
     export_eager,
@@ -94,17 +92,6 @@ class Runner(CellKeys):
         self.current_cell: Optional[Cell] = None
 
     # ---------------------------------------------------------------- setup (coordinator)
-    def check_out_dir(self) -> None:
-        """Create ``out`` and ``out/artifacts`` and prove they are writable. Raises RunError."""
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "artifacts").mkdir(exist_ok=True)
-            probe = self.out / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            raise RunError(f"--out {str(self.out)!r} is not writable: {e.strerror or e}") from None
-
     def load_user_pair(self) -> None:
         """Read ``--src``/``--bgr`` (raises InputError naming the problem)."""
         if self.opts.src or self.opts.bgr:

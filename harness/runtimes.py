@@ -133,15 +133,20 @@ class TorchScriptCPU(_TorchModule):
         return time.perf_counter() - t0
 
 
-class TorchScriptCUDA(TorchScriptCPU):
-    """TorchScript on CUDA (``cudnn.benchmark`` on by default, recorded)."""
+class _OnCUDA:
+    """Mixin for the torch runtimes' CUDA variants: device ``cuda``, ``skip`` where CUDA is absent."""
 
-    name = "torchscript-cuda"
     device = "cuda"
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
         return _no_cuda()
+
+
+class TorchScriptCUDA(_OnCUDA, TorchScriptCPU):
+    """TorchScript on CUDA (``cudnn.benchmark`` on by default, recorded)."""
+
+    name = "torchscript-cuda"
 
 
 class EagerCPU(_TorchModule):
@@ -166,15 +171,10 @@ class EagerCPU(_TorchModule):
         return time.perf_counter() - t0
 
 
-class EagerCUDA(EagerCPU):
+class EagerCUDA(_OnCUDA, EagerCPU):
     """Eager PyTorch on CUDA (``cudnn.benchmark`` on by default, recorded)."""
 
     name = "eager-cuda"
-    device = "cuda"
-
-    @classmethod
-    def unavailable(cls) -> Optional[str]:
-        return _no_cuda()
 
 
 class AOTInductorCPU(_TorchModule):
