@@ -18,12 +18,25 @@ from model.calibration import calibrate  # noqa: E402
 SMALL = (288, 512)
 
 
+_OWN_CACHE: list[str] = []
+
+
 def pytest_configure(config):
     """Every harness run in the tests uses one fresh cache (never the user's ~/.cache)."""
     import os
     import tempfile
 
-    os.environ.setdefault("MATRIX_CACHE_DIR", tempfile.mkdtemp(prefix="matrix-test-cache-"))
+    if "MATRIX_CACHE_DIR" not in os.environ:
+        os.environ["MATRIX_CACHE_DIR"] = tempfile.mkdtemp(prefix="matrix-test-cache-")
+        _OWN_CACHE.append(os.environ["MATRIX_CACHE_DIR"])
+
+
+def pytest_unconfigure(config):
+    """Delete the session's cache (about 200 MiB of artifacts), so test runs do not fill the disk."""
+    import shutil
+
+    for d in _OWN_CACHE:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
