@@ -1,5 +1,5 @@
 """Content-addressed cache shared between runs: exported artifacts, eager reference outputs, calibrated
-weights and finished cell results.
+weights, finished cell results and built tools (the libtorch-cpp runner).
 
 Every entry lives under ``<root>/<kind>/<key[:2]>/<key>/`` where ``key`` is the SHA-256 of a canonical
 JSON description of *everything that can change it*: the weights identity, the export-relevant axes,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("artifact", "reference", "weights", "result")
+KINDS = ("artifact", "reference", "weights", "result", "tool")
 _VERSIONED = ("torch", "torchvision", "onnx", "onnxsim", "onnxruntime", "onnxscript", "numpy")
 
 

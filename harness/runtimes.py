@@ -68,6 +68,20 @@ class Runtime:
         """Runtime facts worth recording (e.g. ``cudnn_benchmark``, execution providers)."""
         return {}
 
+    def prepare(self, cache: object, work_dir: Path) -> Dict[str, object]:
+        """Build or fetch what the runtime needs before :meth:`load` (``cache``: the run's
+        :class:`~harness.cache.Cache`); returns facts for the record. Default: nothing to do."""
+        return {}
+
+    def measure_native(self, src: Tensor, bgr: Tensor, what: str, protocol: object, device: str,
+                       batch: int) -> Optional[object]:
+        """Latency timed by the runtime itself (a :class:`~harness.benchmark.Latency`), or None to be
+        timed by the harness around :meth:`run` / :meth:`compute_fn`. ``what``: end-to-end | compute."""
+        return None
+
+    def close(self) -> None:
+        """Release processes or sessions held since :meth:`load` (called once per cell)."""
+
 
 class _TorchModule(Runtime):
     """Shared by the TorchScript and eager runtimes: a ``torch.nn.Module`` on ``self.device``."""
@@ -206,6 +220,75 @@ class AOTInductorCPU(_TorchModule):
         return call
 
 
+class LibTorchCpp(Runtime):
+    """A C++ program (``harness/cpp/matting_runner.cpp``) built with CMake against the libtorch inside
+    the torch wheel: ``torch::jit::load`` of the TorchScript artifact, the hoisted attributes set with
+    ``Module::setattr``, inference on the cell's images with outputs written back for parity, and the
+    latency protocol timed inside the binary (``steady_clock``), not around process launches.
+
+    Built once and cached (:mod:`harness.cpp_runner`); ``skip`` where CMake or a C++ compiler is
+    missing. ``roi_align`` artifacts need torchvision's operators in C++ (see the module's notes)."""
+
+    name = "libtorch-cpp"
+    format = "torchscript"
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        from . import cpp_runner
+
+        return cpp_runner.unavailable()
+
+    def prepare(self, cache: object, work_dir: Path) -> Dict[str, object]:
+        from . import cpp_runner
+
+        self.binary, facts = cpp_runner.ensure_binary(cache, work_dir)  # type: ignore[arg-type]
+        return dict(facts)
+
+    def load(self, path: str, settings: Dict[str, object]) -> float:
+        from . import cpp_runner
+
+        attrs = {k: settings[k] for k in HOISTED if k in settings}
+        self.proc = cpp_runner.RunnerProcess(self.binary, path, attrs, int(settings.get("threads") or 0))
+        return float(self.proc.ready["load_ms"]) / 1e3
+
+    def _sync_threads(self) -> None:
+        import torch
+
+        self.proc.set_threads(torch.get_num_threads())  # the harness's current intra-op setting
+
+    def run(self, src: Tensor, bgr: Tensor) -> Outputs:
+        self._sync_threads()
+        outs, self.last_run_ms = self.proc.run(src.numpy(), bgr.numpy())
+        return outs
+
+    def measure_native(self, src: Tensor, bgr: Tensor, what: str, protocol: object, device: str,
+                       batch: int) -> Optional[object]:
+        from .benchmark import summarize
+
+        self._sync_threads()
+        r = self.proc.bench(src.numpy(), bgr.numpy(), what, protocol)
+        return summarize(np.asarray(r["samples_ms"], dtype=float), warmup_runs=int(r["warmup_runs"]),
+                         warmup_s=float(r["warmup_s"]), measure_s=float(r["measure_s"]), cold_ms=None,
+                         batch=batch, clock=f"{r['clock']} (in libtorch-cpp)", device=device,
+                         protocol=protocol)  # type: ignore[arg-type]
+
+    def info(self) -> Dict[str, object]:
+        proc = getattr(self, "proc", None)
+        if proc is None:
+            return {}
+        out: Dict[str, object] = {"libtorch": proc.ready.get("torch"), "threads": proc.ready.get("threads"),
+                                  "attrs": proc.ready.get("attrs"), "process_start_s": round(proc.start_s, 3)}
+        if proc.ready.get("ops_errors"):
+            out["ops_library_errors"] = proc.ready["ops_errors"]
+        return out
+
+    def close(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            proc.close()
+            self.proc = None
+
+
 class OnnxRuntimeCPU(Runtime):
     """onnxruntime ``InferenceSession`` with the CPU execution provider (providers given explicitly)."""
 
@@ -334,7 +417,7 @@ class OpenVINOCPU(Runtime):
 
 
 RUNTIMES: Dict[str, Type[Runtime]] = {
-    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, OpenVINOCPU, AOTInductorCPU, TorchScriptCUDA,
+    r.name: r for r in (TorchScriptCPU, OnnxRuntimeCPU, EagerCPU, OpenVINOCPU, AOTInductorCPU, LibTorchCpp, TorchScriptCUDA,
                         EagerCUDA, OnnxRuntimeCUDA, OnnxRuntimeTensorRT)
 }
 
