@@ -27,7 +27,7 @@ CSV_COLUMNS = [
     "onnx_nodes", "data_dependent_ops", "topk_k", "ready_tensorrt", "ready_coreml", "ready_opencv_dnn",
     "ready_tflite", "ready_openvino", "first_divergence",
     "first_run_ms",
-    "export_s", "check_s", "simplify_s", "load_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
+    "export_s", "check_s", "simplify_s", "load_s", "cpp_build_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
     "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at",
 ]
 STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
@@ -159,6 +159,50 @@ def _findings(records: List[Dict[str, Any]]) -> List[str]:
     for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
         out.append(f"{n} cells — {k}")
     return out
+
+
+TARGET_AXES = ("crop_method", "replace_method", "refine_mode", "opset", "simplify")
+
+
+def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per deployment target (runtime x exporter x precision): how many configurations that ran here
+    pass, which values of each knob work (``unfold 8/8 · roi_align 0/8``: passing / run), and the
+    end-to-end p50 of the passing ones (min and median, ms). ``skip`` cells are counted apart: they
+    say nothing about the target, only about this machine."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r.get("runtime"), r.get("exporter"), r.get("precision")), []).append(r)
+    rows = []
+    for (rt, ex, prec), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        ran = [r for r in rs if r["status"] != "skip"]
+        ok = [r for r in ran if r["status"] in ("pass", "xpass")]
+        row: Dict[str, Any] = {"runtime": rt, "exporter": ex, "precision": prec, "passing": len(ok), "ran": len(ran),
+                               "skipped": len(rs) - len(ran)}
+        if not ran:
+            row["skip_reason"] = str(rs[0].get("reason", ""))[:160]
+        for axis in TARGET_AXES:
+            vals: Dict[str, List[int]] = {}
+            for r in ran:
+                v = r.get(axis)
+                if v in (None, "n/a") or (isinstance(v, float) and np.isnan(v)):
+                    continue
+                c = vals.setdefault(str(v), [0, 0])
+                c[0] += r["status"] in ("pass", "xpass")
+                c[1] += 1
+            if len(vals) > 0:
+                key = (lambda kv: int(kv[0])) if axis == "opset" else (lambda kv: kv[0])
+                row[axis] = " · ".join(f"{v} {a}/{b}" for v, (a, b) in sorted(vals.items(), key=key))
+        p50 = [r["p50_ms"] for r in ok if r.get("p50_ms") is not None]
+        if p50:
+            row["p50_min_ms"], row["p50_median_ms"] = float(np.min(p50)), float(np.median(p50))
+        bad: Dict[str, int] = {}
+        for r in ran:
+            if r["status"] not in ("pass", "xpass"):
+                k = f"{r['status']} at {r.get('stage')}" + (f" ({r['rule']})" if r.get("rule") else "")
+                bad[k] = bad.get(k, 0) + 1
+        row["not_passing"] = "; ".join(f"{n} {k}" for k, n in sorted(bad.items(), key=lambda kv: -kv[1]))
+        rows.append(row)
+    return rows
 
 
 # Paper Table 3 (RTX 2080 Ti, PyTorch FP32, batch 1; spec bgmv2-model.md §5): (backbone, res) -> (fps, GMac)
@@ -350,7 +394,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         env=env, counts=counts, grids=_grid(records), records=records, table_cols=table_cols,
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
         plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
-        readiness=readiness_rows(records), targets=READINESS_TARGETS,
+        readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 
@@ -360,6 +404,14 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         md.append(f"\nWall time: {env['wall_s']:.1f} s on {env.get('cpu', '?')} (torch {env.get('torch')}, "
                   f"onnxruntime {env.get('onnxruntime')})")
     md += ["", "## Findings", ""] + [f"- {f}" for f in findings]
+    md += ["", "## Per target (runtime x exporter x precision)", "",
+           "| runtime | exporter | precision | passing / ran | skipped | crop | replace | mode | opset | "
+           "p50 min / median ms | not passing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in target_rows(records):
+        p50 = f"{t['p50_min_ms']:.1f} / {t['p50_median_ms']:.1f}" if "p50_min_ms" in t else ""
+        md.append(f"| {t['runtime']} | {t['exporter']} | {t['precision']} | {t['passing']}/{t['ran']} | {t['skipped']} "
+                  f"| {t.get('crop_method', '')} | {t.get('replace_method', '')} | {t.get('refine_mode', '')} "
+                  f"| {t.get('opset', '')} | {p50} | {t['not_passing'] or t.get('skip_reason', '')} |")
     bad = [r for r in records if r["status"] in ("fail", "error", "xpass", "crash", "timeout")]
     if bad:
         md += ["", "## Unexpected results", "", "| cell | status | stage | reason |", "|---|---|---|---|"]

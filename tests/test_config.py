@@ -32,14 +32,15 @@ def test_ci_profile_covers_the_required_matrix():
     patch = {(c.crop_method, c.replace_method, c.refine_mode) for c in cells if c.refine_mode != "full"}
     assert len(patch) == 3 * 2 * 2
     ts = [c for c in cells if c.exporter == "torchscript"]
-    assert all(c.opset is None and not c.simplify and c.runtime in ("torchscript-cpu", "torchscript-cuda") for c in ts)
+    assert all(c.opset is None and not c.simplify and c.runtime in ("torchscript-cpu", "libtorch-cpp", "torchscript-cuda") for c in ts)
+    assert {c.runtime for c in ts} == {"torchscript-cpu", "libtorch-cpp", "torchscript-cuda"}
     eager = [c for c in cells if c.exporter == "eager"]
     assert {c.runtime for c in eager} == {"eager-cuda"}
     aoti = [c for c in cells if c.exporter == "aoti"]
     assert {c.runtime for c in aoti} == {"aoti-cpu"} and all(c.opset is None and not c.simplify for c in aoti)
-    # 13 model configs x 2 precisions x (TS on 2 runtimes + eager-cuda + aoti-cpu + legacy ONNX at 6 opsets
+    # 13 model configs x 2 precisions x (TS on 3 runtimes + eager-cuda + aoti-cpu + legacy ONNX at 6 opsets
     # and dynamo at 1, each plain/onnxsim on 3 runtimes)
-    assert len(cells) == 13 * 2 * (2 + 1 + 1 + (6 + 1) * 2 * 3)
+    assert len(cells) == 13 * 2 * (3 + 1 + 1 + (6 + 1) * 2 * 3)
 
 
 def test_filter_and_rules():
