@@ -547,9 +547,10 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
     return cells
 
 
-def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:
-    """First rule whose ``when`` matches ``cell`` (list values mean 'any of')."""
+def matching_rules(cell: Cell, rules: Tuple[Rule, ...]) -> List[Rule]:
+    """Every rule whose ``when`` matches ``cell`` (list values mean 'any of'), in file order."""
     d = asdict(cell)
+    out = []
     for rule in rules:
         ok = True
         for key, val in rule.when.items():
@@ -561,5 +562,11 @@ def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:
                 ok = False
                 break
         if ok:
-            return rule
-    return None
+            out.append(rule)
+    return out
+
+
+def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:
+    """First rule whose ``when`` matches ``cell`` (list values mean 'any of')."""
+    found = matching_rules(cell, rules)
+    return found[0] if found else None

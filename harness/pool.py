@@ -478,7 +478,7 @@ def run_plan(plan, opts):
     """
     from .benchmark import physical_cores
     from .cache import Cache, default_root, link_or_copy
-    from .config import matching_rule
+    from .config import matching_rules
     from .keys import CellKeys
     from .records import (
         CACHEABLE_STATUSES,
@@ -487,6 +487,7 @@ def run_plan(plan, opts):
         RunSummary,
         append_record,
         apply_rule,
+        pick_rule,
         check_out_dir,
         stage_seconds,
     )
@@ -579,7 +580,7 @@ def run_plan(plan, opts):
                 and not environmental \
                 and rec.get("cache") != "result" and not os.environ.get(FAULTS_ENV):  # injected faults are not results
             cache.put_json("result", key or keys.result_key(cell), rec)
-        rec = apply_rule(rec, matching_rule(cell, plan.rules))
+        rec = apply_rule(rec, pick_rule(rec, matching_rules(cell, plan.rules)))
         try:
             append_record(results, rec)
         except OSError as e:

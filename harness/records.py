@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .config import Rule
 
@@ -87,6 +87,17 @@ class RunSummary:
 def stage_seconds(rec: Dict[str, Any]) -> float:
     """Sum of a record's timed stages in seconds (``stage_times`` as written by :meth:`Runner.run_cell`)."""
     return float(sum((rec.get("stage_times") or {}).values()))
+
+
+def pick_rule(rec: Dict[str, Any], rules: Sequence[Rule]) -> Optional[Rule]:
+    """Of the rules matching a cell, the first that predicts its raw outcome (status and stage), else the
+    first one. A cell can match several (e.g. an fp16 dynamo export run on OpenVINO: the export rule
+    predicts its failure, the OpenVINO fp16 parity rule would not)."""
+    for rule in rules:
+        predicted = ("fail", "error") if rule.expect == "fail" else ("crash", "timeout")
+        if rec["status"] in predicted and (rule.stage is None or rule.stage == rec.get("stage")):
+            return rule
+    return rules[0] if rules else None
 
 
 def apply_rule(rec: Dict[str, Any], rule: Optional[Rule]) -> Dict[str, Any]:

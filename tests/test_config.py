@@ -123,3 +123,23 @@ def test_missing_optional_tools_become_skip_reasons(monkeypatch):
     assert runner._missing_tools(ts) is None
     monkeypatch.setattr(runner, "onnx_versions", lambda: {"onnx": None, "onnxsim": None, "onnxruntime": None})
     assert "onnx is not installed" in runner._missing_tools(sim)
+
+
+def test_a_cell_matching_several_rules_gets_the_one_that_predicts_its_failure():
+    """fp16 dynamo exports run on OpenVINO match both the OpenVINO-fp16 parity rule and the torch.export
+    rule; their export failure must be judged by the export rule (xfail), not left an error."""
+    from harness.config import matching_rules
+    from harness.records import apply_rule, pick_rule
+
+    cfg = load_config(MATRIX)
+    plan = expand(cfg, "ci", "exporter=onnx-dynamo,precision=fp16,runtime=openvino-cpu,refine_mode=sampling")
+    cell = plan.cells[0]
+    rules = matching_rules(cell, plan.rules)
+    assert [r.id for r in rules] == ["openvino-cpu-fp16-runs-bf16", "torch-export-data-dependent-patches"]
+    export_error = {"status": "error", "stage": "export", "reason": "GuardOnDataDependentSymNode"}
+    assert apply_rule(export_error, pick_rule(export_error, rules))["status"] == "xfail"
+    parity_fail = {"status": "fail", "stage": "parity", "reason": "max abs 0.9"}
+    judged = apply_rule(parity_fail, pick_rule(parity_fail, rules))
+    assert judged["status"] == "xfail" and judged["rule"] == "openvino-cpu-fp16-runs-bf16"
+    passed = {"status": "pass", "stage": "done", "reason": ""}
+    assert apply_rule(passed, pick_rule(passed, rules))["status"] == "xpass"
