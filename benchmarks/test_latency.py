@@ -13,7 +13,7 @@ import pytest
 
 def test_latency(benchmark, bench_runner, bench_cell):
     from harness.runner import DTYPES, _missing_tools
-    from harness.runtimes import RUNTIMES
+    from harness.runtimes import RUNTIMES, Runtime
 
     cell = bench_cell
     why = RUNTIMES[cell.runtime].unavailable() or _missing_tools(cell)
@@ -27,7 +27,7 @@ def test_latency(benchmark, bench_runner, bench_cell):
     except Exception as e:  # noqa: BLE001 - an export failure is a finding of the matrix, not of the benchmark
         pytest.skip(f"export failed: {getattr(e, 'exc', e)!r}"[:200])
     rt = RUNTIMES[cell.runtime]()
-    if type(rt).measure_native is not RUNTIMES["torchscript-cpu"].measure_native:
+    if type(rt).measure_native is not Runtime.measure_native:
         pytest.skip(f"{cell.runtime} times itself inside its own process (see the matrix report); pytest-benchmark "
                     "would time the transfer to that process, not inference")
     rt.load(str(art.path), {"refine_mode": cell.refine_mode, "backbone_scale": bench_runner.s.backbone_scale,

@@ -22,6 +22,7 @@ artifacts fail to load unless ``MATRIX_TORCHVISION_OPS`` names a C++ build of to
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -78,8 +79,10 @@ def _first_line(cmd: Sequence[str]) -> str:
     return out.splitlines()[0].strip() if out else "?"
 
 
+@functools.lru_cache(maxsize=None)
 def build_key() -> Tuple[str, Dict[str, Any]]:
-    """Cache key of the binary and the facts it depends on."""
+    """Cache key of the binary and the facts it depends on (computed once per process: it hashes the
+    sources and runs ``c++ --version`` and ``cmake --version``). Callers must not mutate ``parts``."""
     import torch
 
     parts = {
@@ -133,10 +136,15 @@ def ensure_binary(cache: Cache, work_dir: Path) -> Tuple[Path, Dict[str, Any]]:
         binary, facts = _BUILT[key]
         return binary, dict(facts, cpp_build_cached=True)  # built earlier in this process
     facts: Dict[str, Any] = {"cpp_compiler": parts["compiler"], "cpp_build_key": key[:16]}
-    hit = cache.get("tool", key)
-    if hit is not None:
-        facts.update(cpp_build_cached=True, cpp_build_s=cache.meta("tool", key).get("build_s"))
-        _BUILT[key] = (hit / BINARY, facts)
+
+    def from_cache() -> bool:
+        hit = cache.get("tool", key)
+        if hit is not None:
+            facts.update(cpp_build_cached=True, cpp_build_s=cache.meta("tool", key).get("build_s"))
+            _BUILT[key] = (hit / BINARY, facts)
+        return hit is not None
+
+    if from_cache():
         return _BUILT[key]
     tools = Path(work_dir) / "tools"
     tools.mkdir(parents=True, exist_ok=True)
@@ -146,10 +154,7 @@ def ensure_binary(cache: Cache, work_dir: Path) -> Tuple[Path, Dict[str, Any]]:
         failed = build_dir / "FAILED"
         if failed.is_file():
             raise BuildError(failed.read_text())
-        hit = cache.get("tool", key)
-        if hit is not None:
-            facts.update(cpp_build_cached=True, cpp_build_s=cache.meta("tool", key).get("build_s"))
-            _BUILT[key] = (hit / BINARY, facts)
+        if from_cache():  # another worker built it while this one waited for the lock
             return _BUILT[key]
         binary = build_dir / BINARY
         meta_file = build_dir / "build.json"
