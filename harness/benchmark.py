@@ -18,11 +18,12 @@ BMV2 speed test has no warm-up, no synchronisation and reports tqdm's it/s.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -189,3 +190,28 @@ def physical_cores() -> int:
     except OSError:
         pass
     return max(1, len(pairs) or os.cpu_count() or 1)
+
+
+_ISA_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "vnni", "bf16", "fp16", "neon", "asimd", "sve")
+
+
+@functools.lru_cache(maxsize=None)
+def all_cpu_flags() -> Tuple[str, ...]:
+    """Every flag of the first CPU in /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm); () where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return tuple(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return ()
+
+
+def cpu_flags() -> List[str]:
+    """The CPU's instruction-set flags that change numerics or kernel choice (SSE/AVX/AVX-512/AMX/FMA/F16C/
+    VNNI/BF16/FP16, and NEON/ASIMD/SVE on Arm), sorted; empty where unreadable.
+
+    OpenVINO's CPU plugin, for one, runs an fp16 hint as bf16 without AVX512-FP16/AMX-FP16 and as fp16
+    with it, so these flags are part of every result key and of ``environment.json``."""
+    return sorted({x for x in all_cpu_flags() if x.startswith(_ISA_PREFIXES) or "avx512" in x})

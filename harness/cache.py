@@ -28,7 +28,9 @@ from typing import Any, Dict, Iterable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("artifact", "reference", "weights", "result", "tool")
-_VERSIONED = ("torch", "torchvision", "onnx", "onnxsim", "onnxruntime", "onnxscript", "numpy")
+_VERSIONED = ("torch", "torchvision", "onnx", "onnxsim", "onnxruntime", "onnxscript", "numpy", "openvino",
+              "onnxruntime-gpu", "tensorrt")
+BASE_PACKAGES = ("torch", "torchvision", "numpy")
 
 
 def default_root() -> Path:
@@ -40,17 +42,17 @@ def default_root() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def package_versions() -> Dict[str, Optional[str]]:
-    """Installed versions of the packages that influence exports and results (None if absent).
+def package_version(name: str) -> Optional[str]:
+    """Installed version of distribution ``name`` (None if absent), from package metadata (no import)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
-    Read from package metadata, so nothing heavy is imported."""
-    out: Dict[str, Optional[str]] = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+
+def package_versions(names: Iterable[str] = _VERSIONED) -> Dict[str, Optional[str]]:
+    """Installed versions of ``names`` (default: every package that influences exports and results)."""
+    return {name: package_version(name) for name in names}
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,15 +76,18 @@ def file_hash(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def make_key(kind: str, parts: Dict[str, Any]) -> str:
-    """Key of a ``kind`` entry: SHA-256 of the canonical JSON of ``parts`` plus package versions.
+def make_key(kind: str, parts: Dict[str, Any], packages: Iterable[str] = BASE_PACKAGES) -> str:
+    """Key of a ``kind`` entry: SHA-256 of the canonical JSON of ``parts`` plus the installed versions of
+    ``packages`` (default torch, torchvision, numpy; exporters and runtimes declare their own, see
+    :mod:`harness.targets` and :attr:`harness.runtimes.Runtime.packages`).
 
     Raises:
         ValueError: ``kind`` is not one of :data:`KINDS`.
     """
     if kind not in KINDS:
         raise ValueError(f"cache kind {kind!r}; expected one of {KINDS}")
-    blob = json.dumps({"kind": kind, "versions": package_versions(), **parts}, sort_keys=True, default=str)
+    versions = package_versions(sorted(set(BASE_PACKAGES) | set(packages)))
+    blob = json.dumps({"kind": kind, "versions": versions, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

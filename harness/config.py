@@ -21,8 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .runtimes import RUNTIMES
 
-EXPORTERS = ("eager", "torchscript", "onnx", "onnx-dynamo", "aoti")
-EXPORTER_FORMAT = {"eager": "eager", "torchscript": "torchscript", "onnx": "onnx", "onnx-dynamo": "onnx", "aoti": "aoti"}
+from .targets import EXPORTER_FORMAT, EXPORTERS  # noqa: E402,F401 - declared once, in harness/targets.py
 DYNAMO_MIN_OPSET = 18  # torch.onnx.export(dynamo=True) builds opset 18+ graphs; lower requests are down-converted
 PRECISIONS = ("fp32", "fp16")
 OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
@@ -181,31 +180,93 @@ class Profile(_Strict):
 
 
 class Tolerance(_Strict):
-    """Parity gate for one precision.
+    """Parity gate for one precision (harness/parity.py).
 
-    A pixel violates when ``|out - ref| > atol + rtol * |ref|``. An output passes when the fraction
-    of violating pixels is <= ``max_violation_frac``; ``pha``/``fgr`` are judged on pixels whose
-    refinement decision agrees, and the cell also needs ``ref_sm`` IoU >= ``min_ref_iou``.
-    ``eager_drift_factor`` (reduced precision only): a cell outside atol still passes when its drift
-    from fp32 is at most this many times eager PyTorch's own drift in the same precision.
+    A pixel violates when ``|out - ref| > atol + rtol * |ref|``; an output passes when the fraction
+    of violating judged pixels is <= ``max_violation_frac``. A refined cell may differ from eager's only
+    where its coarse error is within ``tie_atol`` of the selection boundary (a near-tie); its pixels are
+    then not judged. A reduced-precision cell is judged against eager PyTorch in its own precision (same
+    inputs) and passes when that comparison, or the one against eager fp32, is within these limits.
+    ``eager_drift_factor`` is informational: the record states how the cell's drift from fp32 compares
+    with eager's own drift in that precision.
     """
 
     atol: float = Field(ge=0)
     rtol: float = Field(0.0, ge=0)
     max_violation_frac: float = Field(0.0, ge=0, le=1)
-    min_ref_iou: float = Field(0.99, ge=0, le=1)
+    tie_atol: float = Field(1.0e-3, ge=0, le=0.05)
     eager_drift_factor: Optional[float] = Field(None, ge=1.0)
 
 
+class RuleEnv(_Strict):
+    """Conditions of a rule on the machine it is judged on (all must hold for the rule to apply).
+
+    ``cpu_flags``: flags that must all be present (``/proc/cpuinfo``, as recorded in environment.json);
+    ``cpu_flags_absent``: flags that must all be absent; ``packages``: distribution -> PEP 440 specifier
+    (``">=2024.0,<2027"``) or ``"absent"``; ``gpu_compute_capability``: specifier on the first GPU's
+    compute capability (``"<8.0"``; a machine without a GPU never satisfies it)."""
+
+    cpu_flags: List[str] = []
+    cpu_flags_absent: List[str] = []
+    packages: Dict[str, str] = {}
+    gpu_compute_capability: Optional[str] = None
+
+    @field_validator("packages")
+    @classmethod
+    def _specs(cls, v: Dict[str, str]) -> Dict[str, str]:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        for name, spec in v.items():
+            if spec != "absent":
+                try:
+                    SpecifierSet(spec)
+                except InvalidSpecifier:
+                    raise ValueError(f"packages.{name}: {spec!r} is not a version specifier such as '>=2024.0' "
+                                     f"or 'absent'") from None
+        return v
+
+    @field_validator("gpu_compute_capability")
+    @classmethod
+    def _cc(cls, v: Optional[str]) -> Optional[str]:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        if v is not None:
+            try:
+                SpecifierSet(v)
+            except InvalidSpecifier:
+                raise ValueError(f"{v!r} is not a version specifier such as '<8.0'") from None
+        return v
+
+
 class Rule(_Strict):
-    """Known incompatibility: cells matching ``when`` are expected to fail (at ``stage`` if given)."""
+    """Known incompatibility: cells matching ``when`` are expected to fail (at ``stage`` if given).
+
+    A rule *predicts* a failure only when every condition holds: ``when`` (cell fields), ``env`` (the
+    machine: :class:`RuleEnv`), ``runtime_info`` (what the runtime recorded it really did, e.g.
+    ``{inference_precision: bf16}`` for OpenVINO; list values mean 'any of') and ``match``, a regular
+    expression searched in the failure's reason (as ``pytest.raises(match=...)``). A failure the rule
+    does not predict stays ``fail``/``error`` with a note; a pass under an applying rule is ``xpass``.
+    """
 
     id: str
     when: Dict[str, Union[Any, List[Any]]]
     expect: Literal["fail", "crash"] = "fail"  # crash: the cell is expected to crash or time out
     stage: Optional[str] = None
+    match: Optional[str] = None
+    env: RuleEnv = RuleEnv()
+    runtime_info: Dict[str, Union[Any, List[Any]]] = {}
     reason: str
     evidence: str
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"match {v!r} is not a valid regular expression ({e})") from None
+        return v
 
 
 STAGES = ("model", "export", "check", "simplify", "load", "run", "analyze", "parity", "latency")

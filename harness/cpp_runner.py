@@ -80,18 +80,25 @@ def _first_line(cmd: Sequence[str]) -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def toolchain_id() -> Dict[str, str]:
+    """Torch-free identity of the runner's build: its sources, the compiler and CMake (the torch version
+    is in every key already). Part of libtorch-cpp result keys; computed once per process."""
+    return {"sources": file_hash(SOURCE_DIR / s for s in SOURCES),
+            "compiler": _first_line([compiler() or "c++", "--version"]),
+            "cmake": _first_line(["cmake", "--version"])}
+
+
+@functools.lru_cache(maxsize=None)
 def build_key() -> Tuple[str, Dict[str, Any]]:
     """Cache key of the binary and the facts it depends on (computed once per process: it hashes the
     sources and runs ``c++ --version`` and ``cmake --version``). Callers must not mutate ``parts``."""
     import torch
 
     parts = {
-        "sources": file_hash(SOURCE_DIR / s for s in SOURCES),
+        **toolchain_id(),
         "torch": torch.__version__,
         "torch_prefix": str(Path(torch.utils.cmake_prefix_path).resolve()),
         "cxx11_abi": int(torch.compiled_with_cxx11_abi()),
-        "compiler": _first_line([compiler() or "c++", "--version"]),
-        "cmake": _first_line(["cmake", "--version"]),
     }
     return make_key("tool", parts), parts
 

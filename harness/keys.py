@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from . import inputs as data_mod
-from .benchmark import cpu_name
+from .benchmark import cpu_flags, cpu_name
 from .cache import code_hash, file_hash, make_key
 from .config import Cell, Plan
+from .runtimes import RUNTIMES
+from .targets import EXPORTER_SPECS
 
 
 class CellKeys:
@@ -91,23 +93,44 @@ class CellKeys:
             "refine_prevent_oversampling": s.refine_prevent_oversampling, "model_code": code_hash("model"),
         }
 
+    def field_value(self, cell: Cell, name: str, simplified: Optional[bool] = None) -> Any:
+        """Value of a cell field or model setting named in :mod:`harness.targets` (``simplify`` can be
+        overridden: the plain export of an onnxsim cell has ``simplify=False``)."""
+        if name == "simplify" and simplified is not None:
+            return bool(simplified)
+        if name in Cell.__dataclass_fields__:
+            value = getattr(cell, name)
+            return list(value) if isinstance(value, tuple) else value
+        value = getattr(self.s, name)
+        return list(value) if isinstance(value, tuple) else value
+
+    def artifact_parts(self, cell: Cell, simplified: bool) -> Dict[str, Any]:
+        """What the cell's artifact key is made of: the values of exactly the fields its exporter declares
+        it bakes (:data:`harness.targets.EXPORTER_SPECS`), the weights and the producing code."""
+        spec = EXPORTER_SPECS[cell.exporter]
+        parts: Dict[str, Any] = {"baked": {f: self.field_value(cell, f, simplified) for f in spec.bakes},
+                                 "weights": self.weights_id[cell.backbone], "model_code": code_hash("model"),
+                                 "exporter_code": file_hash([Path(__file__).with_name("exporters.py")])}
+        return parts
+
     def artifact_key(self, cell: Cell, simplified: bool) -> str:
-        """Cache key of the cell's artifact (TorchScript: independent of refine mode and runtime)."""
-        parts = self._model_parts(cell, cell.precision)
-        parts.update(exporter=cell.exporter, exporter_code=file_hash([Path(__file__).with_name("exporters.py")]))
-        if cell.exporter in ("onnx", "onnx-dynamo"):
-            parts.update(refine_mode=cell.refine_mode, opset=cell.opset, simplify=simplified,
-                         export_resolution=list(self.s.export_resolution))
-        return make_key("artifact", parts)
+        """Cache key of the cell's artifact, derived from its exporter's declaration (so a TorchScript file
+        serves every refine mode and runtime, while an eager or AOTInductor one serves one mode)."""
+        spec = EXPORTER_SPECS[cell.exporter]
+        return make_key("artifact", self.artifact_parts(cell, simplified), packages=spec.packages)
 
     def result_key(self, cell: Cell) -> str:
         """Cache key of a cell's finished record: everything that can change it, including the
-        tolerances, latency protocol, machine and thread count, and all harness code."""
+        tolerances, latency protocol, machine and thread count, all harness code, the versions of the
+        exporter's and the runtime's packages (e.g. openvino, onnxruntime-gpu, tensorrt) and the runtime's
+        identity (GPU name and driver for CUDA cells, the C++ runner's toolchain)."""
         parts = self._model_parts(cell, cell.precision)
+        rt = RUNTIMES[cell.runtime]
         parts.update(cell=cell.cell_id, settings=self.s.model_dump(), inputs=self.inputs_id(cell.resolution, cell.batch),
                      tolerance=self.plan.tolerances[cell.precision].model_dump(), device=self.device,
-                     code=code_hash("model", "harness"))
-        return make_key("result", parts)
+                     code=code_hash("model", "harness"), runtime_identity=rt.identity(),
+                     cpu_flags=cpu_flags())
+        return make_key("result", parts, packages=EXPORTER_SPECS[cell.exporter].packages + rt.packages)
 
     def user_resolution(self) -> Optional[Tuple[int, int]]:
         """(H, W) of the user's ``--src`` after ``--pad`` (from the image header), or None."""

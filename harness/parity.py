@@ -1,9 +1,19 @@
-"""Matting-aware parity: compare a runtime's six outputs with an eager reference.
+"""Matting-aware parity: compare a runtime's six outputs with an eager reference, so that no wrong graph
+can pass.
 
-Patch-selection changes (TopK ties, ``err > 0`` in fp16) move whole 4x4 patches between "refined" and
-"upsampled", producing large *local* differences that say nothing about whether the graph is right.
-So ``ref_sm`` agreement is reported separately (IoU of the refined cells) and ``pha``/``fgr`` are judged
-on the pixels whose refinement decision agrees in both; the unmasked numbers are reported as well.
+The refiner picks quarter-resolution cells to refine (``ref_sm``). Two correct backends may pick a
+different cell only where the choice is a *near-tie*: the cell's coarse error (``err_sm`` upsampled to
+quarter resolution, the map the refiner selects on) is within ``tol.tie_atol`` of the selection
+boundary — the K-th largest error of its image in sampling mode (K = ``sample_pixels // 16``), the
+threshold in thresholding mode, and 0 where ``prevent_oversampling`` drops zero-error cells. Every
+other disagreement (``ref_nontie_disagreements``) fails the cell, and in sampling mode the number of
+refined cells per image must match exactly (apart from near-zero ties). A TopK that keeps 1,875
+instead of 2,000 cells therefore fails, although the pixels of the cells both refined are identical.
+
+``pha``/``fgr`` are judged on the pixels outside near-tie cells (``judged_*``); the unmasked numbers are
+reported too. NaN or Inf anywhere, in the candidate or in the reference, is a violation (as Polygraphy
+counts NaN as a mismatch). A candidate whose outputs have other shapes than the reference's fails with
+the shapes named (e.g. ``pha`` and ``fgr`` swapped).
 """
 
 from __future__ import annotations
@@ -15,10 +25,21 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .config import Tolerance
-from .exporters import OUTPUT_NAMES
 
+OUTPUT_NAMES = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm")
 IMAGE_OUTPUTS = ("pha", "fgr")
 JUDGED_OUTPUTS = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the refiner chose its cells: ``mode`` sampling | thresholding | full, ``k`` cells per image
+    (sampling: ``refine_sample_pixels // 16``), ``threshold`` (thresholding), ``prevent_oversampling``."""
+
+    mode: str
+    k: int = 0
+    threshold: float = 0.1
+    prevent_oversampling: bool = True
 
 
 @dataclass
@@ -30,7 +51,7 @@ class OutputStats:
     p99_abs: float
     violation_frac: float
     psnr: Optional[float]
-    judged_max_abs: float  # on pixels whose refinement decision agrees (== max_abs for coarse outputs)
+    judged_max_abs: float  # outside near-tie cells (== max_abs for coarse outputs)
     judged_violation_frac: float
     nonfinite: int
     passed: bool
@@ -38,7 +59,11 @@ class OutputStats:
 
 @dataclass
 class ParityResult:
-    """Per-output stats, ``ref_iou`` of the refined-cell maps, verdict and the smallest passing atol."""
+    """Per-output stats, the refined-cell agreement, the verdict and the smallest passing atol.
+
+    ``ref_cells``/``ref_cells_ref``: refined cells in the candidate / the reference (all images);
+    ``ref_disagreements``: cells refined by one only; ``ref_nontie_disagreements``: those not explained by
+    a near-tie (must be 0); ``ref_counts``/``ref_counts_ref``: refined cells per image."""
 
     reference: str  # "fp32" or "fp16": which eager reference this was measured against
     outputs: Dict[str, OutputStats]
@@ -48,14 +73,25 @@ class ParityResult:
     passed: bool
     min_passing_atol: float
     failures: List[str] = field(default_factory=list)
+    ref_disagreements: int = 0
+    ref_nontie_disagreements: int = 0
+    ref_counts: List[int] = field(default_factory=list)
+    ref_counts_ref: List[int] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line for the report, e.g. ``pha max 1.6e-04 (judged 1.6e-04) ... ref IoU 1.000``."""
-        parts = [f"{k} max {v.max_abs:.1e}" for k, v in self.outputs.items()]
-        return ", ".join(parts) + f"; ref IoU {self.ref_iou:.4f}; passes at atol >= {self.min_passing_atol:.1e}"
+        """One line for the report, e.g. ``pha max 1.6e-04 (judged 1.6e-04), ...; cells 2000/2000 ...``."""
+        parts = [f"{k} max {v.max_abs:.1e}" + (f" (judged {v.judged_max_abs:.1e})" if v.judged_max_abs != v.max_abs else "")
+                 for k, v in self.outputs.items()]
+        return (", ".join(parts) + f"; refined cells {self.ref_cells}/{self.ref_cells_ref} (eager), "
+                f"{self.ref_disagreements} differ, {self.ref_nontie_disagreements} not near-ties; "
+                f"vs eager {self.reference}; passes at atol >= {self.min_passing_atol:.1e}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class ShapeMismatch(ValueError):
+    """The candidate's outputs do not have the reference's count or shapes (a wrong graph: ``fail``)."""
 
 
 def _psnr(diff: np.ndarray) -> Optional[float]:
@@ -72,50 +108,115 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def quarter_error(err_sm: np.ndarray, hq: int, wq: int) -> np.ndarray:
+    """``err_sm (B,1,Hc,Wc)`` resized to ``(B,1,hq,wq)`` exactly as the refiner does (bilinear,
+    ``align_corners=False``, float32): the map whose values decide the refined cells."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(err_sm, dtype=np.float32))
+        return F.interpolate(t, size=(hq, wq), mode="bilinear", align_corners=False).numpy()
+
+
+def near_ties(err_q: np.ndarray, sel: Selection, tie_atol: float) -> np.ndarray:
+    """Cells whose selection is a near-tie: ``(B,1,Hq,Wq)`` bool from the reference's quarter-res error.
+
+    Sampling: within ``tie_atol`` of the K-th largest error of the image (or, with
+    ``prevent_oversampling``, of 0); thresholding: within ``tie_atol`` of the threshold."""
+    if sel.mode == "thresholding":
+        return np.abs(err_q - sel.threshold) <= tie_atol
+    flat = err_q.reshape(err_q.shape[0], -1)
+    k = min(max(sel.k, 1), flat.shape[1])
+    kth = np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k]  # K-th largest per image
+    ties = np.abs(err_q - kth.reshape(-1, 1, 1, 1)) <= tie_atol
+    if sel.prevent_oversampling:
+        ties |= err_q <= tie_atol
+    return ties
+
+
+def _check_shapes(o: Dict[str, np.ndarray], r: Dict[str, np.ndarray], n_out: int, n_ref: int) -> None:
+    if n_out != len(OUTPUT_NAMES) or n_ref != len(OUTPUT_NAMES):
+        raise ShapeMismatch(f"expected {len(OUTPUT_NAMES)} outputs {list(OUTPUT_NAMES)}, got {n_out} "
+                            f"(reference {n_ref})")
+    for n in OUTPUT_NAMES:
+        if o[n].shape != r[n].shape:
+            raise ShapeMismatch(f"output {n!r} has shape {list(o[n].shape)}, reference {list(r[n].shape)}")
+
+
 def compare(
-    out: Sequence[np.ndarray], ref: Sequence[np.ndarray], tol: Tolerance, reference: str = "fp32"
+    out: Sequence[np.ndarray], ref: Sequence[np.ndarray], tol: Tolerance, reference: str = "fp32",
+    selection: Optional[Selection] = None,
 ) -> ParityResult:
     """Compare ``out`` with ``ref`` (each the six BMV2 outputs in :data:`OUTPUT_NAMES` order).
 
-    Arrays are ``(B, C, H, W)``; any float dtype (compared in float32). Shapes must match.
+    Arrays are ``(B, C, H, W)``; any float dtype (compared in float32). ``selection`` describes the
+    refiner's cell choice (default: inferred as sampling with K = the reference's largest per-image
+    count, which is exact whenever no zero-error cell was dropped); a pixel of ``pha``/``fgr`` violates
+    when ``|out - ref| > atol + rtol*|ref|`` and an output passes when at most ``max_violation_frac``
+    of its judged pixels violate.
 
     Raises:
-        ValueError: wrong number of outputs or a shape mismatch (names the output and both shapes).
+        ShapeMismatch: wrong number of outputs or a shape mismatch (names the output and both shapes).
     """
-    if len(out) != len(OUTPUT_NAMES) or len(ref) != len(OUTPUT_NAMES):
-        raise ValueError(f"expected {len(OUTPUT_NAMES)} outputs {OUTPUT_NAMES}, got {len(out)} and {len(ref)}")
     o = {n: np.asarray(a, dtype=np.float32) for n, a in zip(OUTPUT_NAMES, out)}
     r = {n: np.asarray(a, dtype=np.float32) for n, a in zip(OUTPUT_NAMES, ref)}
-    for n in OUTPUT_NAMES:
-        if o[n].shape != r[n].shape:
-            raise ValueError(f"output {n!r} has shape {list(o[n].shape)}, reference {list(r[n].shape)}")
-    ref_o, ref_r = o["ref_sm"] > 0.5, r["ref_sm"] > 0.5
-    agree_q = ref_o == ref_r  # (B,1,H/4,W/4)
-    agree = np.repeat(np.repeat(agree_q, 4, axis=2), 4, axis=3)  # full-res (B,1,H,W)
-    stats: Dict[str, OutputStats] = {}
+    _check_shapes(o, r, len(out), len(ref))
     failures: List[str] = []
+    for n in OUTPUT_NAMES:  # NaN/Inf anywhere in either side is a violation
+        bad_o, bad_r = int((~np.isfinite(o[n])).sum()), int((~np.isfinite(r[n])).sum())
+        if bad_o:
+            failures.append(f"{n}: {bad_o} non-finite values (NaN/Inf)")
+        if bad_r:
+            failures.append(f"{n}: the eager {reference} reference has {bad_r} non-finite values")
+    ref_o, ref_r = o["ref_sm"] > 0.5, r["ref_sm"] > 0.5  # (B,1,Hq,Wq)
+    disagree = ref_o != ref_r
+    counts_o = [int(x) for x in ref_o.reshape(ref_o.shape[0], -1).sum(1)]
+    counts_r = [int(x) for x in ref_r.reshape(ref_r.shape[0], -1).sum(1)]
+    ties = np.zeros_like(disagree)
+    zero_ties = np.zeros_like(disagree)  # near-zero cells that prevent_oversampling may drop on one side only
+    sel = selection
+    if sel is None:
+        full = bool(ref_r.all())
+        sel = Selection("full" if full else "sampling", k=max(counts_r) if counts_r else 0)
+    if sel.mode != "full" and disagree.any():
+        err_q = quarter_error(np.nan_to_num(r["err_sm"]), ref_r.shape[2], ref_r.shape[3])
+        ties = near_ties(err_q, sel, tol.tie_atol)
+        if sel.mode == "sampling" and sel.prevent_oversampling:
+            zero_ties = disagree & (err_q <= tol.tie_atol)
+    nontie = disagree & ~ties
+    n_nontie = int(nontie.sum())
+    if n_nontie:
+        failures.append(f"ref_sm: {n_nontie} refined cells differ from eager's where the choice is not a near-tie "
+                        f"(error within {tol.tie_atol:g} of the {sel.mode} boundary); {int(disagree.sum())} differ in all")
+    if sel.mode == "sampling":
+        adj_o = [c - int(z) for c, z in zip(counts_o, (zero_ties & ref_o).reshape(len(counts_o), -1).sum(1))]
+        adj_r = [c - int(z) for c, z in zip(counts_r, (zero_ties & ref_r).reshape(len(counts_r), -1).sum(1))]
+        if adj_o != adj_r:
+            failures.append(f"ref_sm: refined cells per image {counts_o} != eager's {counts_r} (sampling picks a "
+                            f"fixed number per image)")
+    judged_q = ~(disagree & ties)  # pixels of cells both sides agree on, or disagree without excuse
+    judged_full = np.repeat(np.repeat(judged_q, 4, axis=2), 4, axis=3)
+    stats: Dict[str, OutputStats] = {}
     min_atol = 0.0
     for n in JUDGED_OUTPUTS:
         a, b = o[n], r[n]
         nonfinite = int((~np.isfinite(a)).sum())
-        diff = np.abs(np.where(np.isfinite(a), a, np.inf) - b)
-        limit = tol.atol + tol.rtol * np.abs(b)
-        viol = diff > limit
+        diff = np.abs(a - b)
+        diff = np.where(np.isfinite(diff), diff, np.inf)
+        viol = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(b))
         if n in IMAGE_OUTPUTS:
-            mask = np.broadcast_to(agree, a.shape)
-            judged = diff[mask]
-            judged_viol = viol[mask]
+            mask = np.broadcast_to(judged_full, a.shape)
+            judged, judged_viol = diff[mask], viol[mask]
         else:
             judged, judged_viol = diff.ravel(), viol.ravel()
         judged_max = float(judged.max()) if judged.size else 0.0
         judged_frac = float(judged_viol.mean()) if judged_viol.size else 0.0
         finite = diff[np.isfinite(diff)]
         ok = nonfinite == 0 and judged_frac <= tol.max_violation_frac
-        if not ok:
-            failures.append(
-                f"{n}: {judged_frac:.2%} of pixels beyond atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| "
-                f"(max {judged_max:.3g})" + (f", {nonfinite} non-finite" if nonfinite else "")
-            )
+        if not ok and nonfinite == 0:
+            failures.append(f"{n}: {judged_frac:.2%} of pixels beyond atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| "
+                            f"(max {judged_max:.3g}; at most {tol.max_violation_frac:.2%} allowed)")
         if judged.size:
             q = 1.0 - tol.max_violation_frac
             min_atol = max(min_atol, float(np.quantile(judged, q)) if q < 1.0 else judged_max)
@@ -130,42 +231,17 @@ def compare(
             nonfinite=nonfinite,
             passed=ok,
         )
-    ref_iou = iou(o["ref_sm"], r["ref_sm"])
-    if ref_iou < tol.min_ref_iou:
-        failures.append(f"ref_sm: IoU {ref_iou:.4f} < {tol.min_ref_iou} (different patches refined)")
     return ParityResult(
         reference=reference,
         outputs=stats,
-        ref_iou=ref_iou,
+        ref_iou=iou(o["ref_sm"], r["ref_sm"]),
         ref_cells=int(ref_o.sum()),
         ref_cells_ref=int(ref_r.sum()),
         passed=not failures,
         min_passing_atol=min_atol,
         failures=failures,
+        ref_disagreements=int(disagree.sum()),
+        ref_nontie_disagreements=n_nontie,
+        ref_counts=counts_o,
+        ref_counts_ref=counts_r,
     )
-
-
-def drift_failures(cell: ParityResult, eager: ParityResult, tol: Tolerance, factor: float) -> List[str]:
-    """Judge a reduced-precision cell by the drift eager PyTorch itself shows in that precision.
-
-    ``cell`` and ``eager`` are both compared against the fp32 eager reference. The cell passes when,
-    for every judged output, its violating fraction and max abs error are at most ``factor`` times
-    eager's (or within ``tol`` outright), it has no non-finite values and its ``ref_sm`` IoU meets
-    ``tol.min_ref_iou``. This separates "fp16 is lossy for this model" from "the export is wrong"
-    (Polygraphy's reduced-precision guidance; anchors.md feature 3). Returns the failures (empty = pass).
-    """
-    failures: List[str] = []
-    for n in JUDGED_OUTPUTS:
-        c, e = cell.outputs[n], eager.outputs[n]
-        frac_lim = max(tol.max_violation_frac, e.judged_violation_frac * factor)
-        max_lim = max(tol.atol, e.judged_max_abs * factor)
-        if c.nonfinite:
-            failures.append(f"{n}: {c.nonfinite} non-finite values")
-        elif c.judged_violation_frac > frac_lim or c.judged_max_abs > max_lim:
-            failures.append(
-                f"{n}: drift from fp32 (max {c.judged_max_abs:.3g}, {c.judged_violation_frac:.2%} beyond atol) exceeds "
-                f"{factor:g}x eager's own (max {e.judged_max_abs:.3g}, {e.judged_violation_frac:.2%})"
-            )
-    if cell.ref_iou < tol.min_ref_iou:
-        failures.append(f"ref_sm: IoU {cell.ref_iou:.4f} < {tol.min_ref_iou} (different patches refined)")
-    return failures

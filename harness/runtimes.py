@@ -11,6 +11,7 @@ on inputs already on the device with outputs left there (*device compute*; ORT u
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import warnings
@@ -26,6 +27,41 @@ Outputs = List[np.ndarray]
 HOISTED = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold", "refine_prevent_oversampling")
 
 
+@functools.lru_cache(maxsize=None)
+def gpu_identity() -> str:
+    """``"<GPU name>, driver <version>"`` of every GPU ``nvidia-smi`` lists, or ``"none"`` (torch-free, once
+    per process): CUDA results are only reused on the same GPU model and driver."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "none"
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return "; ".join(sorted({ln.strip() for ln in out.splitlines() if ln.strip()})) or "none"
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_compute_capability() -> Optional[str]:
+    """Compute capability of the first GPU (``"9.0"``) from ``nvidia-smi``, or None without one (torch-free)."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0] if out else None
+
+
 def _no_cuda() -> Optional[str]:
     try:
         import torch
@@ -37,11 +73,21 @@ def _no_cuda() -> Optional[str]:
 
 
 class Runtime:
-    """Base class. Subclasses set ``name``, ``format``, ``device`` and implement load/run."""
+    """Base class. Subclasses set ``name``, ``format``, ``device`` and implement load/run.
+
+    ``packages``: distributions (besides torch/torchvision/numpy) whose versions change this runtime's
+    results; they enter the cell's result key, so upgrading e.g. OpenVINO re-runs the OpenVINO cells.
+    :meth:`identity` adds what else the result depends on (GPU and driver, the C++ runner's toolchain)."""
 
     name = ""
     format = ""
     device = "cpu"
+    packages: Tuple[str, ...] = ()
+
+    @classmethod
+    def identity(cls) -> Dict[str, object]:
+        """Facts besides package versions that a cached result of this runtime depends on (torch-free)."""
+        return {"gpu": gpu_identity()} if cls.device == "cuda" else {}
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
@@ -233,6 +279,12 @@ class LibTorchCpp(Runtime):
     format = "torchscript"
 
     @classmethod
+    def identity(cls) -> Dict[str, object]:
+        from . import cpp_runner
+
+        return {"cpp_toolchain": cpp_runner.toolchain_id()}
+
+    @classmethod
     def unavailable(cls) -> Optional[str]:
         from . import cpp_runner
 
@@ -294,6 +346,7 @@ class OnnxRuntimeCPU(Runtime):
 
     name = "onnxruntime-cpu"
     format = "onnx"
+    packages = ("onnxruntime", "onnxruntime-gpu")
     providers: Tuple[str, ...] = ("CPUExecutionProvider",)
 
     @classmethod
@@ -359,6 +412,7 @@ class OnnxRuntimeTensorRT(OnnxRuntimeCPU):
 
     name = "onnxruntime-tensorrt"
     device = "cuda"
+    packages = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
     providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
     def _provider_options(self, settings: Dict[str, object]) -> list:
@@ -375,6 +429,7 @@ class OpenVINOCPU(Runtime):
 
     name = "openvino-cpu"
     format = "onnx"
+    packages = ("openvino",)
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
@@ -389,8 +444,9 @@ class OpenVINOCPU(Runtime):
 
         t0 = time.perf_counter()
         core = ov.Core()
-        self.default_precision = str(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
-        config = {"INFERENCE_PRECISION_HINT": "f16" if settings.get("precision") == "fp16" else "f32"}
+        self.default_precision = _ov_type_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+        self.requested = "f16" if settings.get("precision") == "fp16" else "f32"
+        config = {"INFERENCE_PRECISION_HINT": self.requested}
         if settings.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(settings["threads"])
         self.compiled = core.compile_model(path, "CPU", config)
@@ -413,7 +469,14 @@ class OpenVINOCPU(Runtime):
         if not hasattr(self, "compiled"):
             return {}
         return {"openvino": self.version, "default_inference_precision": self.default_precision,
-                "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))}
+                "requested_inference_precision": self.requested,
+                "inference_precision": _ov_type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))}
+
+
+def _ov_type_name(t: object) -> str:
+    """``"bfloat16"`` / ``"float16"`` / ``"float32"`` for an OpenVINO element type (its repr is ``<Type: ...>``)."""
+    name = getattr(t, "get_type_name", None)
+    return str(name()) if callable(name) else str(t)
 
 
 RUNTIMES: Dict[str, Type[Runtime]] = {

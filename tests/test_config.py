@@ -138,8 +138,46 @@ def test_a_cell_matching_several_rules_gets_the_one_that_predicts_its_failure():
     assert [r.id for r in rules] == ["openvino-cpu-fp16-runs-bf16", "torch-export-data-dependent-patches"]
     export_error = {"status": "error", "stage": "export", "reason": "GuardOnDataDependentSymNode"}
     assert apply_rule(export_error, pick_rule(export_error, rules))["status"] == "xfail"
-    parity_fail = {"status": "fail", "stage": "parity", "reason": "max abs 0.9"}
+    bf16 = '{"inference_precision": "bfloat16"}'
+    parity_fail = {"status": "fail", "stage": "parity", "reason": "pha: 3.1% of pixels beyond atol 0.02",
+                   "runtime_info": bf16}
     judged = apply_rule(parity_fail, pick_rule(parity_fail, rules))
     assert judged["status"] == "xfail" and judged["rule"] == "openvino-cpu-fp16-runs-bf16"
-    passed = {"status": "pass", "stage": "done", "reason": ""}
+    passed = {"status": "pass", "stage": "done", "reason": "", "runtime_info": bf16}
     assert apply_rule(passed, pick_rule(passed, rules))["status"] == "xpass"
+
+
+def test_rules_predict_only_the_failure_they_name():
+    """`match:` on the reason, `runtime_info:` on what the runtime did, `env:` on the machine. The same
+    commit on a CPU whose OpenVINO plugin really runs fp16 (Intel AVX512-FP16/AMX) gives `pass`, not
+    `xpass`; a different failure of a matching cell stays a failure."""
+    from harness.config import Rule, matching_rules
+    from harness.records import apply_rule, pick_rule
+
+    cfg = load_config(MATRIX)
+    plan = expand(cfg, "ci", "exporter=onnx,precision=fp16,runtime=openvino-cpu,refine_mode=full,opset=17")
+    rules = matching_rules(plan.cells[0], plan.rules)
+    for precision, expected in (("bfloat16", "xpass"), ("float16", "pass")):
+        rec = {"status": "pass", "stage": "done", "reason": "", "runtime_info": f'{{"inference_precision": "{precision}"}}'}
+        assert apply_rule(rec, pick_rule(rec, rules))["status"] == expected
+    crash_like = {"status": "error", "stage": "load", "reason": "RuntimeError: Exception from src/inference",
+                  "runtime_info": '{"inference_precision": "bfloat16"}'}
+    assert apply_rule(crash_like, pick_rule(crash_like, rules))["status"] == "error"
+    unfold = expand(cfg, "ci", "crop_method=unfold,exporter=onnx,precision=fp32,runtime=onnxruntime-cpu").cells[0]
+    urules = matching_rules(unfold, plan.rules)
+    other = {"status": "error", "stage": "export", "reason": "RuntimeError: out of memory"}
+    judged = apply_rule(other, pick_rule(other, urules))
+    assert judged["status"] == "error" and "expected a failure matching" in judged["reason"]
+    named = {"status": "error", "stage": "export",
+             "reason": "SymbolicValueError: Unsupported: ONNX export of operator Unfold, input size not accessible."}
+    assert apply_rule(named, pick_rule(named, urules))["status"] == "xfail"
+    env_rule = Rule(id="needs-amx", when={"runtime": "openvino-cpu"}, env={"cpu_flags": ["amx_fp16_never"]},
+                    reason="r", evidence="e")
+    assert pick_rule({"status": "fail", "stage": "parity", "reason": ""}, [env_rule]) is None
+    pkg_rule = Rule(id="old-ov", when={"runtime": "openvino-cpu"}, env={"packages": {"openvino": "<1.0"}},
+                    reason="r", evidence="e")
+    assert pick_rule({"status": "fail", "stage": "parity", "reason": ""}, [pkg_rule]) is None
+    with pytest.raises(Exception, match="not a valid regular expression"):
+        Rule(id="x", when={}, match="(", reason="r", evidence="e")
+    with pytest.raises(Exception, match="not a version specifier"):
+        Rule(id="x", when={}, env={"packages": {"openvino": "new"}}, reason="r", evidence="e")

@@ -1,0 +1,94 @@
+"""What each exporter's artifact bakes in, and which packages produce or run it (torch-free).
+
+Cache keys are derived from these declarations, never from a hand-kept list in the key code: an
+artifact key holds exactly the values of the fields its exporter *bakes* (plus the weights, the code
+and the versions of the exporter's packages). Every model-relevant field is classified for every
+exporter as either
+
+- ``bakes``: fixed when the artifact is written (a different value needs a different file), or
+- ``settable``: stored in the artifact but set again on the loaded artifact for each cell (TorchScript's
+  hoisted attributes, :data:`harness.runtimes.HOISTED`), so one file serves every value.
+
+The run-only fields (:data:`RUN_FIELDS`: runtime, validation resolution, batch) never reach an
+exporter. ``tests/test_keys.py`` proves that the classification is complete for every exporter and that
+no two cells of the ``full`` profile that differ in a baked field share an artifact key.
+
+A forgotten entry was a real bug: the eager and AOTInductor keys left out ``refine_mode``, so a
+thresholding cell loaded the sampling model built for its neighbour (issue 9, section 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+# Cell fields and model settings that define the model an artifact computes.
+MODEL_CELL_FIELDS = ("backbone", "refine_mode", "crop_method", "replace_method", "precision")
+MODEL_SETTINGS = ("backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
+                  "refine_prevent_oversampling")
+# Fields that only some exporters read.
+EXPORT_FIELDS = ("exporter", "opset", "simplify", "export_resolution")
+# Fields that never reach an exporter: they choose where and on what the artifact runs.
+RUN_FIELDS = ("runtime", "resolution", "batch")
+ALL_FIELDS = MODEL_CELL_FIELDS + MODEL_SETTINGS + EXPORT_FIELDS + RUN_FIELDS
+
+# TorchScript's hoisted attributes (set with setattr after loading; harness.runtimes.HOISTED).
+TORCHSCRIPT_SETTABLE = ("refine_mode", "backbone_scale", "refine_sample_pixels", "refine_threshold",
+                        "refine_prevent_oversampling")
+BASE_PACKAGES = ("torch", "torchvision", "numpy")
+
+
+@dataclass(frozen=True)
+class ExporterSpec:
+    """Declaration of one exporter.
+
+    ``format``: the artifact format runtimes consume; ``bakes``: fields fixed in the file (drive the
+    artifact key); ``settable``: model fields set on the loaded artifact; ``ignores``: fields the exporter
+    never reads (always the same value for its cells, e.g. opset for TorchScript); ``packages``:
+    distributions whose versions change the artifact (besides :data:`BASE_PACKAGES`); ``suffix``: file name.
+    """
+
+    name: str
+    format: str
+    bakes: Tuple[str, ...]
+    settable: Tuple[str, ...] = ()
+    ignores: Tuple[str, ...] = ()
+    packages: Tuple[str, ...] = ()
+    suffix: str = ""
+
+    def classification(self) -> Dict[str, str]:
+        """``{field: "bakes" | "settable" | "ignores" | "run"}`` for every field of :data:`ALL_FIELDS`.
+
+        Raises:
+            ValueError: a field is classified twice or not at all (names it).
+        """
+        out: Dict[str, str] = {f: "run" for f in RUN_FIELDS}
+        for kind, fields in (("bakes", self.bakes), ("settable", self.settable), ("ignores", self.ignores)):
+            for f in fields:
+                if f in out:
+                    raise ValueError(f"exporter {self.name!r}: field {f!r} is declared both {out[f]!r} and {kind!r}")
+                out[f] = kind
+        missing = [f for f in ALL_FIELDS if f not in out]
+        if missing:
+            raise ValueError(f"exporter {self.name!r}: fields {missing} are neither baked, settable nor ignored")
+        return out
+
+
+_ALL_MODEL = MODEL_CELL_FIELDS + MODEL_SETTINGS
+EXPORTER_SPECS: Dict[str, ExporterSpec] = {s.name: s for s in (
+    # the state_dict plus model.json with every constructor argument: the whole model config is baked
+    ExporterSpec("eager", "eager", bakes=_ALL_MODEL + ("exporter",), ignores=("opset", "simplify", "export_resolution"),
+                 suffix="model.pth"),
+    # torch.jit.script of the wrapper: mode and sampling settings are hoisted attributes
+    ExporterSpec("torchscript", "torchscript",
+                 bakes=("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter"),
+                 settable=TORCHSCRIPT_SETTABLE, ignores=("opset", "simplify", "export_resolution"), suffix="model.pt"),
+    # traced graphs: everything, including the example shape the trace ran at
+    ExporterSpec("onnx", "onnx", bakes=_ALL_MODEL + EXPORT_FIELDS, packages=("onnx", "onnxsim"), suffix="model.onnx"),
+    ExporterSpec("onnx-dynamo", "onnx", bakes=_ALL_MODEL + EXPORT_FIELDS, packages=("onnx", "onnxscript", "onnxsim"),
+                 suffix="model.onnx"),
+    ExporterSpec("aoti", "aoti", bakes=_ALL_MODEL + ("exporter", "export_resolution"), ignores=("opset", "simplify"),
+                 suffix="model.pt2"),
+)}
+EXPORTERS = tuple(EXPORTER_SPECS)
+EXPORTER_FORMAT = {name: spec.format for name, spec in EXPORTER_SPECS.items()}
