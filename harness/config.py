@@ -194,7 +194,7 @@ class Tolerance(_Strict):
     atol: float = Field(ge=0)
     rtol: float = Field(0.0, ge=0)
     max_violation_frac: float = Field(0.0, ge=0, le=1)
-    tie_atol: float = Field(1.0e-3, ge=0, le=0.05)
+    tie_atol: float = Field(1.0e-3, ge=0, le=0.1)
     eager_drift_factor: Optional[float] = Field(None, ge=1.0)
 
 
