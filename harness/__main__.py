@@ -1,4 +1,5 @@
-"""Command line: ``python -m harness run ...`` and ``python -m harness report DIR``.
+"""Command line: ``python -m harness run ...``, ``python -m harness verify ARTIFACT`` and
+``python -m harness report DIR``.
 
 Exit codes: 0 nothing failed unexpectedly; 1 some cell is ``fail``, ``error``, ``xpass``, ``crash`` or
 ``timeout``; 2 bad config, bad arguments or bad input (nothing is run), or results could not be written
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue the run in DIR: run only cells without a record (same config required)")
     again.add_argument("--rerun-failed", metavar="DIR", default=None,
                        help="re-run the cells in DIR whose status is fail, error, crash or timeout")
+    from .verify import add_parser as add_verify
+
+    add_verify(sub)
     rep = sub.add_parser("report", help="rebuild report.html/results.csv/summary.md from DIR/results.jsonl")
     rep.add_argument("dir")
     rep.add_argument("--benchmark-json", default=None, metavar="FILE",
@@ -224,6 +228,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "verify":
+        from .verify import run_verify
+
+        return run_verify(args)
     return cmd_report(args)
 
 

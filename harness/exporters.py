@@ -89,7 +89,7 @@ def _eval_all(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def export_torchscript(model: MattingRefine, path: Path) -> Artifact:
+def export_torchscript(model: MattingRefine, path: Path, meta: Optional[Dict[str, object]] = None) -> Artifact:
     """Script :class:`MattingRefineTorchScript` around ``model`` (already in its precision) and save.
 
     The hoisted settings (``backbone_scale``, ``refine_mode``, ``refine_sample_pixels``,
@@ -102,7 +102,12 @@ def export_torchscript(model: MattingRefine, path: Path) -> Artifact:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script deprecation notice
         scripted = torch.jit.script(wrapper)
-    scripted.save(str(path))
+    extra = {}
+    if meta is not None:
+        import json
+
+        extra[f"{META_KEY}.json"] = json.dumps(meta, sort_keys=True, default=str)
+    scripted.save(str(path), _extra_files=extra)
     _eval_all(model)
     return Artifact(Path(path), "torchscript", "torchscript", time.perf_counter() - t0)
 
@@ -293,3 +298,86 @@ EXPORTERS: Dict[str, Callable[..., Artifact]] = {
     "onnx-dynamo": export_onnx_dynamo,
     "aoti": export_aoti,
 }
+
+
+META_KEY = "matting_export_matrix"  # ONNX metadata_props key / TorchScript extra file / .pt2 archive entry
+
+
+def write_metadata(path: Path, fmt: str, meta: Dict[str, object]) -> None:
+    """Store the settings an artifact was exported with inside it, so ``python -m harness verify`` needs
+    no flags: ONNX ``metadata_props[META_KEY]`` (JSON), TorchScript extra file ``META_KEY.json`` (written at
+    save time by :func:`export_torchscript`), ``.pt2`` archive entry ``<root>/extra/META_KEY.json``, eager
+    ``model.json`` key ``meta``. Rewrites the file (a new inode, so hard links into the cache stay intact)."""
+    import json
+
+    blob = json.dumps(meta, sort_keys=True, default=str)
+    path = Path(path)
+    if fmt == "onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        kept = [p for p in model.metadata_props if p.key != META_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        model.metadata_props.add(key=META_KEY, value=blob)
+        tmp = path.with_name(path.name + ".meta-tmp")
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    elif fmt == "aoti":
+        import shutil
+        import zipfile
+
+        tmp = path.with_name(path.name + ".meta-tmp")
+        shutil.copyfile(path, tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            root = z.namelist()[0].split("/", 1)[0]
+            z.writestr(f"{root}/extra/{META_KEY}.json", blob)
+        os.replace(tmp, path)
+    elif fmt == "eager":
+        side = path.with_suffix(".json")
+        spec = json.loads(side.read_text())
+        spec["meta"] = meta
+        side.write_text(json.dumps(spec))
+    elif fmt != "torchscript":
+        raise ValueError(f"unknown artifact format {fmt!r}")
+
+
+def read_metadata(path: Path) -> Optional[Dict[str, object]]:
+    """The settings stored by :func:`write_metadata` (None for an artifact without them, e.g. from the
+    official export script). The format is chosen by suffix: .onnx, .pt, .pt2, .pth (eager).
+
+    Raises:
+        ValueError: an unknown suffix, or a file that is not an artifact of its suffix's format.
+    """
+    import json
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".onnx":
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in model.metadata_props}
+            return json.loads(props[META_KEY]) if META_KEY in props else None
+        if suffix == ".pt":
+            extra = {f"{META_KEY}.json": ""}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            return json.loads(extra[f"{META_KEY}.json"]) if extra[f"{META_KEY}.json"] else None
+        if suffix == ".pt2":
+            import zipfile
+
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith(f"/extra/{META_KEY}.json")), None)
+                return json.loads(z.read(name)) if name else None
+        if suffix == ".pth":
+            side = path.with_suffix(".json")
+            return json.loads(side.read_text()).get("meta") if side.is_file() else None
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{path}: not a readable {suffix} artifact ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    except Exception as e:  # noqa: BLE001 - onnx/zip parse errors have their own classes
+        raise ValueError(f"{path}: not a readable {suffix} artifact ({type(e).__name__})") from None
+    raise ValueError(f"{path}: unknown artifact type {suffix!r}; expected .onnx (ONNX), .pt (TorchScript), "
+                     f".pt2 (AOTInductor) or .pth (eager state_dict with model.json)")

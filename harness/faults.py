@@ -9,6 +9,8 @@ enters ``<stage>`` of a cell whose id contains the substring, it injects ``<faul
 - ``raise``: raise :class:`InjectedFault`          - ``exit``: ``os._exit(3)``
 - ``perturb`` (stage ``export``, ONNX cells): scale one refiner Conv weight by 1.5 in the cell's copy of the
   artifact, so parity fails and the first-divergence localisation has something to find
+- ``mutate-<name>`` (stage ``export``, ONNX cells): apply mutant ``<name>`` of :mod:`harness.mutants` (topk,
+  conv, swap, nan, roialign, resize, threshold) to the cell's copy of the artifact
 
 The coordinator honours ``<substring>@write=enospc``: appending that cell's record fails with ENOSPC,
 as on a full disk. Unset (the normal case), this module does nothing.
@@ -24,7 +26,8 @@ import time
 from typing import List, Tuple
 
 ENV = "MATRIX_FAULTS"
-KINDS = ("segfault", "abort", "hang", "oom", "raise", "exit", "enospc", "perturb")
+KINDS = ("segfault", "abort", "hang", "oom", "raise", "exit", "enospc", "perturb",
+         "mutate-topk", "mutate-conv", "mutate-swap", "mutate-nan", "mutate-roialign", "mutate-resize", "mutate-threshold")
 
 
 class InjectedFault(RuntimeError):
@@ -90,6 +93,11 @@ def write_fault(cell_id: str) -> None:
 def wants(cell_id: str, stage: str, kind: str) -> bool:
     """True when ``MATRIX_FAULTS`` asks for fault ``kind`` at ``stage`` of ``cell_id``."""
     return kind in _active(cell_id, stage)
+
+
+def mutations(cell_id: str) -> List[str]:
+    """Names of the ``mutate-<name>`` faults configured for ``cell_id`` (stage ``export``)."""
+    return [k[len("mutate-"):] for k in _active(cell_id, "export") if k.startswith("mutate-")]
 
 
 def perturb_onnx(path) -> str:

@@ -50,6 +50,7 @@ from .exporters import (
     OUTPUT_NAMES,
     onnx_versions,
     simplify_onnx,
+    write_metadata,
 )
 from .parity import ShapeMismatch, Selection
 from .verdict import judge_outputs
@@ -321,6 +322,19 @@ class Runner(CellKeys):
                                                 "seconds": art.seconds, "meta": art.meta, "cell": cell_dir.name})
         return art
 
+    def artifact_metadata(self, cell: Cell, simplified: bool = False) -> Dict[str, Any]:
+        """What an artifact carries about itself (``python -m harness verify`` reads it): the values of the
+        fields its exporter bakes, the names of those it leaves settable, the weights' identity (with the
+        calibration recipe's seed and samples) and the exporter's name."""
+        from .targets import EXPORTER_SPECS
+
+        spec = EXPORTER_SPECS[cell.exporter]
+        meta: Dict[str, Any] = {"model": "bgmv2", "format": spec.format, "exporter": cell.exporter,
+                                "weights": self.weights_id[cell.backbone], "seed": self.s.seed,
+                                "samples": list(self.plan.samples), "settable": list(spec.settable)}
+        meta.update({f: self.field_value(cell, f, simplified) for f in spec.bakes})
+        return meta
+
     def export(self, cell: Cell, cell_dir: Path) -> Tuple[Artifact, Dict[str, float]]:
         """Export (or reuse) the cell's artifact; returns it and the seconds its export, check and
         simplify took when it was made (also for a cached artifact)."""
@@ -328,7 +342,9 @@ class Runner(CellKeys):
         dt = DTYPES[cell.precision]
         if cell.exporter == "eager":
             def make_eager(path: Path) -> Artifact:
-                return export_eager(self.build_model(cell), path, self.model_kwargs(cell), cell.precision)
+                art = export_eager(self.build_model(cell), path, self.model_kwargs(cell), cell.precision)
+                write_metadata(path, "eager", self.artifact_metadata(cell))
+                return art
 
             art = self._artifact(cell_dir, self.artifact_key(cell, False), make_eager, "model.pth")
             times["export"] = art.seconds
@@ -337,7 +353,9 @@ class Runner(CellKeys):
             def make_aoti(path: Path) -> Artifact:
                 _, src2, bgr2 = data_mod.batch_of(self.s.export_resolution, 2)  # batch 1 would be specialised
                 try:
-                    return export_aoti(self.build_model(cell), path, (src2.to(dt), bgr2.to(dt)))
+                    art = export_aoti(self.build_model(cell), path, (src2.to(dt), bgr2.to(dt)))
+                    write_metadata(path, "aoti", self.artifact_metadata(cell))
+                    return art
                 except Exception as e:  # noqa: BLE001
                     raise _Stage("export", e) from e
 
@@ -347,7 +365,7 @@ class Runner(CellKeys):
         if cell.exporter == "torchscript":
             def make_ts(path: Path) -> Artifact:
                 try:
-                    return export_torchscript(self.build_model(cell), path)
+                    return export_torchscript(self.build_model(cell), path, self.artifact_metadata(cell))
                 except Exception as e:  # noqa: BLE001
                     raise _Stage("export", e) from e
 
@@ -369,6 +387,7 @@ class Runner(CellKeys):
                 art.meta["check_s"] = check_onnx(path)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("check", e) from e
+            write_metadata(path, "onnx", self.artifact_metadata(cell, False))
             return art
 
         plain = self._artifact(cell_dir, self.artifact_key(cell, False), make_onnx, "model.onnx")
@@ -388,6 +407,7 @@ class Runner(CellKeys):
                 check_onnx(path)
             except Exception as e:  # noqa: BLE001
                 raise _Stage("check", e) from e
+            write_metadata(path, "onnx", self.artifact_metadata(cell, True))
             return art
 
         sim = self._artifact(cell_dir, self.artifact_key(cell, True), make_sim, "model.sim.onnx")
@@ -458,6 +478,10 @@ class Runner(CellKeys):
 
         if art.format == "onnx" and faults.wants(cell.cell_id, "export", "perturb"):
             rec["injected_fault"] = f"perturbed {faults.perturb_onnx(art.path)}"
+        if art.format == "onnx" and faults.mutations(cell.cell_id):
+            from .mutants import mutate_onnx
+
+            rec["injected_fault"] = "; ".join(mutate_onnx(art.path, m) for m in faults.mutations(cell.cell_id))
         rec["exporter_name"] = art.exporter
         for k in ("torch_export_s", "compile_s"):
             if k in art.meta:

@@ -1,0 +1,228 @@
+"""``python -m harness verify ARTIFACT``: judge any exported artifact, including one you exported yourself.
+
+The artifact (ONNX ``.onnx``, TorchScript ``.pt``, AOTInductor ``.pt2``, or the eager exporter's ``.pth``)
+runs on every installed runtime that loads its format, on the shipped samples at batch 1 and 2 and a
+resolution other than the one it was exported at (or on ``--src``/``--bgr``), and is compared with eager
+PyTorch by the same judge as a matrix cell (:func:`harness.verdict.judge_outputs`).
+
+Settings come from the metadata the harness stores in its artifacts (:func:`harness.exporters.write_metadata`);
+flags override them, and an artifact without metadata (the official export script's) needs them. Weights:
+``--checkpoint``, else the calibrated weights named in the metadata (recomputed from their seed and samples).
+
+Exit codes: 0 every runtime that ran passed; 1 some failed or raised; 2 bad input (file, flags, checkpoint,
+images) or no installed runtime can load the artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "aoti", ".pth": "eager"}
+DEFAULT_EXPORTER = {"onnx": "onnx", "torchscript": "torchscript", "aoti": "aoti", "eager": "eager"}
+SETTING_FLAGS = ("backbone", "backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold",
+                 "refine_kernel_size", "refine_prevent_oversampling", "crop_method", "replace_method", "precision")
+
+
+class VerifyError(ValueError):
+    """Bad input to ``verify`` (exit 2); the message names the file, flag or value."""
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``verify`` sub-command on an argparse sub-parser collection."""
+    v = sub.add_parser("verify", help="judge one exported artifact against eager PyTorch on every installed runtime")
+    v.add_argument("artifact", help="model.onnx / model.pt (TorchScript) / model.pt2 (AOTInductor) / model.pth (eager)")
+    v.add_argument("--checkpoint", default=None, help="BMV2 state_dict (default: the calibrated weights in the metadata)")
+    v.add_argument("--src", default=None, help="your own source image (needs --bgr)")
+    v.add_argument("--bgr", default=None, help="your own background image (needs --src)")
+    v.add_argument("--backbone", choices=["mobilenetv2", "resnet50", "resnet101"], default=None)
+    v.add_argument("--backbone-scale", type=float, default=None)
+    v.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"], default=None)
+    v.add_argument("--refine-sample-pixels", type=int, default=None)
+    v.add_argument("--refine-threshold", type=float, default=None)
+    v.add_argument("--refine-kernel-size", type=int, choices=[1, 3], default=None)
+    v.add_argument("--refine-prevent-oversampling", choices=["true", "false"], default=None)
+    v.add_argument("--crop-method", choices=["unfold", "roi_align", "gather"], default=None)
+    v.add_argument("--replace-method", choices=["scatter_nd", "scatter_element"], default=None)
+    v.add_argument("--precision", choices=["fp32", "fp16"], default=None)
+    v.add_argument("--runtime", action="append", default=None, help="only this runtime (repeatable)")
+    v.add_argument("--resolution", default=None, metavar="HxW", help="validation size (default 288x512, "
+                   "or 320x576 when the artifact was exported at 288x512)")
+
+
+def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Settings from the artifact's metadata, overridden by flags, completed with the official defaults."""
+    from .config import NA
+
+    s: Dict[str, Any] = {k: v for k, v in (meta or {}).items() if k in SETTING_FLAGS or k in ("export_resolution", "opset",
+                                                                                           "exporter", "simplify")}
+    for k in SETTING_FLAGS:
+        v = getattr(args, k, None)
+        if v is not None:
+            s[k] = (v == "true") if k == "refine_prevent_oversampling" else v
+    if "backbone" not in s and args.checkpoint:
+        from model.checkpoint import guess_architecture, read_state_dict
+
+        s["backbone"] = guess_architecture(read_state_dict(args.checkpoint))
+    if not s.get("backbone"):
+        raise VerifyError(f"{args.artifact}: no harness metadata and no --backbone (nor a --checkpoint to tell it "
+                          f"from); give --backbone mobilenetv2|resnet50|resnet101 and the other settings you exported with")
+    defaults = {"backbone_scale": 0.25, "refine_mode": "sampling", "refine_sample_pixels": 80_000,
+                "refine_threshold": 0.1, "refine_kernel_size": 3, "refine_prevent_oversampling": True,
+                "crop_method": "roi_align", "replace_method": "scatter_element", "precision": _detect_precision(args.artifact, fmt),
+                "exporter": DEFAULT_EXPORTER[fmt]}
+    for k, v in defaults.items():
+        s.setdefault(k, v)
+    if s["refine_mode"] == "full":
+        s["crop_method"] = s["replace_method"] = NA
+    return s
+
+
+def _detect_precision(path: str, fmt: str) -> str:
+    if fmt == "onnx":
+        import onnx
+
+        m = onnx.load(path, load_external_data=False)
+        return "fp16" if m.graph.input and m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else "fp32"
+    return "fp32"
+
+
+def _resolution(args: argparse.Namespace, s: Dict[str, Any]) -> Tuple[int, int]:
+    if args.resolution:
+        try:
+            h, w = (int(x) for x in args.resolution.lower().split("x"))
+        except ValueError:
+            raise VerifyError(f"--resolution {args.resolution!r}: expected HxW, e.g. 288x512") from None
+        if h <= 0 or w <= 0 or h % 4 or w % 4:
+            raise VerifyError(f"--resolution {args.resolution!r}: H and W must be positive multiples of 4")
+        return h, w
+    return (320, 576) if list(s.get("export_resolution") or []) == [288, 512] else (288, 512)
+
+
+def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes: List[str], res, batches):
+    from .config import Cell, Plan, Settings, Tolerance, expand, load_config
+    from .__main__ import DEFAULT_CONFIG
+
+    cfg = load_config(DEFAULT_CONFIG)
+    base = expand(cfg, "smoke")
+    settings = Settings.model_validate({
+        **base.settings.model_dump(), "backbone_scale": s["backbone_scale"],
+        "refine_sample_pixels": s["refine_sample_pixels"], "refine_threshold": s["refine_threshold"],
+        "refine_kernel_size": s["refine_kernel_size"], "refine_prevent_oversampling": s["refine_prevent_oversampling"],
+        "seed": (meta or {}).get("seed", base.settings.seed)})
+    samples = tuple((meta or {}).get("samples") or base.samples)
+    cells = tuple(Cell(s["backbone"], s["refine_mode"], s["crop_method"], s["replace_method"], s["precision"],
+                       s["exporter"] if s["exporter"] in DEFAULT_EXPORTER.values() or s["exporter"] == "onnx-dynamo"
+                       else DEFAULT_EXPORTER[fmt], s.get("opset") if fmt == "onnx" else None,
+                       bool(s.get("simplify", False)), rt, tuple(res), b) for rt in runtimes for b in batches)
+    tols: Dict[str, Tolerance] = dict(cfg.tolerances)
+    return Plan("verify", settings, cells, tols, (), samples)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m harness verify`` (see the module docstring for exit codes)."""
+    from .inputs import InputError
+    from model.errors import CheckpointError
+
+    try:
+        return _verify(args)
+    except (VerifyError, InputError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .exporters import read_metadata
+    from .runtimes import RUNTIMES
+
+    path = Path(args.artifact)
+    if not path.is_file():
+        raise VerifyError(f"{args.artifact!r}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise VerifyError(f"{args.artifact!r}: unknown artifact type {path.suffix!r}; expected one of {sorted(FORMATS)}")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise VerifyError(f"--checkpoint {args.checkpoint!r}: no such file")
+    if bool(args.src) != bool(args.bgr):
+        raise VerifyError("--src and --bgr must be given together")
+    try:
+        meta = read_metadata(path)
+    except ValueError as e:
+        raise VerifyError(str(e)) from None
+    if meta is not None and meta.get("format") not in (None, fmt):
+        raise VerifyError(f"{args.artifact!r}: its metadata says format {meta.get('format')!r}, the suffix says {fmt!r}")
+    s = _settings(args, fmt, meta)
+    names = [n for n, cls in RUNTIMES.items() if cls.format == fmt]
+    if args.runtime:
+        bad = [r for r in args.runtime if r not in names]
+        if bad:
+            raise VerifyError(f"--runtime {bad[0]!r} cannot load a {fmt} artifact; expected one of {names}")
+        names = list(args.runtime)
+    runnable = [n for n in names if RUNTIMES[n].unavailable() is None]
+    skipped = {n: RUNTIMES[n].unavailable() for n in names if n not in runnable}
+    for n, why in skipped.items():
+        print(f"skip  {n}: {why}")
+    if not runnable:
+        raise VerifyError(f"no installed runtime can load {args.artifact!r} (format {fmt}); tried {names}")
+    res = _resolution(args, s)
+    plan = _plan(s, meta, fmt, runnable, res, (1, 2))
+    with tempfile.TemporaryDirectory(prefix="matrix-verify-") as tmp:
+        return _judge_all(args, path, plan, meta, s, Path(tmp))
+
+
+def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
+    from .cache import Cache
+    from .records import RunOptions, describe
+    from .runner import DTYPES, Runner
+    from .runtimes import RUNTIMES
+    from .verdict import judge_outputs
+    from .parity import ShapeMismatch
+
+    opts = RunOptions(out_dir=tmp, checkpoint=Path(args.checkpoint) if args.checkpoint else None, src=args.src,
+                      bgr=args.bgr, progress=False)
+    (tmp / "artifacts").mkdir(parents=True, exist_ok=True)
+    runner = Runner(plan, opts, Cache())
+    runner.load_user_pair()
+    runner.prepare_weights()
+    wid = runner.weights_id[s["backbone"]]
+    if meta is not None and not args.checkpoint and meta.get("weights") not in (None, wid):
+        raise VerifyError(f"{path}: exported with weights {meta.get('weights')!r}, which are not the calibrated weights "
+                          f"this harness makes ({wid!r}); give --checkpoint")
+    print(f"verify {path} ({plan.cells[0].exporter}, {s['precision']}, backbone {s['backbone']}, mode {s['refine_mode']}, "
+          f"crop {s['crop_method']}, replace {s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, "
+          f"threshold {s['refine_threshold']}; weights {wid}; metadata: {'yes' if meta else 'no'})")
+    bad = 0
+    for cell in plan.cells:
+        rt = RUNTIMES[cell.runtime]()
+        label = f"{cell.runtime} {cell.resolution[0]}x{cell.resolution[1]} b{cell.batch}"
+        try:
+            ref32 = runner.reference(cell, "fp32")
+            ref_same = runner.reference(cell, cell.precision) if cell.precision != "fp32" else None
+            rt.prepare(runner.cache, tmp)
+            rt.load(str(path), {"backbone_scale": s["backbone_scale"], "refine_mode": s["refine_mode"],
+                                "refine_sample_pixels": s["refine_sample_pixels"], "refine_threshold": s["refine_threshold"],
+                                "refine_prevent_oversampling": s["refine_prevent_oversampling"], "precision": cell.precision,
+                                "threads": runner.threads})
+            inp = runner._inputs(cell.resolution, cell.batch)
+            dt = DTYPES[cell.precision]
+            outs = rt.run(inp.src.to(dt), inp.bgr.to(dt))
+            v = judge_outputs(outs, ref32, ref_same, plan.tolerances[cell.precision], runner.selection(cell),
+                              cell.precision)
+        except ShapeMismatch as e:
+            bad += 1
+            print(f"fail  {label}: ShapeMismatch: {e}")
+            continue
+        except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime
+            bad += 1
+            print(f"error {label}: {describe(e)}")
+            continue
+        finally:
+            rt.close()
+        if not v.passed:
+            bad += 1
+        print(f"{'pass ' if v.passed else 'fail '} {label}: {v.reason or v.record['parity_note']}")
+    print(f"{len(plan.cells) - bad} of {len(plan.cells)} passed")
+    return 1 if bad else 0
