@@ -66,7 +66,11 @@ def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]
     if "backbone" not in s and args.checkpoint:
         from model.checkpoint import guess_architecture, read_state_dict
 
-        s["backbone"] = guess_architecture(read_state_dict(args.checkpoint))
+        import re
+
+        looks = guess_architecture(read_state_dict(args.checkpoint)) or ""
+        found = re.search(r"backbone='(\w+)'", looks)
+        s["backbone"] = found.group(1) if found else None
     if not s.get("backbone"):
         raise VerifyError(f"{args.artifact}: no harness metadata and no --backbone (nor a --checkpoint to tell it "
                           f"from); give --backbone mobilenetv2|resnet50|resnet101 and the other settings you exported with")
