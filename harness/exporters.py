@@ -327,11 +327,16 @@ def write_metadata(path: Path, fmt: str, meta: Dict[str, object]) -> None:
         import shutil
         import zipfile
 
+        with zipfile.ZipFile(path) as z:
+            root = z.namelist()[0].split("/", 1)[0]
+            entry = f"{root}/extra/{META_KEY}.json"
+            if entry in z.namelist() and z.read(entry).decode() == blob:
+                return
         tmp = path.with_name(path.name + ".meta-tmp")
         shutil.copyfile(path, tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            root = z.namelist()[0].split("/", 1)[0]
-            z.writestr(f"{root}/extra/{META_KEY}.json", blob)
+        with warnings.catch_warnings(), zipfile.ZipFile(tmp, "a") as z:  # appended: the stored weights keep
+            warnings.simplefilter("ignore")                             # their alignment; the last entry wins
+            z.writestr(entry, blob)
         os.replace(tmp, path)
     elif fmt == "eager":
         side = path.with_suffix(".json")
@@ -370,7 +375,7 @@ def read_metadata(path: Path) -> Optional[Dict[str, object]]:
             import zipfile
 
             with zipfile.ZipFile(path) as z:
-                name = next((n for n in z.namelist() if n.endswith(f"/extra/{META_KEY}.json")), None)
+                name = next((n for n in reversed(z.namelist()) if n.endswith(f"/extra/{META_KEY}.json")), None)
                 return json.loads(z.read(name)) if name else None
         if suffix == ".pth":
             side = path.with_suffix(".json")

@@ -13,22 +13,24 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .benchmark import cpu_name
+from .benchmark import cpu_flags, cpu_name
 from .cache import package_versions
 
 CSV_COLUMNS = [
     "cell_id", "backbone", "backbone_scale", "refine_sample_pixels", "refine_threshold", "crop_method",
     "replace_method", "refine_mode", "opset", "precision", "exporter", "exporter_name", "simplify", "runtime",
-    "resolution", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha", "max_abs_fgr",
-    "judged_max_abs_pha", "judged_max_abs_fgr", "psnr_pha", "psnr_fgr", "max_abs_pha_sm", "max_abs_err_sm",
-    "ref_iou", "ref_cells", "ref_cells_eager", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+    "resolution", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha",
+    "judged_max_abs_pha", "max_abs_fgr", "judged_max_abs_fgr", "violation_frac_pha", "psnr_pha", "psnr_fgr",
+    "max_abs_pha_sm", "max_abs_err_sm", "nonfinite", "ref_cells", "ref_cells_eager", "ref_counts", "ref_counts_eager",
+    "ref_disagreements", "ref_nontie_disagreements", "ref_iou", "eager_drift_max_abs_pha", "min_passing_atol",
+    "parity_note", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
     "std_ms", "min_ms", "max_ms", "cv", "fps", "latency_runs", "warmup_runs", "latency_clock", "latency_warning",
     "cold_ms", "compute_p50_ms", "compute_p90_ms", "compute_p99_ms", "compute_fps", "peak_device_mib", "gmac",
     "onnx_nodes", "data_dependent_ops", "topk_k", "ready_tensorrt", "ready_coreml", "ready_opencv_dnn",
     "ready_tflite", "ready_openvino", "first_divergence",
     "first_run_ms",
     "export_s", "check_s", "simplify_s", "load_s", "cpp_build_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
-    "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at",
+    "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at", "injected_fault",
 ]
 STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
 
@@ -77,6 +79,8 @@ def environment(extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         "platform": platform.platform(),
         **{k: versions.get(k) for k in ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "onnxscript")},
         "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
+        "packages": package_versions(),
         "cpu_count": os.cpu_count(),
         "cuda": (torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None),
         "git_commit": _git_commit(),
@@ -126,7 +130,9 @@ def _tooltip(r: Dict[str, Any]) -> str:
     parts = [r["cell_id"], f"status: {r['status']} (stage {r.get('stage')})"]
     if r.get("reason"):
         parts.append(r["reason"])
-    if r.get("parity"):
+    if r.get("parity_note"):
+        parts.append(r["parity_note"])
+    elif r.get("parity"):
         parts.append(r["parity"])
     if r.get("p50_ms") is not None:
         parts.append(f"p50 {r['p50_ms']} ms")
@@ -380,9 +386,9 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     findings = _findings(records)
     table_cols = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
-                  "crop_method", "replace_method", "max_abs_pha", "judged_max_abs_pha", "ref_iou",
-                  "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
-                  "export_s", "load_s", "latency_warning", "reason"]
+                  "crop_method", "replace_method", "parity_ref", "max_abs_pha", "judged_max_abs_pha",
+                  "violation_frac_pha", "ref_nontie_disagreements", "eager_drift_max_abs_pha", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
+                  "export_s", "load_s", "latency_warning", "reason", "parity_note"]
     tmpl = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=jinja2.select_autoescape(["html", "j2"]),

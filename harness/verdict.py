@@ -51,10 +51,10 @@ def _fields(best: ParityResult) -> Dict[str, Any]:
     return rec
 
 
-def _note(passed: bool, best: ParityResult, other: Optional[ParityResult], eager: Optional[ParityResult],
+def _note(best: ParityResult, other: Optional[ParityResult], eager: Optional[ParityResult],
           tol: Tolerance) -> str:
     pha = best.outputs["pha"]
-    text = (f"{'pass' if passed else 'fail'} against eager {best.reference}: alpha max {pha.judged_max_abs:.3g}, "
+    text = (f"{'within' if best.passed else 'outside'} tolerance of eager {best.reference}: alpha max {pha.judged_max_abs:.3g}, "
             f"{pha.judged_violation_frac:.2%} of pixels beyond atol {tol.atol:g} (limit {tol.max_violation_frac:.2%}), "
             f"{best.ref_nontie_disagreements} refined cells differ beyond a near-tie")
     if other is not None:
@@ -165,12 +165,13 @@ def judge_outputs(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
     if eager is not None:
         rec["eager_drift_max_abs_pha"] = eager.outputs["pha"].judged_max_abs
         rec["eager_drift_violation_frac_pha"] = eager.outputs["pha"].judged_violation_frac
-    note = _note(passed, best, other, eager, tol)
+    note = ("pass: " if passed else "fail: ") + _note(best, other, eager, tol)
     if drift is not None:
         prof = drift["profile"].get("pha")
         if passed:
             rec["parity_ref"] = f"{precision} drift profile"
-            note = (f"pass by the {precision} drift profile (not within atol {tol.atol:g} of either reference): " + note)
+            note = (f"pass by the {precision} drift profile (not within tolerance of either reference): "
+                    + note.removeprefix("pass: "))
         if prof:
             note += (f"; alpha drift from fp32 at quantiles {'/'.join(f'{q:g}' for q in DRIFT_QUANTILES)}: cell "
                      f"{prof[0]} vs eager {precision} {prof[1]} (limit {tol.eager_drift_factor:g}x)")
