@@ -72,6 +72,9 @@ class Axes(_Strict):
     runtime: List[str]
     resolution: List[Resolution]
     batch: List[int]
+    # TF32 matmul/convolution on CUDA runtimes (off by default: it moves fp32 results by ~1e-3); CPU cells
+    # always have tf32 false
+    tf32: List[bool] = [False]
 
     _v = field_validator("*")(_nonempty_unique)
 
@@ -171,6 +174,7 @@ class AxesOverride(_Strict):
     runtime: Optional[List[str]] = None
     resolution: Optional[List[Resolution]] = None
     batch: Optional[List[int]] = None
+    tf32: Optional[List[bool]] = None
 
 
 class Profile(_Strict):
@@ -401,6 +405,7 @@ class Cell:
     runtime: str
     resolution: Resolution
     batch: int
+    tf32: bool = False  # CUDA runtimes only: TF32 matmul/conv allowed (cell id ends in -tf32)
 
     @property
     def cell_id(self) -> str:
@@ -411,6 +416,7 @@ class Cell:
         rep = "na" if self.replace_method == NA else self.replace_method
         h, w = self.resolution
         raw = f"{self.backbone}-{self.refine_mode}-{crop}-{rep}-{exp}{op}-{self.precision}-{self.runtime}-{h}x{w}-b{self.batch}"
+        raw += "-tf32" if self.tf32 else ""
         return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
     def as_dict(self) -> Dict[str, Any]:
@@ -597,10 +603,10 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
         if exp == "onnx-dynamo":  # its native opsets only: down-conversion is the version converter's job
             opsets = [o for o in opsets if o >= DYNAMO_MIN_OPSET]
         sims = axes["simplify"] if fmt == "onnx" else [False]
-        for op, sim, rt in itertools.product(opsets, sims, axes["runtime"]):
-            if RUNTIMES[rt].format != fmt:
+        for op, sim, rt, tf in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False]):
+            if RUNTIMES[rt].format != fmt or (tf and RUNTIMES[rt].device != "cuda"):
                 continue
-            cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch))
+            cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch), bool(tf))
             if cell in seen or not pred(cell):
                 continue
             seen.add(cell)

@@ -214,11 +214,16 @@ class Runner(CellKeys):
         m.load_state_dict(self.weights[cell.backbone])
         return m.to(DTYPES[precision or cell.precision]).eval()
 
-    def reference(self, cell: Cell, precision: str) -> List[np.ndarray]:
-        """Eager outputs (numpy, float32) for the cell's model config in ``precision`` (cached)."""
+    def reference(self, cell: Cell, precision: str, device: str = "cpu") -> List[np.ndarray]:
+        """Eager outputs (numpy, float32) for the cell's model config in ``precision`` on ``device`` (cached;
+        on CUDA with TF32 off, keyed on the GPU and driver)."""
+        from .runtimes import gpu_identity, set_tf32
+
         parts = self._model_parts(cell, precision)
         parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
                      threads=torch.get_num_threads())
+        if device != "cpu":
+            parts.update(device=device, gpu=gpu_identity(), tf32=False)
         key = make_key("reference", parts)
         if key not in self.refs:
             hit = self.cache.get("reference", key)
@@ -228,10 +233,13 @@ class Runner(CellKeys):
             else:
                 try:
                     inp = self._inputs(cell.resolution, cell.batch)
-                    m = self.build_model(cell, precision)
+                    m = self.build_model(cell, precision).to(device)
                     dt = DTYPES[precision]
+                    if device != "cpu":
+                        set_tf32(False)
                     with torch.inference_mode():
-                        self.refs[key] = [o.float().numpy() for o in m(inp.src.to(dt), inp.bgr.to(dt))]
+                        outs = m(inp.src.to(device=device, dtype=dt), inp.bgr.to(device=device, dtype=dt))
+                        self.refs[key] = [o.float().cpu().numpy() for o in outs]
                 except Exception as e:  # noqa: BLE001 - recorded as the cell's skip reason
                     self.refs[key] = e
                 else:
@@ -506,6 +514,7 @@ class Runner(CellKeys):
             "refine_prevent_oversampling": self.s.refine_prevent_oversampling,
             "threads": self.threads,
             "precision": cell.precision,
+            "tf32": cell.tf32,
         }
         try:
             rec["load_s"] = round(self._timed("load", lambda: runtime.load(str(art.path), settings)), 4)
@@ -539,6 +548,14 @@ class Runner(CellKeys):
         except Exception as e:  # noqa: BLE001
             raise _Stage("parity", e) from e
         rec.update(verdict.record)
+        if runtime.device == "cuda":  # also against eager on the same GPU (TF32 off): separates GPU numerics from the graph
+            try:
+                on_gpu = judge_outputs(outs, self.reference(cell, cell.precision, "cuda"), None, tol, self.selection(cell))
+                rec.update(max_abs_pha_vs_cuda_eager=on_gpu.best.outputs["pha"].max_abs,
+                           judged_max_abs_pha_vs_cuda_eager=on_gpu.best.outputs["pha"].judged_max_abs,
+                           passes_vs_cuda_eager=on_gpu.passed)
+            except Exception as e:  # noqa: BLE001 - information only
+                rec["cuda_eager_error"] = describe(e)
         if not verdict.passed and art.format == "onnx" and cell.runtime == "onnxruntime-cpu":
             rec["first_divergence"] = self._timed("parity", lambda: self.localize(cell, art, inp, tol.atol))
         elif not verdict.passed and art.format == "onnx":

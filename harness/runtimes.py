@@ -62,6 +62,15 @@ def gpu_compute_capability() -> Optional[str]:
     return out[0] if out else None
 
 
+def set_tf32(on: bool) -> None:
+    """Allow or forbid TF32 in CUDA matmuls and cuDNN convolutions (PyTorch allows it for cuDNN by default,
+    which moves fp32 results by ~1e-3: the matrix keeps it off unless a cell's ``tf32`` axis value is true)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
 def _no_cuda() -> Optional[str]:
     try:
         import torch
@@ -141,6 +150,7 @@ class _TorchModule(Runtime):
         self.module.eval()
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = bool(settings.get("cudnn_benchmark", True))
+            set_tf32(bool(settings.get("tf32", False)))
             torch.cuda.reset_peak_memory_stats()
 
     def run(self, src: Tensor, bgr: Tensor) -> Outputs:
@@ -173,7 +183,9 @@ class _TorchModule(Runtime):
             return {}
         import torch
 
-        return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "gpu": torch.cuda.get_device_name(0)}
+        return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "gpu": torch.cuda.get_device_name(0),
+                "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+                "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32)}
 
 
 class TorchScriptCPU(_TorchModule):

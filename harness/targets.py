@@ -29,7 +29,7 @@ MODEL_SETTINGS = ("backbone_scale", "refine_sample_pixels", "refine_threshold", 
 # Fields that only some exporters read.
 EXPORT_FIELDS = ("exporter", "opset", "simplify", "export_resolution")
 # Fields that never reach an exporter: they choose where and on what the artifact runs.
-RUN_FIELDS = ("runtime", "resolution", "batch")
+RUN_FIELDS = ("runtime", "resolution", "batch", "tf32")
 ALL_FIELDS = MODEL_CELL_FIELDS + MODEL_SETTINGS + EXPORT_FIELDS + RUN_FIELDS
 
 # TorchScript's hoisted attributes (set with setattr after loading; harness.runtimes.HOISTED).
