@@ -190,9 +190,9 @@ class Tolerance(_Strict):
     of violating judged pixels is <= ``max_violation_frac``. A refined cell may differ from eager's only
     where its coarse error is within ``tie_atol`` of the selection boundary (a near-tie); its pixels are
     then not judged. A reduced-precision cell is judged against eager PyTorch in its own precision (same
-    inputs) and passes when that comparison, or the one against eager fp32, is within these limits.
-    ``eager_drift_factor`` is informational: the record states how the cell's drift from fp32 compares
-    with eager's own drift in that precision.
+    inputs) and passes when that comparison, or the one against eager fp32, is within these limits, or
+    else when its refined cells agree with eager's and its drift from fp32 stays within
+    ``eager_drift_factor`` times eager's own drift at every quantile (harness/verdict.py:drift_profile).
     """
 
     atol: float = Field(ge=0)
