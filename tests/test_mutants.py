@@ -65,13 +65,17 @@ def test_every_mutant_fails_in_a_matrix_run_and_the_controls_pass(mutated_run):
 
 
 @pytest.mark.parametrize("kind", MUTANTS)
-def test_verify_fails_every_mutant(mutated_run, kind):
+def test_verify_fails_every_mutant(mutated_run, kind, capsys):
+    """In-process (`harness.__main__.main`), as the CLI runs it, to spare a torch import per mutant."""
+    from harness.__main__ import main
+
     out, _, _ = mutated_run
     cell = next(c for c, k in PLANTED.items() if k == kind)
     art = next((out / "artifacts").glob(cell + "-*")) / "model.onnx"
-    proc = _harness("verify", str(art), "--runtime", "onnxruntime-cpu")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "metadata: yes" in proc.stdout and "0 of 2 passed" in proc.stdout
+    code = main(["verify", str(art), "--runtime", "onnxruntime-cpu"])
+    printed = capsys.readouterr()
+    assert code == 1, printed.out + printed.err
+    assert "metadata: yes" in printed.out and "0 of 2 passed" in printed.out
 
 
 def test_verify_passes_an_unmutated_harness_artifact_without_flags(mutated_run):
