@@ -147,6 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for c in plan.cells:
             print(c.cell_id)
         return 0
+    if args.checkpoint is not None and Path(args.checkpoint).is_dir():
+        return _fail(f"--checkpoint {args.checkpoint!r} is a directory; give the .pth file inside it")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         return _fail(f"--checkpoint {args.checkpoint!r}: no such file")
     if args.deadline is not None and args.deadline <= 0:
@@ -172,7 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "tolerances": {k: v.model_dump() for k, v in plan.tolerances.items()},
         "limits": plan.limits.model_dump(),
         "weights": runner.weights_info,
-        "inputs": args.src and {"src": args.src, "bgr": args.bgr, "pad": args.pad} or {"samples": list(plan.samples)},
+        "inputs": args.src and {"src": args.src, "bgr": args.bgr, "pad": args.pad,
+                                "conversion": getattr(getattr(runner, "user_pair", None), "conversion", "")}
+        or {"samples": list(plan.samples)},
         "wall_s": time.perf_counter() - t0,
         "run_wall_s": summary.wall_s,
         "stage_s": summary.stage_s,

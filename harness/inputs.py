@@ -32,34 +32,68 @@ class Pair:
     src: Tensor
     bgr: Tensor
     pha: Optional[Tensor] = None
+    conversion: str = ""  # what loading converted (e.g. "src: 16-bit grayscale (mode I;16) / 65535 -> RGB")
 
 
 def _open_rgb(path: Path, role: str):
-    from PIL import Image, UnidentifiedImageError
+    """Open ``path`` as 8-bit RGB (EXIF orientation applied, alpha composited over black); for 16-bit,
+    32-bit integer and float images see :func:`_read_array`. Raises InputError naming the file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if path.is_dir():
+        raise InputError(f"--{role} {str(path)!r} is a directory, not an image file")
     if not path.is_file():
         raise InputError(f"--{role} {str(path)!r}: no such file")
     try:
         im = Image.open(path)
         im.load()
-    except (UnidentifiedImageError, OSError) as e:
+        im = ImageOps.exif_transpose(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"--{role} {str(path)!r} is not a readable image ({type(e).__name__}: {e})") from None
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         bg = Image.new("RGB", im.size, (0, 0, 0))
         bg.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
         im = bg  # alpha is composited over black: the model takes RGB only
-    elif im.mode != "RGB":
-        im = im.convert("RGB")  # grayscale, palette, CMYK, 16-bit -> 8-bit RGB
     return im
+
+
+def _read_array(path: Path, role: str) -> Tuple[np.ndarray, str]:
+    """``(H, W, 3)`` float32 RGB in [0, 1] from any PIL-readable file, converted by the image's real range,
+    and a note of what was converted (empty for plain 8-bit RGB).
+
+    8-bit modes (L, P, CMYK, RGBA, ...) are divided by 255; 16-bit grayscale (``I;16*``) by 65535; 32-bit
+    integer (``I``) by 255 or 65535, whichever range its values fit; float (``F``) is taken as is when it lies
+    in [0, 1]. Raises InputError (file and mode named) for values outside those ranges."""
+    im = _open_rgb(path, role)
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.float32) / 255.0, ""
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im).astype(np.float64)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if mode == "F":
+            if lo < -1e-3 or hi > 1.0 + 1e-3:
+                raise InputError(f"--{role} {str(path)!r} is a float image (mode F) with values in [{lo:g}, {hi:g}]; "
+                                 f"expected [0, 1] (save it as 8- or 16-bit, or scale it to [0, 1])")
+            scale, note = 1.0, "float grayscale (mode F) in [0, 1] -> RGB"
+        else:
+            if lo < 0 or hi > 65535:
+                raise InputError(f"--{role} {str(path)!r} is a {mode} integer image with values in [{lo:g}, {hi:g}]; "
+                                 f"expected 8-bit (0-255) or 16-bit (0-65535)")
+            scale = 65535.0 if (mode.startswith("I;16") or hi > 255) else 255.0
+            note = f"{'16' if scale == 65535.0 else '8'}-bit grayscale (mode {mode}) / {scale:g} -> RGB"
+        gray = np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+        return np.repeat(gray[..., None], 3, axis=2), note
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0, f"mode {mode} -> 8-bit RGB"
 
 
 def _to_tensor(im) -> Tensor:
     import torch
 
-    arr = np.asarray(im, dtype=np.float32) / 255.0
+    arr = im if isinstance(im, np.ndarray) else np.asarray(im, dtype=np.float32) / 255.0
     if arr.ndim == 2:
-        return torch.from_numpy(arr.copy()).unsqueeze(0)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
 
 def _resize(im, hw: Tuple[int, int]):
@@ -89,9 +123,10 @@ def load_sample(name: str, hw: Tuple[int, int]) -> Pair:
 
 
 def load_user_pair(src_path: str, bgr_path: str, pad: bool = False) -> Pair:
-    """Load a user's ``src``/``bgr`` image pair (any PIL-readable format).
+    """Load a user's ``src``/``bgr`` image pair (any PIL-readable format), EXIF orientation applied.
 
-    Grayscale and palette images are converted to RGB; RGBA is composited over black.
+    Converted to float RGB in [0, 1] by each image's real range (8-bit, 16-bit, 32-bit integer, float in
+    [0, 1]; see :func:`_read_array`); RGBA is composited over black. ``Pair.conversion`` says what was done.
 
     Args:
         pad: zero-pad bottom/right to multiples of 4 instead of rejecting other sizes; the harness
@@ -101,14 +136,14 @@ def load_user_pair(src_path: str, bgr_path: str, pad: bool = False) -> Pair:
         InputError: missing or unreadable file, src/bgr of different sizes, or (without ``pad``)
             H or W not a multiple of 4.
     """
-    s_im = _open_rgb(Path(src_path), "src")
-    b_im = _open_rgb(Path(bgr_path), "bgr")
-    if s_im.size != b_im.size:
+    s_arr, s_note = _read_array(Path(src_path), "src")
+    b_arr, b_note = _read_array(Path(bgr_path), "bgr")
+    if s_arr.shape != b_arr.shape:
         raise InputError(
-            f"--src {src_path!r} is {s_im.width}x{s_im.height} but --bgr {bgr_path!r} is "
-            f"{b_im.width}x{b_im.height} (WxH); they must be the same size"
+            f"--src {src_path!r} is {s_arr.shape[1]}x{s_arr.shape[0]} but --bgr {bgr_path!r} is "
+            f"{b_arr.shape[1]}x{b_arr.shape[0]} (WxH); they must be the same size"
         )
-    src, bgr = _to_tensor(s_im), _to_tensor(b_im)
+    src, bgr = _to_tensor(s_arr), _to_tensor(b_arr)
     H, W = src.shape[1:]
     if H % 4 or W % 4:
         if not pad:
@@ -116,7 +151,8 @@ def load_user_pair(src_path: str, bgr_path: str, pad: bool = False) -> Pair:
                 f"--src/--bgr are {W}x{H} (WxH); height and width must be multiples of 4. "
                 f"Pass --pad to zero-pad to {W + (-W) % 4}x{H + (-H) % 4} and crop outputs back"
             )
-    return Pair(Path(src_path).stem, src, bgr, None)
+    notes = "; ".join(f"{role}: {n}" for role, n in (("src", s_note), ("bgr", b_note)) if n)
+    return Pair(Path(src_path).stem, src, bgr, None, notes)
 
 
 def pad_to_multiple(x: Tensor, multiple: int = 4) -> Tuple[Tensor, Tuple[int, int]]:

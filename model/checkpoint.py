@@ -47,6 +47,47 @@ def strip_prefixes(state_dict: Mapping[str, Tensor]) -> StateDict:
     return sd
 
 
+def _without_advice(exc: BaseException) -> str:
+    """First line of ``exc`` without torch's suggestion to retry with ``weights_only=False`` (unsafe: it
+    executes arbitrary code from the file)."""
+    text = " ".join(str(exc).split())
+    for marker in ("Re-running `torch.load`", "In PyTorch 2.6", "(1) In PyTorch", "(1) Re-running"):
+        text = text.split(marker, 1)[0]
+    text = text.replace("weights_only=False", "").strip(" .:;")
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+def _sniff(path: str) -> None:
+    """Say what a file that is not a torch checkpoint looks like, before torch tries to unpickle it.
+
+    Raises:
+        CheckpointError: empty file, a Git LFS pointer, a text file, or a zip archive without ``data.pkl``.
+    """
+    with open(path, "rb") as f:
+        head = f.read(512)
+    size = os.path.getsize(path)
+    if not head:
+        raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes)")
+    if head.startswith(b"version https://git-lfs"):
+        raise CheckpointError(f"checkpoint {path!r} is a Git LFS pointer ({size} bytes), not the weights: fetch the "
+                              f"real file (git lfs pull) or download the .pth")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise CheckpointError(f"checkpoint {path!r} is a zip archive without data.pkl, so not a torch.save file "
+                                  f"(it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
+        return
+    if b"\0" not in head and head[:1] != b"\x80":
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        first = text.strip().splitlines()[0][:80] if text.strip() else ""
+        raise CheckpointError(f"checkpoint {path!r} is a text file ({size} bytes, first line {first!r}), "
+                              f"not a torch checkpoint")
+
+
 def read_state_dict(path: Union[str, os.PathLike]) -> StateDict:
     """Read a state_dict from ``path`` with ``torch.load(weights_only=True)`` onto the CPU.
 
@@ -58,19 +99,22 @@ def read_state_dict(path: Union[str, os.PathLike]) -> StateDict:
             weights-only load refuses, or holds something other than a mapping of tensors.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory; give the .pth file inside it")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path!r}")
+    _sniff(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"refused to load {path!r}: it is not a plain tensor state_dict (a weights_only=True load "
-            f"rejected it: {first})"
+            f"refused to load {path!r}: it pickles objects other than tensors ({_without_advice(e)}); the harness "
+            f"loads weights only and never runs code from a checkpoint: re-save it as a plain state_dict "
+            f"(torch.save(model.state_dict(), path))"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path!r} (truncated or not a torch file?): {first}") from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many classes (RuntimeError, KeyError, EOFError, ...)
+        raise CheckpointError(f"cannot read checkpoint {path!r} (truncated or not a torch file?): "
+                              f"{type(e).__name__}: {_without_advice(e)}") from None
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):
             inner = obj.get(wrapper)
