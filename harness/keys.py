@@ -133,15 +133,16 @@ class CellKeys:
         return make_key("result", parts, packages=EXPORTER_SPECS[cell.exporter].packages + rt.packages)
 
     def user_resolution(self) -> Optional[Tuple[int, int]]:
-        """(H, W) of the user's ``--src`` after ``--pad`` (from the image header), or None."""
+        """(H, W) of the user's ``--src`` as the model sees it after EXIF orientation (from the image
+        header, without decoding), or None; ``--pad`` then pads it to multiples of 4 (see base_record)."""
         if not self.opts.src:
             return None
         from PIL import Image
 
         with Image.open(self.opts.src) as im:
             w, h = im.size
-        if self.opts.pad:
-            h, w = h + (-h) % 4, w + (-w) % 4
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees: exif_transpose swaps W and H
+                w, h = h, w
         return h, w
 
     def base_record(self, cell: Cell) -> Dict[str, Any]:
@@ -158,6 +159,8 @@ class CellKeys:
         )
         hw = self.user_resolution()
         if hw is not None:
-            rec["resolution"] = f"{hw[0]}x{hw[1]}"
+            rec["resolution"] = f"{hw[0]}x{hw[1]}"  # the real input size; --pad's padded size is in padded_to
+            if self.opts.pad and (hw[0] % 4 or hw[1] % 4):
+                rec["padded_to"] = f"{hw[0] + (-hw[0]) % 4}x{hw[1] + (-hw[1]) % 4}"
         return rec
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def _check_shapes(o: Dict[str, np.ndarray], r: Dict[str, np.ndarray], n_out: int
 
 def compare(
     out: Sequence[np.ndarray], ref: Sequence[np.ndarray], tol: Tolerance, reference: str = "fp32",
-    selection: Optional[Selection] = None,
+    selection: Optional[Selection] = None, crop_to: Optional[Tuple[int, int]] = None,
 ) -> ParityResult:
     """Compare ``out`` with ``ref`` (each the six BMV2 outputs in :data:`OUTPUT_NAMES` order).
 
@@ -154,7 +154,9 @@ def compare(
     refiner's cell choice (default: inferred as sampling with K = the reference's largest per-image
     count, which is exact whenever no zero-error cell was dropped); a pixel of ``pha``/``fgr`` violates
     when ``|out - ref| > atol + rtol*|ref|`` and an output passes when at most ``max_violation_frac``
-    of its judged pixels violate.
+    of its judged pixels violate. ``crop_to=(H, W)``: the input was zero-padded (``--pad``); ``pha``/``fgr``
+    are judged on their top-left ``H x W`` only (the selection is judged on the whole padded map, as the
+    model chose it).
 
     Raises:
         ShapeMismatch: wrong number of outputs or a shape mismatch (names the output and both shapes).
@@ -208,6 +210,9 @@ def compare(
         viol = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(b))
         if n in IMAGE_OUTPUTS:
             mask = np.broadcast_to(judged_full, a.shape)
+            if crop_to is not None:
+                h, w = crop_to
+                diff, viol, mask = diff[..., :h, :w], viol[..., :h, :w], mask[..., :h, :w]
             judged, judged_viol = diff[mask], viol[mask]
         else:
             judged, judged_viol = diff.ravel(), viol.ravel()

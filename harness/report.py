@@ -19,7 +19,7 @@ from .cache import package_versions
 CSV_COLUMNS = [
     "cell_id", "backbone", "backbone_scale", "refine_sample_pixels", "refine_threshold", "crop_method",
     "replace_method", "refine_mode", "opset", "precision", "exporter", "exporter_name", "simplify", "runtime",
-    "resolution", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha",
+    "resolution", "padded_to", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha",
     "judged_max_abs_pha", "max_abs_fgr", "judged_max_abs_fgr", "violation_frac_pha", "psnr_pha", "psnr_fgr",
     "max_abs_pha_sm", "max_abs_err_sm", "nonfinite", "ref_cells", "ref_cells_eager", "ref_counts", "ref_counts_eager",
     "ref_disagreements", "ref_nontie_disagreements", "ref_iou", "eager_drift_max_abs_pha", "min_passing_atol",

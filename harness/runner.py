@@ -523,6 +523,9 @@ class Runner(CellKeys):
         inp = self._inputs(cell.resolution, cell.batch)
         dt = DTYPES[cell.precision]
         src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+        if inp.crop_to is not None:  # --pad: the model saw the padded size; pha/fgr are judged cropped back
+            rec["input_size"] = f"{inp.crop_to[0]}x{inp.crop_to[1]}"
+            rec["padded_to"] = f"{src.shape[2]}x{src.shape[3]}"
         try:
             t = time.perf_counter()
             outs = self._timed("run", lambda: runtime.run(src, bgr))
@@ -542,7 +545,7 @@ class Runner(CellKeys):
         tol = self.plan.tolerances[cell.precision]
         try:
             verdict = self._timed("parity", lambda: judge_outputs(outs, ref32, ref_same, tol, self.selection(cell),
-                                                                  cell.precision))
+                                                                  cell.precision, inp.crop_to))
         except ShapeMismatch as e:
             return "fail", "parity", f"ShapeMismatch: {e}"
         except Exception as e:  # noqa: BLE001

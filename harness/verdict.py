@@ -11,7 +11,7 @@ drift from fp32 is then the precision's, not the graph's).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def _agreeing_pixels(*ref_maps: np.ndarray) -> np.ndarray:
 
 
 def drift_profile(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_same: Sequence[np.ndarray],
-                  tol: Tolerance) -> Dict[str, Any]:
+                  tol: Tolerance, crop_to: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
     """Compare the cell's drift from eager fp32 with eager's own drift in the same precision, quantile by
     quantile (:data:`DRIFT_QUANTILES`: median to max) on every judged output.
 
@@ -103,6 +103,10 @@ def drift_profile(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
     profile: Dict[str, Any] = {}
     for n in JUDGED_OUTPUTS:
         m = np.broadcast_to(mask, o[n].shape) if n in ("pha", "fgr") else np.ones(o[n].shape, dtype=bool)
+        if crop_to is not None and n in ("pha", "fgr"):
+            m = m.copy()
+            m[..., crop_to[0]:, :] = False
+            m[..., :, crop_to[1]:] = False
         dc, de = np.abs(o[n] - r[n])[m], np.abs(e[n] - r[n])[m]
         if not dc.size:
             continue
@@ -118,7 +122,8 @@ def drift_profile(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
 
 
 def judge_outputs(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_same: Optional[Sequence[np.ndarray]],
-                  tol: Tolerance, selection: Optional[Selection], precision: str = "fp32") -> Verdict:
+                  tol: Tolerance, selection: Optional[Selection], precision: str = "fp32",
+                  crop_to: Optional[Tuple[int, int]] = None) -> Verdict:
     """Judge a candidate's six outputs (:data:`harness.parity.OUTPUT_NAMES` order, ``(B,C,H,W)``).
 
     ``ref32``: eager fp32 outputs on the same inputs; ``ref_same``: eager outputs in the cell's reduced
@@ -133,14 +138,14 @@ def judge_outputs(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
     Raises:
         harness.parity.ShapeMismatch: output count or shapes differ from the reference's.
     """
-    r32 = compare(outs, ref32, tol, "fp32", selection)
+    r32 = compare(outs, ref32, tol, "fp32", selection, crop_to)
     results = [r32]
     eager = None
     drift: Optional[Dict[str, Any]] = None
     if ref_same is not None:
-        rs = compare(outs, ref_same, tol, precision, selection)
+        rs = compare(outs, ref_same, tol, precision, selection, crop_to)
         results.append(rs)
-        eager = compare(ref_same, ref32, tol, "fp32", selection)
+        eager = compare(ref_same, ref32, tol, "fp32", selection, crop_to)
         best = rs if (rs.passed or not r32.passed) else r32
     else:
         best = r32
@@ -148,7 +153,7 @@ def judge_outputs(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
     reason = ""
     if not passed and ref_same is not None and tol.eager_drift_factor is not None:
         structural = [f for f in best.failures if f.startswith("ref_sm") or "non-finite" in f]
-        drift = drift_profile(outs, ref32, ref_same, tol)
+        drift = drift_profile(outs, ref32, ref_same, tol, crop_to)
         passed = not structural and not drift["failures"]
         reason = "; ".join(structural + drift["failures"])
     elif not passed:

@@ -120,7 +120,9 @@ def test_user_images_with_padding(tmp_path):
     proc = _harness(*args, "--pad")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = pd.read_csv(out / "results.csv")
-    assert set(df.resolution) == {"292x516"} and set(df.status) == {"pass"}
+    # records state the real size and the padding; pha/fgr are judged cropped back to 290x514
+    assert set(df.resolution) == {"290x514"} and set(df.padded_to) == {"292x516"} and set(df.status) == {"pass"}
+    assert set(df.input_size.dropna()) == {"290x514"}
 
 
 def test_bad_checkpoint_and_output_dir_exit_2(tmp_path):
