@@ -9,8 +9,9 @@ Settings come from the metadata the harness stores in its artifacts (:func:`harn
 flags override them, and an artifact without metadata (the official export script's) needs them. Weights:
 ``--checkpoint``, else the calibrated weights named in the metadata (recomputed from their seed and samples).
 
-Exit codes: 0 every runtime that ran passed; 1 some failed or raised; 2 bad input (file, flags, checkpoint,
-images) or no installed runtime can load the artifact.
+Each runtime's result is judged by the matrix's known-incompatibility rules like a cell (``xfail`` where a
+rule predicts the failure). Exit codes: 0 nothing unexpected (pass or xfail); 1 some run is fail, error or
+xpass; 2 bad input (file, flags, checkpoint, images) or no installed runtime can load the artifact.
 """
 
 from __future__ import annotations
@@ -198,35 +199,48 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     print(f"verify {path} ({plan.cells[0].exporter}, {s['precision']}, backbone {s['backbone']}, mode {s['refine_mode']}, "
           f"crop {s['crop_method']}, replace {s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, "
           f"threshold {s['refine_threshold']}; weights {wid}; metadata: {'yes' if meta else 'no'})")
-    bad = 0
+    from .config import load_config, matching_rules
+    from .records import UNEXPECTED_STATUSES, apply_rule, pick_rule
+    from .__main__ import DEFAULT_CONFIG
+
+    rules = tuple(load_config(DEFAULT_CONFIG).rules)
+    counts: Dict[str, int] = {}
     for cell in plan.cells:
         rt = RUNTIMES[cell.runtime]()
         label = f"{cell.runtime} {cell.resolution[0]}x{cell.resolution[1]} b{cell.batch}"
+        rec: Dict[str, Any] = {"status": "pass", "stage": "done", "reason": ""}
+        stage = "model"
         try:
             ref32 = runner.reference(cell, "fp32")
             ref_same = runner.reference(cell, cell.precision) if cell.precision != "fp32" else None
+            stage = "load"
             rt.prepare(runner.cache, tmp)
             rt.load(str(path), {"backbone_scale": s["backbone_scale"], "refine_mode": s["refine_mode"],
                                 "refine_sample_pixels": s["refine_sample_pixels"], "refine_threshold": s["refine_threshold"],
                                 "refine_prevent_oversampling": s["refine_prevent_oversampling"], "precision": cell.precision,
                                 "threads": runner.threads})
+            stage = "run"
             inp = runner._inputs(cell.resolution, cell.batch)
             dt = DTYPES[cell.precision]
             outs = rt.run(inp.src.to(dt), inp.bgr.to(dt))
+            rec["runtime_info"] = rt.info()
+            stage = "parity"
             v = judge_outputs(outs, ref32, ref_same, plan.tolerances[cell.precision], runner.selection(cell),
                               cell.precision)
+            if not v.passed:
+                rec.update(status="fail", stage="parity", reason=v.reason)
+            else:
+                rec["reason"] = v.record["parity_note"]
         except ShapeMismatch as e:
-            bad += 1
-            print(f"fail  {label}: ShapeMismatch: {e}")
-            continue
+            rec.update(status="fail", stage="parity", reason=f"ShapeMismatch: {e}")
         except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime
-            bad += 1
-            print(f"error {label}: {describe(e)}")
-            continue
+            rec.update(status="error", stage=stage, reason=describe(e))
         finally:
             rt.close()
-        if not v.passed:
-            bad += 1
-        print(f"{'pass ' if v.passed else 'fail '} {label}: {v.reason or v.record['parity_note']}")
-    print(f"{len(plan.cells) - bad} of {len(plan.cells)} passed")
-    return 1 if bad else 0
+        # the matrix's known-incompatibility rules, exactly as a cell is judged (xfail / xpass)
+        judged = apply_rule(rec, pick_rule(rec, matching_rules(cell, rules)))
+        counts[judged["status"]] = counts.get(judged["status"], 0) + 1
+        print(f"{judged['status']:<5} {label}: {judged['reason']}")
+    summary = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
+    print(f"{counts.get('pass', 0)} of {len(plan.cells)} passed ({summary})")
+    return 1 if any(k in UNEXPECTED_STATUSES for k in counts) else 0
