@@ -218,28 +218,27 @@ class RuleEnv(_Strict):
     @field_validator("packages")
     @classmethod
     def _specs(cls, v: Dict[str, str]) -> Dict[str, str]:
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
         for name, spec in v.items():
             if spec != "absent":
-                try:
-                    SpecifierSet(spec)
-                except InvalidSpecifier:
-                    raise ValueError(f"packages.{name}: {spec!r} is not a version specifier such as '>=2024.0' "
-                                     f"or 'absent'") from None
+                _check_specifier(spec, f"packages.{name}: ", "'>=2024.0' or 'absent'")
         return v
 
     @field_validator("gpu_compute_capability")
     @classmethod
     def _cc(cls, v: Optional[str]) -> Optional[str]:
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
         if v is not None:
-            try:
-                SpecifierSet(v)
-            except InvalidSpecifier:
-                raise ValueError(f"{v!r} is not a version specifier such as '<8.0'") from None
+            _check_specifier(v, "", "'<8.0'")
         return v
+
+
+def _check_specifier(text: str, where: str, example: str) -> None:
+    """Raise ValueError (naming ``where`` and an ``example``) unless ``text`` is a PEP 440 version specifier."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        raise ValueError(f"{where}{text!r} is not a version specifier such as {example}") from None
 
 
 class Rule(_Strict):

@@ -355,6 +355,7 @@ def read_metadata(path: Path) -> Optional[Dict[str, object]]:
         ValueError: an unknown suffix, or a file that is not an artifact of its suffix's format.
     """
     import json
+    import zipfile
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -365,22 +366,14 @@ def read_metadata(path: Path) -> Optional[Dict[str, object]]:
             model = onnx.load(str(path), load_external_data=False)
             props = {p.key: p.value for p in model.metadata_props}
             return json.loads(props[META_KEY]) if META_KEY in props else None
-        if suffix == ".pt":
-            extra = {f"{META_KEY}.json": ""}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-            return json.loads(extra[f"{META_KEY}.json"]) if extra[f"{META_KEY}.json"] else None
-        if suffix == ".pt2":
-            import zipfile
-
+        if suffix in (".pt", ".pt2"):  # both are zip archives with <root>/extra/<name> (no model load needed)
             with zipfile.ZipFile(path) as z:
                 name = next((n for n in reversed(z.namelist()) if n.endswith(f"/extra/{META_KEY}.json")), None)
                 return json.loads(z.read(name)) if name else None
         if suffix == ".pth":
             side = path.with_suffix(".json")
             return json.loads(side.read_text()).get("meta") if side.is_file() else None
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable {suffix} artifact ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     except Exception as e:  # noqa: BLE001 - onnx/zip parse errors have their own classes
         raise ValueError(f"{path}: not a readable {suffix} artifact ({type(e).__name__})") from None

@@ -98,20 +98,16 @@ class CellKeys:
         overridden: the plain export of an onnxsim cell has ``simplify=False``)."""
         if name == "simplify" and simplified is not None:
             return bool(simplified)
-        if name in Cell.__dataclass_fields__:
-            value = getattr(cell, name)
-            return list(value) if isinstance(value, tuple) else value
-        value = getattr(self.s, name)
+        value = getattr(cell, name) if name in Cell.__dataclass_fields__ else getattr(self.s, name)
         return list(value) if isinstance(value, tuple) else value
 
     def artifact_parts(self, cell: Cell, simplified: bool) -> Dict[str, Any]:
         """What the cell's artifact key is made of: the values of exactly the fields its exporter declares
         it bakes (:data:`harness.targets.EXPORTER_SPECS`), the weights and the producing code."""
         spec = EXPORTER_SPECS[cell.exporter]
-        parts: Dict[str, Any] = {"baked": {f: self.field_value(cell, f, simplified) for f in spec.bakes},
-                                 "weights": self.weights_id[cell.backbone], "model_code": code_hash("model"),
-                                 "exporter_code": file_hash([Path(__file__).with_name("exporters.py")])}
-        return parts
+        return {"baked": {f: self.field_value(cell, f, simplified) for f in spec.bakes},
+                "weights": self.weights_id[cell.backbone], "model_code": code_hash("model"),
+                "exporter_code": file_hash([Path(__file__).with_name("exporters.py")])}
 
     def artifact_key(self, cell: Cell, simplified: bool) -> str:
         """Cache key of the cell's artifact, derived from its exporter's declaration (so a TorchScript file

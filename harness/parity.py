@@ -135,6 +135,11 @@ def near_ties(err_q: np.ndarray, sel: Selection, tie_atol: float) -> np.ndarray:
     return ties
 
 
+def to_full_res(mask_q: np.ndarray) -> np.ndarray:
+    """A quarter-resolution cell map ``(B,1,Hq,Wq)`` repeated over each cell's 4x4 pixels: ``(B,1,4Hq,4Wq)``."""
+    return np.repeat(np.repeat(mask_q, 4, axis=2), 4, axis=3)
+
+
 def _check_shapes(o: Dict[str, np.ndarray], r: Dict[str, np.ndarray], n_out: int, n_ref: int) -> None:
     if n_out != len(OUTPUT_NAMES) or n_ref != len(OUTPUT_NAMES):
         raise ShapeMismatch(f"expected {len(OUTPUT_NAMES)} outputs {list(OUTPUT_NAMES)}, got {n_out} "
@@ -199,7 +204,7 @@ def compare(
             failures.append(f"ref_sm: refined cells per image {counts_o}, eager's {counts_r}{extra}: sampling picks a "
                             f"fixed number per image")
     judged_q = ~(disagree & ties)  # pixels of cells both sides agree on, or disagree without excuse
-    judged_full = np.repeat(np.repeat(judged_q, 4, axis=2), 4, axis=3)
+    judged_full = to_full_res(judged_q)
     stats: Dict[str, OutputStats] = {}
     min_atol = 0.0
     for n in JUDGED_OUTPUTS:

@@ -337,11 +337,10 @@ class Runner(CellKeys):
         from .targets import EXPORTER_SPECS
 
         spec = EXPORTER_SPECS[cell.exporter]
-        meta: Dict[str, Any] = {"model": "bgmv2", "format": spec.format, "exporter": cell.exporter,
-                                "weights": self.weights_id[cell.backbone], "seed": self.s.seed,
-                                "samples": list(self.plan.samples), "settable": list(spec.settable)}
-        meta.update({f: self.field_value(cell, f, simplified) for f in spec.bakes})
-        return meta
+        parts = self.artifact_parts(cell, simplified)
+        return {"model": "bgmv2", "format": spec.format, "exporter": cell.exporter, "weights": parts["weights"],
+                "seed": self.s.seed, "samples": list(self.plan.samples), "settable": list(spec.settable),
+                **parts["baked"]}
 
     def export(self, cell: Cell, cell_dir: Path) -> Tuple[Artifact, Dict[str, float]]:
         """Export (or reuse) the cell's artifact; returns it and the seconds its export, check and
@@ -486,10 +485,11 @@ class Runner(CellKeys):
 
         if art.format == "onnx" and faults.wants(cell.cell_id, "export", "perturb"):
             rec["injected_fault"] = f"perturbed {faults.perturb_onnx(art.path)}"
-        if art.format == "onnx" and faults.mutations(cell.cell_id):
+        mutations = faults.mutations(cell.cell_id) if art.format == "onnx" else []
+        if mutations:
             from .mutants import mutate_onnx
 
-            rec["injected_fault"] = "; ".join(mutate_onnx(art.path, m) for m in faults.mutations(cell.cell_id))
+            rec["injected_fault"] = "; ".join(mutate_onnx(art.path, m) for m in mutations)
         rec["exporter_name"] = art.exporter
         for k in ("torch_export_s", "compile_s"):
             if k in art.meta:
@@ -534,7 +534,8 @@ class Runner(CellKeys):
         except Exception as e:  # noqa: BLE001
             raise _Stage("run", e) from e
         rec["output_dtypes"] = ",".join(sorted({str(o.dtype) for o in outs}))
-        rec["runtime_info"] = json.dumps(runtime.info(), default=str)  # rules may depend on it (what really ran)
+        info = runtime.info()
+        rec["runtime_info"] = json.dumps(info, default=str)  # rules may depend on it (what really ran)
         if art.format == "onnx":
             observed = {"src": tuple(src.shape), "bgr": tuple(bgr.shape)}
             observed.update({n: o.shape for n, o in zip(OUTPUT_NAMES, outs)})
@@ -568,7 +569,6 @@ class Runner(CellKeys):
         proto = lat_cfg.protocol()
         cuda = runtime.device == "cuda"
         device = self.device
-        info = runtime.info()
         if cuda:
             device = f"cuda: {info.get('gpu', '?')}"
             rec["device"] = device
@@ -614,8 +614,6 @@ class Runner(CellKeys):
         peak = runtime.peak_memory_mib()
         if peak is not None:
             rec["peak_device_mib"] = round(peak, 1)
-        if info:
-            rec["runtime_info"] = json.dumps(info, default=str)
         if not verdict.passed:
             return "fail", "parity", verdict.reason
         return "pass", "done", ""

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import Tolerance
-from .parity import ParityResult, Selection, compare
+from .parity import ParityResult, Selection, compare, to_full_res
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _agreeing_pixels(*ref_maps: np.ndarray) -> np.ndarray:
     agree = np.ones_like(sel[0])
     for m in sel[1:]:
         agree &= m == sel[0]
-    return np.repeat(np.repeat(agree, 4, axis=2), 4, axis=3)
+    return to_full_res(agree)
 
 
 def drift_profile(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_same: Sequence[np.ndarray],

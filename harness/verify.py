@@ -65,22 +65,19 @@ def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]
         if v is not None:
             s[k] = (v == "true") if k == "refine_prevent_oversampling" else v
     if "backbone" not in s and args.checkpoint:
-        from model.checkpoint import guess_architecture, read_state_dict
+        from model.checkpoint import guess_backbone, read_state_dict
 
-        import re
-
-        looks = guess_architecture(read_state_dict(args.checkpoint)) or ""
-        found = re.search(r"backbone='(\w+)'", looks)
-        s["backbone"] = found.group(1) if found else None
+        s["backbone"] = guess_backbone(read_state_dict(args.checkpoint))
     if not s.get("backbone"):
         raise VerifyError(f"{args.artifact}: no harness metadata and no --backbone (nor a --checkpoint to tell it "
                           f"from); give --backbone mobilenetv2|resnet50|resnet101 and the other settings you exported with")
     defaults = {"backbone_scale": 0.25, "refine_mode": "sampling", "refine_sample_pixels": 80_000,
                 "refine_threshold": 0.1, "refine_kernel_size": 3, "refine_prevent_oversampling": True,
-                "crop_method": "roi_align", "replace_method": "scatter_element", "precision": _detect_precision(args.artifact, fmt),
-                "exporter": DEFAULT_EXPORTER[fmt]}
+                "crop_method": "roi_align", "replace_method": "scatter_element", "exporter": DEFAULT_EXPORTER[fmt]}
     for k, v in defaults.items():
         s.setdefault(k, v)
+    if "precision" not in s:  # only an artifact without metadata or flag: read it from the graph's input
+        s["precision"] = _detect_precision(args.artifact, fmt)
     if s["refine_mode"] == "full":
         s["crop_method"] = s["replace_method"] = NA
     return s
@@ -108,23 +105,23 @@ def _resolution(args: argparse.Namespace, s: Dict[str, Any]) -> Tuple[int, int]:
 
 
 def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes: List[str], res, batches):
-    from .config import Cell, Plan, Settings, Tolerance, expand, load_config
+    """A plan of one cell per runtime and batch, with matrix.yaml's settings, tolerances and rules."""
+    from .config import Cell, Plan, Settings, load_config
+    from .targets import EXPORTER_SPECS
     from .__main__ import DEFAULT_CONFIG
 
     cfg = load_config(DEFAULT_CONFIG)
-    base = expand(cfg, "smoke")
     settings = Settings.model_validate({
-        **base.settings.model_dump(), "backbone_scale": s["backbone_scale"],
+        **cfg.settings.model_dump(), "backbone_scale": s["backbone_scale"],
         "refine_sample_pixels": s["refine_sample_pixels"], "refine_threshold": s["refine_threshold"],
         "refine_kernel_size": s["refine_kernel_size"], "refine_prevent_oversampling": s["refine_prevent_oversampling"],
-        "seed": (meta or {}).get("seed", base.settings.seed)})
-    samples = tuple((meta or {}).get("samples") or base.samples)
+        "seed": (meta or {}).get("seed", cfg.settings.seed)})
+    samples = tuple((meta or {}).get("samples") or cfg.samples)
+    exporter = s["exporter"] if s["exporter"] in EXPORTER_SPECS else DEFAULT_EXPORTER[fmt]
     cells = tuple(Cell(s["backbone"], s["refine_mode"], s["crop_method"], s["replace_method"], s["precision"],
-                       s["exporter"] if s["exporter"] in DEFAULT_EXPORTER.values() or s["exporter"] == "onnx-dynamo"
-                       else DEFAULT_EXPORTER[fmt], s.get("opset") if fmt == "onnx" else None,
-                       bool(s.get("simplify", False)), rt, tuple(res), b) for rt in runtimes for b in batches)
-    tols: Dict[str, Tolerance] = dict(cfg.tolerances)
-    return Plan("verify", settings, cells, tols, (), samples)
+                       exporter, s.get("opset") if fmt == "onnx" else None, bool(s.get("simplify", False)), rt,
+                       tuple(res), b) for rt in runtimes for b in batches)
+    return Plan("verify", settings, cells, dict(cfg.tolerances), tuple(cfg.rules), samples)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -199,11 +196,9 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     print(f"verify {path} ({plan.cells[0].exporter}, {s['precision']}, backbone {s['backbone']}, mode {s['refine_mode']}, "
           f"crop {s['crop_method']}, replace {s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, "
           f"threshold {s['refine_threshold']}; weights {wid}; metadata: {'yes' if meta else 'no'})")
-    from .config import load_config, matching_rules
+    from .config import matching_rules
     from .records import UNEXPECTED_STATUSES, apply_rule, pick_rule
-    from .__main__ import DEFAULT_CONFIG
 
-    rules = tuple(load_config(DEFAULT_CONFIG).rules)
     counts: Dict[str, int] = {}
     for cell in plan.cells:
         rt = RUNTIMES[cell.runtime]()
@@ -238,7 +233,7 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
         finally:
             rt.close()
         # the matrix's known-incompatibility rules, exactly as a cell is judged (xfail / xpass)
-        judged = apply_rule(rec, pick_rule(rec, matching_rules(cell, rules)))
+        judged = apply_rule(rec, pick_rule(rec, matching_rules(cell, plan.rules)))
         counts[judged["status"]] = counts.get(judged["status"], 0) + 1
         print(f"{judged['status']:<5} {label}: {judged['reason']}")
     summary = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))

@@ -128,21 +128,27 @@ def read_state_dict(path: Union[str, os.PathLike]) -> StateDict:
     return strip_prefixes(obj)
 
 
+def guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    """``"mobilenetv2"``, ``"resnet50"`` or ``"resnet101"`` from a state_dict's keys; None for none of them."""
+    keys = set(state_dict)
+    if "backbone.features.0.0.weight" in keys:
+        return "mobilenetv2"
+    if "backbone.layer3.22.conv1.weight" in keys:
+        return "resnet101"
+    if "backbone.layer1.0.conv1.weight" in keys:
+        return "resnet50"
+    return None
+
+
 def guess_architecture(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     """Name the model a state_dict looks like, e.g. ``"MattingRefine(backbone='resnet50')"``.
 
     Returns None when it resembles none of the BMV2 models.
     """
-    keys = set(state_dict)
-    if "backbone.features.0.0.weight" in keys:
-        backbone = "mobilenetv2"
-    elif "backbone.layer3.22.conv1.weight" in keys:
-        backbone = "resnet101"
-    elif "backbone.layer1.0.conv1.weight" in keys:
-        backbone = "resnet50"
-    else:
+    backbone = guess_backbone(state_dict)
+    if backbone is None:
         return None
-    cls = "MattingRefine" if any(k.startswith("refiner.") for k in keys) else "MattingBase"
+    cls = "MattingRefine" if any(k.startswith("refiner.") for k in state_dict) else "MattingBase"
     return f"{cls}(backbone={backbone!r})"
 
 
