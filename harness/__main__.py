@@ -143,6 +143,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeouts = _stage_timeouts(args.stage_timeout)
     except ConfigError as e:
         return _fail(str(e))
+    if args.src and Path(args.src).is_file():  # cell ids name the real input size (--pad: padded_to says the rest)
+        import dataclasses
+
+        from .inputs import image_size
+
+        try:
+            hw = image_size(args.src)
+        except (OSError, ValueError):
+            hw = None  # unreadable: load_user_pair names the problem below
+        if hw is not None:
+            seen: dict = {}
+            for c in plan.cells:
+                seen.setdefault(dataclasses.replace(c, resolution=hw), None)
+            plan = dataclasses.replace(plan, cells=tuple(seen))
     if args.list:
         for c in plan.cells:
             print(c.cell_id)

@@ -75,6 +75,9 @@ class Axes(_Strict):
     # TF32 matmul/convolution on CUDA runtimes (off by default: it moves fp32 results by ~1e-3); CPU cells
     # always have tf32 false
     tf32: List[bool] = [False]
+    # export option (not in the official API): in-graph checks that make an exported graph refuse H/W not
+    # multiples of 4 and values outside [0, 1] (model/matting.py _ShapeGuard); cell id suffix -guard
+    input_guard: List[bool] = [False]
 
     _v = field_validator("*")(_nonempty_unique)
 
@@ -143,6 +146,8 @@ class Settings(_Strict):
     latency: Latency = Latency()
     count_macs: bool = False
     seed: int = 0
+    # input-contract probes run on each cell's loaded artifact after its verdict (harness/probes.py)
+    input_probes: List[Literal["size", "dtype", "channels", "range"]] = ["size", "dtype", "channels", "range"]
 
     @field_validator("export_resolution")
     @classmethod
@@ -160,6 +165,7 @@ class SettingsOverride(_Strict):
     latency: Optional[Latency] = None
     count_macs: Optional[bool] = None
     seed: Optional[int] = None
+    input_probes: Optional[List[Literal["size", "dtype", "channels", "range"]]] = None
 
 
 class AxesOverride(_Strict):
@@ -175,12 +181,18 @@ class AxesOverride(_Strict):
     resolution: Optional[List[Resolution]] = None
     batch: Optional[List[int]] = None
     tf32: Optional[List[bool]] = None
+    input_guard: Optional[List[bool]] = None
 
 
 class Profile(_Strict):
+    """A named selection: ``axes`` override the universe; each entry of ``include`` overrides the
+    profile's axes once more and adds that cross product too (like a CI matrix's ``include``), so a
+    profile can add a few cells of an option without multiplying every cell by it."""
+
     description: str = ""
     axes: AxesOverride = AxesOverride()
     settings: SettingsOverride = SettingsOverride()
+    include: List[AxesOverride] = []
 
 
 class Tolerance(_Strict):
@@ -272,9 +284,9 @@ class Rule(_Strict):
         return v
 
 
-STAGES = ("model", "export", "check", "simplify", "load", "run", "analyze", "parity", "latency")
+STAGES = ("model", "export", "check", "simplify", "load", "run", "analyze", "parity", "latency", "probe")
 DEFAULT_STAGE_TIMEOUT_S = {"model": 600.0, "export": 600.0, "check": 300.0, "simplify": 600.0, "load": 300.0,
-                           "run": 300.0, "analyze": 300.0, "parity": 300.0, "latency": 600.0}
+                           "run": 300.0, "analyze": 300.0, "parity": 300.0, "latency": 600.0, "probe": 300.0}
 
 
 class Limits(_Strict):
@@ -405,6 +417,7 @@ class Cell:
     resolution: Resolution
     batch: int
     tf32: bool = False  # CUDA runtimes only: TF32 matmul/conv allowed (cell id ends in -tf32)
+    input_guard: bool = False  # export option: in-graph input checks (cell id ends in -guard)
 
     @property
     def cell_id(self) -> str:
@@ -416,6 +429,7 @@ class Cell:
         h, w = self.resolution
         raw = f"{self.backbone}-{self.refine_mode}-{crop}-{rep}-{exp}{op}-{self.precision}-{self.runtime}-{h}x{w}-b{self.batch}"
         raw += "-tf32" if self.tf32 else ""
+        raw += "-guard" if self.input_guard else ""
         return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
     def as_dict(self) -> Dict[str, Any]:
@@ -606,7 +620,13 @@ def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Opt
         if v is not None:
             base[k] = v
     settings = Settings.model_validate(base)
-    cells = _cells(axes, _filter(filter_expr))
+    pred = _filter(filter_expr)
+    cells = _cells(axes, pred)
+    for extra in prof.include:
+        sub = dict(axes)
+        sub.update({k: v for k, v in extra.model_dump().items() if v is not None})
+        have = set(cells)
+        cells += [c for c in _cells(sub, pred) if c not in have]
     if not cells:
         raise ConfigError(f"profile {name!r} with --filter {filter_expr!r} selects no cells")
     return Plan(name, settings, tuple(cells), dict(config.tolerances), tuple(config.rules), tuple(config.samples),
@@ -628,10 +648,14 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
         if exp == "onnx-dynamo":  # its native opsets only: down-conversion is the version converter's job
             opsets = [o for o in opsets if o >= DYNAMO_MIN_OPSET]
         sims = axes["simplify"] if fmt == "onnx" else [False]
-        for op, sim, rt, tf in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False]):
+        for op, sim, rt, tf, guard in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False],
+                                                        axes.get("input_guard") or [False]):
             if RUNTIMES[rt].format != fmt or (tf and RUNTIMES[rt].device != "cuda"):
                 continue
-            cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch), bool(tf))
+            if guard and exp == "eager":  # eager calls are always checked (model.matting.check_input_values)
+                continue
+            cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch), bool(tf),
+                        bool(guard))
             if cell in seen or not pred(cell):
                 continue
             seen.add(cell)

@@ -122,6 +122,18 @@ def load_sample(name: str, hw: Tuple[int, int]) -> Pair:
     return Pair(name, _to_tensor(src), _to_tensor(bgr), _to_tensor(pha))
 
 
+def image_size(path: str) -> Tuple[int, int]:
+    """(H, W) of the image at ``path`` as the model sees it, after EXIF orientation (from the header,
+    without decoding). Raises OSError (PIL's UnidentifiedImageError included) for what is not an image."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees: exif_transpose swaps W and H
+            w, h = h, w
+    return h, w
+
+
 def load_user_pair(src_path: str, bgr_path: str, pad: bool = False) -> Pair:
     """Load a user's ``src``/``bgr`` image pair (any PIL-readable format), EXIF orientation applied.
 

@@ -133,13 +133,9 @@ class CellKeys:
         header, without decoding), or None; ``--pad`` then pads it to multiples of 4 (see base_record)."""
         if not self.opts.src:
             return None
-        from PIL import Image
+        from .inputs import image_size
 
-        with Image.open(self.opts.src) as im:
-            w, h = im.size
-            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees: exif_transpose swaps W and H
-                w, h = h, w
-        return h, w
+        return image_size(self.opts.src)
 
     def base_record(self, cell: Cell) -> Dict[str, Any]:
         """The cell's axes and settings, as every record starts (also for crash/timeout records)."""

@@ -44,7 +44,8 @@ def _worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: 
     """Entry point of a worker process: import torch once, then run cells sent by the coordinator.
 
     Protocol (tuples over ``conn``): worker -> ``("hello", pid)``, ``("ready",)``, ``("stage", name)``,
-    ``("done", record)``, ``("failed", message)``; coordinator -> ``("init", payload)``,
+    ``("partial", record)`` (the verdict so far, before each input probe), ``("done", record)``,
+    ``("failed", message)``; coordinator -> ``("init", payload)``,
     ``("cell", cell)``, ``("go",)`` (with ``gate``, after each ``stage``), ``("stop",)``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
@@ -79,6 +80,7 @@ def _worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: 
         faults.inject(runner.current_cell.cell_id, stage)
 
     runner.on_stage = on_stage
+    runner.on_partial = lambda rec: conn.send(("partial", rec))
     conn.send(("ready",))
     while True:
         msg = conn.recv()
@@ -108,6 +110,7 @@ class _Worker:
     log_offset: int = 0
     killed_for: Optional[str] = None
     group: Deque[Any] = field(default_factory=deque)
+    partial: Optional[Dict[str, Any]] = None  # the cell's record before its current input probe
 
 
 def _signal_name(code: Optional[int]) -> str:
@@ -249,7 +252,19 @@ class Coordinator:
 
     # -------------------------------------------------------------- records
     def _abnormal(self, w: _Worker, status: str, reason: str, **extra: Any) -> None:
-        """Record the end of ``w``'s current cell by the coordinator (crash, timeout, deadline)."""
+        """Record the end of ``w``'s current cell by the coordinator (crash, timeout, deadline).
+
+        A crash or timeout during an input probe keeps the verdict the worker reported before it
+        (``partial``): the probe's outcome is ``crash``/``timeout``, the cell's status is unchanged."""
+        if w.partial is not None and w.stage == "probe" and status in ("crash", "timeout"):
+            from .probes import mark_abnormal
+
+            rec = mark_abnormal(dict(w.partial), status, reason, self.runner.s.input_probes)
+            rec.update(worker=w.idx, cell_s=round(time.perf_counter() - w.cell_t0, 3),
+                       **{k: v for k, v in extra.items() if k not in ("resumable",)})
+            cell, w.cell, w.partial = w.cell, None, None
+            self.on_record(cell, rec)
+            return
         rec = self.runner.base_record(w.cell)
         rec.update(status=status, stage=w.stage, reason=reason, worker=w.idx,
                    cell_s=round(time.perf_counter() - w.cell_t0, 3), **extra)
@@ -345,7 +360,7 @@ class Coordinator:
                 return
             w.group = self.queue.popleft()
         cell = w.group.popleft()
-        w.cell, w.stage, w.waiting = cell, "start", False
+        w.cell, w.stage, w.waiting, w.partial = cell, "start", False, None
         w.cell_t0 = w.stage_t0 = time.perf_counter()
         try:
             w.log_offset = w.log.stat().st_size
@@ -374,6 +389,8 @@ class Coordinator:
                 self.kill(w)
                 self._start_failed(w, msg[1], fatal=True)
                 return
+            elif kind == "partial":
+                w.partial = msg[1]
             elif kind == "stage":
                 w.stage, w.stage_t0 = msg[1], time.perf_counter()
                 w.waiting = self.gate
@@ -577,7 +594,7 @@ def run_plan(plan, opts):
         rec["raw_status"] = rec["status"]
         environmental = rec["status"] == "skip" and rec.get("stage") == "load"  # a runtime missing *here*
         if rec["status"] in CACHEABLE_STATUSES and rec.get("stage") != "harness" and not rec.get("resumable") \
-                and not environmental \
+                and not environmental and not rec.get("probe_abnormal") \
                 and rec.get("cache") != "result" and not os.environ.get(FAULTS_ENV):  # injected faults are not results
             cache.put_json("result", key or keys.result_key(cell), rec)
         rec = apply_rule(rec, pick_rule(rec, matching_rules(cell, plan.rules)))

@@ -31,6 +31,7 @@ CSV_COLUMNS = [
     "first_run_ms",
     "export_s", "check_s", "simplify_s", "load_s", "cpp_build_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
     "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at", "injected_fault",
+    "input_guard", "input_contract", "probe_size", "probe_dtype", "probe_channels", "probe_range", "silent_failures",
 ]
 STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
 
@@ -106,8 +107,9 @@ def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Compatibility grids: one per (backbone, exporter+simplify, runtime, resolution, batch)."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
-        target = r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "")
-        key = (r.get("backbone"), target, r.get("runtime"), r.get("resolution"), r.get("batch"))
+        target = r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
+        runtime = str(r.get("runtime")) + (" (TF32)" if r.get("tf32") else "")
+        key = (r.get("backbone"), target, runtime, r.get("resolution"), r.get("batch"))
         groups.setdefault(key, []).append(r)
     grids = []
     for (bb, target, rt, res, batch), recs in sorted(groups.items(), key=lambda kv: [str(x) for x in kv[0]]):
@@ -165,6 +167,120 @@ def _findings(records: List[Dict[str, Any]]) -> List[str]:
     for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
         out.append(f"{n} cells — {k}")
     return out
+
+
+PROBE_WORDS = {
+    ("size", "garbage"): "return wrong alpha for H, W not multiples of 4 without an error",
+    ("size", "pads"): "accept H, W not multiples of 4 and answer as if zero-padded",
+    ("dtype", "garbage"): "return wrong outputs for a wrong input dtype without an error",
+    ("dtype", "converts"): "convert a wrong input dtype silently (harmless)",
+    ("channels", "garbage"): "run a 4-channel (RGBA) input without an error",
+    ("range", "garbage"): "run 0-255 inputs without an error and return a different matte",
+}
+_EXPLAIN_KEYS = ("exporter", "replace_method", "crop_method", "refine_mode", "runtime", "precision", "simplify",
+                 "input_guard", "opset")
+
+
+def _explain(bad: List[Dict[str, Any]], probed: List[Dict[str, Any]]) -> Optional[str]:
+    """The fewest (at most three) ``key=value|value`` conditions that select exactly ``bad`` among
+    ``probed`` (e.g. "replace_method=n/a|scatter_element, input_guard=False"), or None."""
+    import itertools
+
+    ids = {r["cell_id"] for r in bad}
+    if ids == {r["cell_id"] for r in probed}:
+        return "every probed configuration"
+    conds = []
+    for k in _EXPLAIN_KEYS:
+        vals = {str(r.get(k)) for r in bad}
+        if len(vals) < len({str(r.get(k)) for r in probed}):  # the condition excludes something
+            conds.append((k, vals))
+    for n in (1, 2, 3):
+        for combo in itertools.combinations(conds, n):
+            sel = {r["cell_id"] for r in probed if all(str(r.get(k)) in v for k, v in combo)}
+            if sel == ids:
+                return ", ".join(f"{k}={'|'.join(sorted(v))}" for k, v in combo)
+    return None
+
+
+def _explain_by_exporter(bad: List[Dict[str, Any]], probed: List[Dict[str, Any]]) -> str:
+    """``_explain`` within each exporter (``exporter: conditions (n cells)``), joined by "; "."""
+    parts = []
+    for ex in sorted({str(r.get("exporter")) for r in bad}):
+        b = [r for r in bad if str(r.get("exporter")) == ex]
+        p = [r for r in probed if str(r.get("exporter")) == ex]
+        why = _explain(b, p)
+        if why is None:
+            rts: Dict[str, int] = {}
+            for r in b:
+                rts[str(r.get("runtime"))] = rts.get(str(r.get("runtime")), 0) + 1
+            why = "some configurations on " + ", ".join(f"{k} ({n})" for k, n in sorted(rts.items()))
+        parts.append(f"{ex}: {why} ({len(b)} of {len(p)})")
+    return "; ".join(parts)
+
+
+def contract_findings(records: List[Dict[str, Any]]) -> List[str]:
+    """Findings of the input-contract probes (harness/probes.py): per probe, which graphs fail silently
+    (``garbage``), crash or time out, explained by the fewest cell fields that select exactly them; then
+    what the ``input_guard`` export option changes against the same cells without it."""
+    from .probes import PROBES
+
+    out = []
+    probed_any = [r for r in records if r.get("input_contract")]
+    if not probed_any:
+        return out
+    for p in PROBES:
+        probed = [r for r in probed_any if r.get(f"probe_{p}") not in (None, "not run")]
+        for outcome in ("garbage", "crash", "timeout", "pads", "converts"):
+            bad = [r for r in probed if r.get(f"probe_{p}") == outcome]
+            if not bad:
+                continue
+            words = PROBE_WORDS.get((p, outcome), f"{outcome} on the {p} probe")
+            line = (f"Input contract, {p}: {len(bad)} of {len(probed)} probed cells {words} — "
+                    f"{_explain_by_exporter(bad, probed)}")
+            example = (bad[0].get("probe_details") or {}).get(p)
+            out.append(line + (f"; e.g. {example}" if example else ""))
+    by_id = {r["cell_id"]: r for r in probed_any}
+    changed: Dict[str, int] = {}
+    guarded, cost = 0, []
+    for r in probed_any:
+        if not r.get("input_guard"):
+            continue
+        twin = by_id.get(r["cell_id"][: -len("-guard")])
+        if twin is None:
+            continue
+        guarded += 1
+        for p in PROBES:
+            a, b = twin.get(f"probe_{p}"), r.get(f"probe_{p}")
+            if a != b:
+                changed[f"{p} {a} → {b}"] = changed.get(f"{p} {a} → {b}", 0) + 1
+        if r.get("p50_ms") and twin.get("p50_ms"):
+            cost.append(r["p50_ms"] / twin["p50_ms"] - 1)
+    if guarded:
+        what = ", ".join(f"{k} ({n})" for k, n in sorted(changed.items())) or "nothing"
+        p50 = f"; p50 {100 * float(np.median(cost)):+.1f} % (median)" if cost else ""
+        out.append(f"input_guard export option on {guarded} cells vs the same cells without it: {what}{p50}")
+    return out
+
+
+def contract_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per target (exporter+onnxsim+guard x runtime): counts of each probe outcome, for the report table."""
+    from .probes import PROBES
+
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in records:
+        if r.get("input_contract"):
+            target = r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
+            groups.setdefault((target, r.get("runtime")), []).append(r)
+    rows = []
+    for (target, rt), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        row: Dict[str, Any] = {"target": target, "runtime": rt, "cells": len(rs)}
+        for p in PROBES:
+            n: Dict[str, int] = {}
+            for r in rs:
+                n[str(r.get(f"probe_{p}"))] = n.get(str(r.get(f"probe_{p}")), 0) + 1
+            row[p] = " · ".join(f"{k} {v}" for k, v in sorted(n.items()))
+        rows.append(row)
+    return rows
 
 
 TARGET_AXES = ("crop_method", "replace_method", "refine_mode", "opset", "simplify")
@@ -384,11 +500,11 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     counts = {s: 0 for s in STATUS_ORDER}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    findings = _findings(records)
+    findings = _findings(records) + contract_findings(records)
     table_cols = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
                   "crop_method", "replace_method", "parity_ref", "max_abs_pha", "judged_max_abs_pha",
                   "violation_frac_pha", "ref_nontie_disagreements", "eager_drift_max_abs_pha", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
-                  "export_s", "load_s", "latency_warning", "reason", "parity_note"]
+                  "export_s", "load_s", "latency_warning", "input_contract", "reason", "parity_note"]
     tmpl = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -401,6 +517,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
         plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
         readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
+        contract=contract_rows(records),
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 
@@ -418,6 +535,14 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         md.append(f"| {t['runtime']} | {t['exporter']} | {t['precision']} | {t['passing']}/{t['ran']} | {t['skipped']} "
                   f"| {t.get('crop_method', '')} | {t.get('replace_method', '')} | {t.get('refine_mode', '')} "
                   f"| {t.get('opset', '')} | {p50} | {t['not_passing'] or t.get('skip_reason', '')} |")
+    contract = contract_rows(records)
+    if contract:
+        md += ["", "## Input contract (what each artifact does with inputs the model must not take)", "",
+               "| target | runtime | cells | size (H,W not multiples of 4) | dtype | channels (RGBA) | range (0-255) |",
+               "|---|---|---|---|---|---|---|"]
+        for c in contract:
+            md.append(f"| {c['target']} | {c['runtime']} | {c['cells']} | {c['size']} | {c['dtype']} | {c['channels']} "
+                      f"| {c['range']} |")
     bad = [r for r in records if r["status"] in ("fail", "error", "xpass", "crash", "timeout")]
     if bad:
         md += ["", "## Unexpected results", "", "| cell | status | stage | reason |", "|---|---|---|---|"]

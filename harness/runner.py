@@ -91,6 +91,9 @@ class Runner(CellKeys):
         self.inputs: Dict[Tuple[Tuple[int, int], int], Inputs] = {}
         self.user_pair: Optional[data_mod.Pair] = None
         self.on_stage: Callable[[str], None] = lambda stage: None
+        # called with the record so far before each input probe (the worker forwards it to the
+        # coordinator, which keeps the verdict if a probe kills the process)
+        self.on_partial: Callable[[Dict[str, Any]], None] = lambda rec: None
         self.current_cell: Optional[Cell] = None
 
     # ---------------------------------------------------------------- setup (coordinator)
@@ -202,6 +205,7 @@ class Runner(CellKeys):
             refine_prevent_oversampling=s.refine_prevent_oversampling,
             refine_patch_crop_method="unfold" if cell.crop_method == NA else cell.crop_method,
             refine_patch_replace_method="scatter_nd" if cell.replace_method == NA else cell.replace_method,
+            input_guard=cell.input_guard,
         )
 
     def selection(self, cell: Cell) -> Selection:
@@ -614,9 +618,35 @@ class Runner(CellKeys):
         peak = runtime.peak_memory_mib()
         if peak is not None:
             rec["peak_device_mib"] = round(peak, 1)
-        if not verdict.passed:
-            return "fail", "parity", verdict.reason
-        return "pass", "done", ""
+        result = ("fail", "parity", verdict.reason) if not verdict.passed else ("pass", "done", "")
+        self._probe(rec, runtime, src, bgr, outs, result)
+        return result
+
+    def _probe(self, rec: Dict[str, Any], runtime: Any, src: torch.Tensor, bgr: torch.Tensor,
+               outs: List[np.ndarray], result: Tuple[str, str, str]) -> None:
+        """Input-contract probes (harness/probes.py) on the loaded artifact, after the verdict: they add
+        ``input_contract``/``probe_*`` fields and never change the status."""
+        from .probes import record_fields, run_probes
+
+        probes = list(self.s.input_probes)
+        if not probes:
+            return
+        status, stage, reason = result
+
+        def on_probe(name: str, done: list) -> None:
+            snap = dict(rec, status=status, stage=stage, reason=reason, probing=name,
+                        stage_times={k: round(v, 4) for k, v in self.stage_times.items()})
+            snap.pop("latency_samples_ms", None)
+            snap.update(record_fields(done, probes))
+            self.on_partial(snap)
+
+        on_probe(probes[0], [])  # before the stage starts: a fault injected at its start finds the verdict
+        try:
+            found = self._timed("probe", lambda: run_probes(runtime.run, src, bgr, outs, probes, on_probe))
+        except Exception as e:  # noqa: BLE001 - probing is information, never a reason to fail a cell
+            rec["probe_error"] = describe(e)
+            return
+        rec.update(record_fields(found, probes))
 
 
 def _missing_tools(cell: Cell) -> Optional[str]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Dict, Tuple
 
 # Cell fields and model settings that define the model an artifact computes.
-MODEL_CELL_FIELDS = ("backbone", "refine_mode", "crop_method", "replace_method", "precision")
+MODEL_CELL_FIELDS = ("backbone", "refine_mode", "crop_method", "replace_method", "precision", "input_guard")
 MODEL_SETTINGS = ("backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
                   "refine_prevent_oversampling")
 # Fields that only some exporters read.
@@ -81,7 +81,8 @@ EXPORTER_SPECS: Dict[str, ExporterSpec] = {s.name: s for s in (
                  suffix="model.pth"),
     # torch.jit.script of the wrapper: mode and sampling settings are hoisted attributes
     ExporterSpec("torchscript", "torchscript",
-                 bakes=("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter"),
+                 bakes=("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter",
+                        "input_guard"),
                  settable=TORCHSCRIPT_SETTABLE, ignores=("opset", "simplify", "export_resolution"), suffix="model.pt"),
     # traced graphs: everything, including the example shape the trace ran at
     ExporterSpec("onnx", "onnx", bakes=_ALL_MODEL + EXPORT_FIELDS, packages=("onnx", "onnxsim"), suffix="model.onnx"),

@@ -175,6 +175,21 @@ def _verify(args: argparse.Namespace) -> int:
         return _judge_all(args, path, plan, meta, s, Path(tmp))
 
 
+def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:
+    """The artifact's input contract on this runtime (harness/probes.py), e.g. "size garbage · dtype
+    refuses · channels refuses · range garbage"; information only, it never changes the verdict."""
+    from .probes import record_fields, run_probes
+    from .records import describe
+
+    try:
+        found = run_probes(rt.run, src, bgr, outs)
+    except Exception as e:  # noqa: BLE001
+        return f"not probed: {describe(e)}"
+    fields = record_fields(found)
+    bad = [f"{r.probe}: {r.detail}" for r in found if r.outcome == "garbage"]
+    return str(fields["input_contract"]) + ("".join(f"\n        {b}" for b in bad))
+
+
 def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     from .cache import Cache
     from .records import RunOptions, describe
@@ -205,6 +220,7 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
         label = f"{cell.runtime} {cell.resolution[0]}x{cell.resolution[1]} b{cell.batch}"
         rec: Dict[str, Any] = {"status": "pass", "stage": "done", "reason": ""}
         stage = "model"
+        contract = ""
         try:
             ref32 = runner.reference(cell, "fp32")
             ref_same = runner.reference(cell, cell.precision) if cell.precision != "fp32" else None
@@ -226,6 +242,7 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
                 rec.update(status="fail", stage="parity", reason=v.reason)
             else:
                 rec["reason"] = v.record["parity_note"]
+            contract = _contract(rt, inp.src.to(dt), inp.bgr.to(dt), outs)
         except ShapeMismatch as e:
             rec.update(status="fail", stage="parity", reason=f"ShapeMismatch: {e}")
         except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime
@@ -236,6 +253,8 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
         judged = apply_rule(rec, pick_rule(rec, matching_rules(cell, plan.rules)))
         counts[judged["status"]] = counts.get(judged["status"], 0) + 1
         print(f"{judged['status']:<5} {label}: {judged['reason']}")
+        if contract:
+            print(f"      input contract: {contract}")
     summary = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
     print(f"{counts.get('pass', 0)} of {len(plan.cells)} passed ({summary})")
     return 1 if any(k in UNEXPECTED_STATUSES for k in counts) else 0

@@ -40,7 +40,14 @@ def test_ci_profile_covers_the_required_matrix():
     assert {c.runtime for c in aoti} == {"aoti-cpu"} and all(c.opset is None and not c.simplify for c in aoti)
     # 13 model configs x 2 precisions x (TS on 3 runtimes + eager-cuda + aoti-cpu + legacy ONNX at 6 opsets
     # and dynamo at 1, each plain/onnxsim on 3 runtimes)
-    assert len(cells) == 13 * 2 * (3 + 1 + 1 + (6 + 1) * 2 * 3)
+    plain = [c for c in cells if not c.input_guard]
+    assert len(plain) == 13 * 2 * (3 + 1 + 1 + (6 + 1) * 2 * 3)
+    # profiles.ci.include: the input_guard export option on 3 fp32 gather configs (sampling x 2 replace + full):
+    # legacy ONNX opset 17 plain/onnxsim on 3 runtimes, TorchScript on 3, each next to its unguarded twin
+    guard = [c for c in cells if c.input_guard]
+    assert len(guard) == 3 * (2 * 3 + 3)
+    ids = {c.cell_id for c in plain}
+    assert all(c.cell_id.endswith("-guard") and c.cell_id[: -len("-guard")] in ids for c in guard)
 
 
 def test_filter_and_rules():

@@ -39,7 +39,7 @@ def test_smoke_matrix_runs_and_reports(smoke):
         assert (out / name).is_file(), name
     df = pd.read_csv(out / "results.csv")
     assert set(REQUIRED_COLUMNS) <= set(df.columns)
-    assert len(df) == 18
+    assert len(df) == 19  # 18 + one input_guard graph
     unfold_onnx = df[(df.crop_method == "unfold") & (df.exporter == "onnx")]
     assert len(unfold_onnx) == 4 and set(unfold_onnx.status) == {"xfail"}
     assert set(unfold_onnx.stage) == {"export"}
@@ -67,6 +67,37 @@ def test_smoke_matrix_runs_and_reports(smoke):
     for key in ("python", "torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "cpu", "git_commit", "weights"):
         assert key in env
     assert env["weights"]["source"] == "calibrated"
+
+
+def test_input_contract_probes_show_which_graphs_fail_silently(smoke):
+    """Issue 15: the scatter_element ONNX graphs answer a 290x514 input (eager refuses it) with a wrong
+    matte and run 0-255 inputs without a word; TorchScript refuses the size; the input_guard graph
+    refuses both, and nothing changes the cells' verdicts."""
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv").set_index("cell_id")
+    ran = df[df.status == "pass"]
+    assert ran.input_contract.notna().all() and (df[df.status == "xfail"].input_contract.isna()).all()
+    plain = ran[(ran.exporter == "onnx") & (ran.input_guard == False)]  # noqa: E712
+    assert len(plain) == 8
+    assert set(plain.probe_size) == {"garbage"} and set(plain.probe_range) == {"garbage"}
+    assert set(plain.probe_dtype) == {"refuses"} and set(plain.probe_channels) == {"refuses"}
+    guard = ran[ran.input_guard == True]  # noqa: E712
+    assert len(guard) == 1
+    assert guard.input_contract.iloc[0] == "size refuses · dtype refuses · channels refuses · range refuses"
+    ts = ran[ran.exporter == "torchscript"]
+    assert set(ts.probe_size) == {"refuses"} and set(ts.probe_range) == {"garbage"}
+    recs = {r["cell_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    g = recs[guard.index[0]]["probe_details"]
+    assert "input_guard_hw_multiple_of_4" in g["size"] and "input_guard_values_in_0_1" in g["range"]
+    p = recs[plain.index[0]]["probe_details"]
+    assert "ran without an error" in p["size"] and "% of pixels" in p["size"]
+    summary = (out / "summary.md").read_text()
+    assert "Input contract, size: 8 of 15 probed cells return wrong alpha for H, W not multiples of 4 " \
+           "without an error — onnx: input_guard=False (8 of 9)" in summary, summary
+    assert "input_guard export option on 1 cells vs the same cells without it: range garbage → refuses (1), " \
+           "size garbage → refuses (1)" in summary
+    html = (out / "report.html").read_text()
+    assert "<h2>Input contract</h2>" in html
 
 
 def test_report_rebuilds_from_jsonl_and_survives_a_torn_line(smoke, tmp_path):

@@ -129,7 +129,7 @@ def test_near_misses_share_keys_where_they_must(full_keys):
     groups = {}
     for c in plan.cells:
         if c.exporter == "onnx" and c.opset == 17 and not c.simplify:
-            groups.setdefault((c.backbone, c.refine_mode, c.crop_method, c.replace_method, c.precision), set()).add(
+            groups.setdefault((c.backbone, c.refine_mode, c.crop_method, c.replace_method, c.precision, c.input_guard), set()).add(
                 keys.artifact_key(c, False))
     assert groups and all(len(v) == 1 for v in groups.values())
     for a, b in itertools.combinations(list(groups.values())[:6], 2):
