@@ -150,6 +150,11 @@ def _verify(args: argparse.Namespace) -> int:
         raise VerifyError(f"--checkpoint {args.checkpoint!r}: no such file")
     if bool(args.src) != bool(args.bgr):
         raise VerifyError("--src and --bgr must be given together")
+    names = [n for n, cls in RUNTIMES.items() if cls.format == fmt]
+    bad = [r for r in args.runtime or [] if r not in names]
+    if bad:  # checked before the file is read: a wrong flag is named even for a broken artifact
+        raise VerifyError(f"--runtime {bad[0]!r} cannot load a {fmt} artifact; expected one of {names}")
+    _resolution(args, {})
     try:
         meta = read_metadata(path)
     except ValueError as e:
@@ -157,11 +162,7 @@ def _verify(args: argparse.Namespace) -> int:
     if meta is not None and meta.get("format") not in (None, fmt):
         raise VerifyError(f"{args.artifact!r}: its metadata says format {meta.get('format')!r}, the suffix says {fmt!r}")
     s = _settings(args, fmt, meta)
-    names = [n for n, cls in RUNTIMES.items() if cls.format == fmt]
     if args.runtime:
-        bad = [r for r in args.runtime if r not in names]
-        if bad:
-            raise VerifyError(f"--runtime {bad[0]!r} cannot load a {fmt} artifact; expected one of {names}")
         names = list(args.runtime)
     runnable = [n for n in names if RUNTIMES[n].unavailable() is None]
     skipped = {n: RUNTIMES[n].unavailable() for n in names if n not in runnable}
