@@ -154,6 +154,7 @@ def test_user_images_with_padding(tmp_path):
     # records state the real size and the padding; pha/fgr are judged cropped back to 290x514
     assert set(df.resolution) == {"290x514"} and set(df.padded_to) == {"292x516"} and set(df.status) == {"pass"}
     assert set(df.input_size.dropna()) == {"290x514"}
+    assert all(cid.endswith(("-290x514-b1", "-290x514-b1-guard")) for cid in df.cell_id), list(df.cell_id)
 
 
 def test_bad_checkpoint_and_output_dir_exit_2(tmp_path):
