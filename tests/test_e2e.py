@@ -179,7 +179,7 @@ def test_warm_rerun_comes_from_the_cache(smoke, tmp_path):
     again = tmp_path / "again"
     proc = _harness("run", "--profile", "smoke", "--out", str(again), "--no-progress")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "(18 from the result cache)" in proc.stdout
+    assert "(19 from the result cache)" in proc.stdout
     first = pd.read_csv(out / "results.csv").set_index("cell_id")
     second = pd.read_csv(again / "results.csv").set_index("cell_id")
     assert (second.cache == "result").all()
@@ -187,7 +187,7 @@ def test_warm_rerun_comes_from_the_cache(smoke, tmp_path):
     for _, row in second[second.status == "pass"].iterrows():
         assert (again / row.artifact).is_file()  # artifacts linked from the cache
     env = json.loads((again / "environment.json").read_text())
-    assert env["cache"]["result_hits"] == 18 and env["cache"]["cells_run"] == 0
+    assert env["cache"]["result_hits"] == 19 and env["cache"]["cells_run"] == 0
 
 
 def test_cuda_runtimes_skip_with_reason_on_cpu(tmp_path):
