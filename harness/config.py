@@ -78,6 +78,9 @@ class Axes(_Strict):
     # export option (not in the official API): in-graph checks that make an exported graph refuse H/W not
     # multiples of 4 and values outside [0, 1] (model/matting.py _ShapeGuard); cell id suffix -guard
     input_guard: List[bool] = [False]
+    # how the refiner picks its patches: nonzero (official, data-dependent shapes) or static (TopK indices,
+    # fixed shapes; model/refiner.py select_static); cell id suffix -static; not for full mode
+    refine_patch_select: List[Literal["nonzero", "static"]] = ["nonzero"]
 
     _v = field_validator("*")(_nonempty_unique)
 
@@ -148,6 +151,10 @@ class Settings(_Strict):
     seed: int = 0
     # input-contract probes run on each cell's loaded artifact after its verdict (harness/probes.py)
     input_probes: List[Literal["size", "dtype", "channels", "range"]] = ["size", "dtype", "channels", "range"]
+    # static patch selection (refine_patch_select: static): thresholding refines at most refine_max_patches
+    # cells; TopK runs in chained steps of at most refine_topk_step (3840: TensorRT's TopK limit)
+    refine_max_patches: int = Field(3840, ge=1)
+    refine_topk_step: int = Field(3840, ge=1)
 
     @field_validator("export_resolution")
     @classmethod
@@ -166,6 +173,8 @@ class SettingsOverride(_Strict):
     count_macs: Optional[bool] = None
     seed: Optional[int] = None
     input_probes: Optional[List[Literal["size", "dtype", "channels", "range"]]] = None
+    refine_max_patches: Optional[int] = Field(None, ge=1)
+    refine_topk_step: Optional[int] = Field(None, ge=1)
 
 
 class AxesOverride(_Strict):
@@ -182,6 +191,7 @@ class AxesOverride(_Strict):
     batch: Optional[List[int]] = None
     tf32: Optional[List[bool]] = None
     input_guard: Optional[List[bool]] = None
+    refine_patch_select: Optional[List[str]] = None
 
 
 class Profile(_Strict):
@@ -418,6 +428,7 @@ class Cell:
     batch: int
     tf32: bool = False  # CUDA runtimes only: TF32 matmul/conv allowed (cell id ends in -tf32)
     input_guard: bool = False  # export option: in-graph input checks (cell id ends in -guard)
+    refine_patch_select: str = "nonzero"  # static: TopK-derived patch indices (cell id ends in -static)
 
     @property
     def cell_id(self) -> str:
@@ -430,6 +441,7 @@ class Cell:
         raw = f"{self.backbone}-{self.refine_mode}-{crop}-{rep}-{exp}{op}-{self.precision}-{self.runtime}-{h}x{w}-b{self.batch}"
         raw += "-tf32" if self.tf32 else ""
         raw += "-guard" if self.input_guard else ""
+        raw += "-static" if self.refine_patch_select == "static" else ""
         return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
     def as_dict(self) -> Dict[str, Any]:
@@ -648,14 +660,17 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
         if exp == "onnx-dynamo":  # its native opsets only: down-conversion is the version converter's job
             opsets = [o for o in opsets if o >= DYNAMO_MIN_OPSET]
         sims = axes["simplify"] if fmt == "onnx" else [False]
-        for op, sim, rt, tf, guard in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False],
-                                                        axes.get("input_guard") or [False]):
+        for op, sim, rt, tf, guard, sel in itertools.product(
+                opsets, sims, axes["runtime"], axes.get("tf32") or [False], axes.get("input_guard") or [False],
+                axes.get("refine_patch_select") or ["nonzero"]):
             if RUNTIMES[rt].format != fmt or (tf and RUNTIMES[rt].device != "cuda"):
                 continue
             if guard and exp == "eager":  # eager calls are always checked (model.matting.check_input_values)
                 continue
+            if sel == "static" and mode == "full":  # full mode selects nothing
+                continue
             cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch), bool(tf),
-                        bool(guard))
+                        bool(guard), sel)
             if cell in seen or not pred(cell):
                 continue
             seen.add(cell)

@@ -31,7 +31,7 @@ CSV_COLUMNS = [
     "first_run_ms",
     "export_s", "check_s", "simplify_s", "load_s", "cpp_build_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
     "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at", "injected_fault",
-    "input_guard", "input_contract", "probe_size", "probe_dtype", "probe_channels", "probe_range", "silent_failures",
+    "input_guard", "refine_patch_select", "patch_cap_truncated", "input_contract", "probe_size", "probe_dtype", "probe_channels", "probe_range", "silent_failures",
 ]
 STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
 
@@ -107,7 +107,8 @@ def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Compatibility grids: one per (backbone, exporter+simplify, runtime, resolution, batch)."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
-        target = r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
+        target = (r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
+                  + ("+static" if r.get("refine_patch_select") == "static" else ""))
         runtime = str(r.get("runtime")) + (" (TF32)" if r.get("tf32") else "")
         key = (r.get("backbone"), target, runtime, r.get("resolution"), r.get("batch"))
         groups.setdefault(key, []).append(r)
@@ -259,6 +260,62 @@ def contract_findings(records: List[Dict[str, Any]]) -> List[str]:
         what = ", ".join(f"{k} ({n})" for k, n in sorted(changed.items())) or "nothing"
         p50 = f"; p50 {100 * float(np.median(cost)):+.1f} % (median)" if cost else ""
         out.append(f"input_guard export option on {guarded} cells vs the same cells without it: {what}{p50}")
+    return out
+
+
+def static_findings(records: List[Dict[str, Any]]) -> List[str]:
+    """Findings of the static patch selector (``refine_patch_select``, issue 14): sampling/thresholding
+    coverage per exporter (passing cells, nonzero vs static), ONNX graphs ready for TensorRT, what still
+    blocks CoreML, and the p50 of each static cell against its official (nonzero) twin per runtime."""
+    patch = [r for r in records if r.get("refine_mode") in ("sampling", "thresholding")]
+    static = [r for r in patch if r.get("refine_patch_select") == "static"]
+    if not static:
+        return []
+    out = []
+    cover = []
+    for ex in sorted({str(r.get("exporter")) for r in static}):
+        def n(sel):
+            rs = [r for r in patch if str(r.get("exporter")) == ex and (r.get("refine_patch_select") or "nonzero") == sel
+                  and r["status"] != "skip"]
+            return sum(r["status"] in ("pass", "xpass") for r in rs), len(rs)
+
+        a, b = n("nonzero"), n("static")
+        cover.append(f"{ex} {a[0]}/{a[1]} → {b[0]}/{b[1]}")
+    out.append("Static patch selection, sampling/thresholding cells passing (nonzero → static, of those run here): "
+               + "; ".join(cover))
+    for sel in ("nonzero", "static"):
+        graphs = {r.get("artifact_key"): r for r in patch if (r.get("refine_patch_select") or "nonzero") == sel
+                  and isinstance(r.get("ready_tensorrt"), bool)}.values()  # one per exported graph
+        if graphs:
+            ready = {t: sum(bool(r.get(f"ready_{t}")) for r in graphs) for t in ("tensorrt", "openvino", "coreml", "tflite")}
+            out.append(f"refine_patch_select={sel}: of {len(graphs)} sampling/thresholding ONNX graphs, "
+                       + ", ".join(f"{n} {t}-ready" for t, n in ready.items())
+                       + (" (TensorRT: no NonZero, every TopK K constant <= 3840)" if sel == "static" else ""))
+        exported = [r for r in patch if (r.get("refine_patch_select") or "nonzero") == sel
+                    and r.get("exporter") in ("onnx-dynamo", "aoti") and r["status"] != "skip"]
+        if exported:
+            ok = sum(r.get("stage") != "export" for r in exported)
+            out.append(f"refine_patch_select={sel}: torch.export (dynamo ONNX, AOTInductor) gets through on "
+                       f"{ok} of {len(exported)} sampling/thresholding cells")
+    for target in ("coreml", "tflite"):
+        blockers: Dict[str, int] = {}
+        for r in {r.get("artifact_key"): r for r in static}.values():
+            why = r.get(f"ready_{target}_why")
+            if isinstance(why, str) and why:
+                for part in why.split("; "):
+                    blockers[part] = blockers.get(part, 0) + 1
+        if blockers:
+            out.append(f"Still blocking {target} in static graphs (graphs): "
+                       + "; ".join(f"{k} ({v})" for k, v in sorted(blockers.items(), key=lambda kv: -kv[1])[:6]))
+    by_id = {r["cell_id"]: r for r in records}
+    ratios: Dict[str, List[float]] = {}
+    for r in static:
+        twin = by_id.get(r["cell_id"].replace("-static", ""))
+        if twin and r.get("p50_ms") and twin.get("p50_ms") and r["status"] == "pass" and twin["status"] == "pass":
+            ratios.setdefault(str(r.get("runtime")), []).append(r["p50_ms"] / twin["p50_ms"])
+    if ratios:
+        out.append("p50 static / nonzero (median over twin cells): " + ", ".join(
+            f"{rt} {float(np.median(v)):.2f}x (n={len(v)})" for rt, v in sorted(ratios.items())))
     return out
 
 
@@ -500,7 +557,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     counts = {s: 0 for s in STATUS_ORDER}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    findings = _findings(records) + contract_findings(records)
+    findings = _findings(records) + static_findings(records) + contract_findings(records)
     table_cols = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
                   "crop_method", "replace_method", "parity_ref", "max_abs_pha", "judged_max_abs_pha",
                   "violation_frac_pha", "ref_nontie_disagreements", "eager_drift_max_abs_pha", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",

@@ -206,6 +206,9 @@ class Runner(CellKeys):
             refine_patch_crop_method="unfold" if cell.crop_method == NA else cell.crop_method,
             refine_patch_replace_method="scatter_nd" if cell.replace_method == NA else cell.replace_method,
             input_guard=cell.input_guard,
+            refine_patch_select=cell.refine_patch_select,
+            refine_max_patches=s.refine_max_patches,
+            refine_topk_step=s.refine_topk_step,
         )
 
     def selection(self, cell: Cell) -> Selection:
@@ -219,10 +222,15 @@ class Runner(CellKeys):
         return m.to(DTYPES[precision or cell.precision]).eval()
 
     def reference(self, cell: Cell, precision: str, device: str = "cpu") -> List[np.ndarray]:
-        """Eager outputs (numpy, float32) for the cell's model config in ``precision`` on ``device`` (cached;
-        on CUDA with TF32 off, keyed on the GPU and driver)."""
+        """Eager outputs (numpy, float32) of the *official* model for the cell's config in ``precision`` on
+        ``device`` (cached; on CUDA with TF32 off, keyed on the GPU and driver). Official: the non-official
+        options (``refine_patch_select`` static, ``input_guard``) are off, so a static cell passes only if it
+        equals the official selection."""
+        import dataclasses
+
         from .runtimes import gpu_identity, set_tf32
 
+        cell = dataclasses.replace(cell, refine_patch_select="nonzero", input_guard=False)
         parts = self._model_parts(cell, precision)
         parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
                      threads=torch.get_num_threads())
@@ -255,6 +263,18 @@ class Runner(CellKeys):
         if isinstance(val, Exception):
             raise val
         return val
+
+    def cap_truncation(self, cell: Cell, ref32: List[np.ndarray]) -> str:
+        """For a static thresholding cell: why ``refine_max_patches`` cut the official selection ("" when it
+        did not). ``ref32[5]`` is the official ``ref_sm`` (B, 1, H/4, W/4): its cells above the threshold."""
+        if cell.refine_patch_select != "static" or cell.refine_mode != "thresholding":
+            return ""
+        counts = ref32[5].reshape(ref32[5].shape[0], -1).sum(axis=1).astype(int).tolist()
+        cap = self.s.refine_max_patches
+        over = [(k, n) for k, n in enumerate(counts) if n > cap]
+        if not over:
+            return ""
+        return "; ".join(f"refine_max_patches={cap} truncated image {k}: {n} cells above the threshold" for k, n in over)
 
     def gmacs(self, cell: Cell) -> Optional[float]:
         """Multiply-accumulates per frame in GMac (``torch.utils.flop_counter``: convolutions and matmuls,
@@ -619,6 +639,10 @@ class Runner(CellKeys):
         if peak is not None:
             rec["peak_device_mib"] = round(peak, 1)
         result = ("fail", "parity", verdict.reason) if not verdict.passed else ("pass", "done", "")
+        truncated = self.cap_truncation(cell, ref32)
+        if truncated:  # the static selector refined fewer cells than the official one: never a pass
+            rec["patch_cap_truncated"] = truncated
+            result = ("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
         self._probe(rec, runtime, src, bgr, outs, result)
         return result
 

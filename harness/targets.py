@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Dict, Tuple
 
 # Cell fields and model settings that define the model an artifact computes.
-MODEL_CELL_FIELDS = ("backbone", "refine_mode", "crop_method", "replace_method", "precision", "input_guard")
+MODEL_CELL_FIELDS = ("backbone", "refine_mode", "crop_method", "replace_method", "precision", "input_guard",
+                     "refine_patch_select")
 MODEL_SETTINGS = ("backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
-                  "refine_prevent_oversampling")
+                  "refine_prevent_oversampling", "refine_max_patches", "refine_topk_step")
 # Fields that only some exporters read.
 EXPORT_FIELDS = ("exporter", "opset", "simplify", "export_resolution")
 # Fields that never reach an exporter: they choose where and on what the artifact runs.
@@ -82,7 +83,7 @@ EXPORTER_SPECS: Dict[str, ExporterSpec] = {s.name: s for s in (
     # torch.jit.script of the wrapper: mode and sampling settings are hoisted attributes
     ExporterSpec("torchscript", "torchscript",
                  bakes=("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter",
-                        "input_guard"),
+                        "input_guard", "refine_patch_select", "refine_max_patches", "refine_topk_step"),
                  settable=TORCHSCRIPT_SETTABLE, ignores=("opset", "simplify", "export_resolution"), suffix="model.pt"),
     # traced graphs: everything, including the example shape the trace ran at
     ExporterSpec("onnx", "onnx", bakes=_ALL_MODEL + EXPORT_FIELDS, packages=("onnx", "onnxsim"), suffix="model.onnx"),

@@ -176,8 +176,10 @@ class MattingRefine(MattingBase):
         backbone: ``"mobilenetv2"``, ``"resnet50"`` or ``"resnet101"``.
         backbone_scale: downsampling of the coarse pass, in (0, 0.5] (0.25 for HD, 0.125 for 4K).
         refine_mode, refine_sample_pixels, refine_threshold, refine_kernel_size,
-        refine_prevent_oversampling, refine_patch_crop_method, refine_patch_replace_method:
-            see :class:`model.refiner.Refiner`.
+        refine_prevent_oversampling, refine_patch_crop_method, refine_patch_replace_method,
+        refine_patch_select, refine_max_patches, refine_topk_step:
+            see :class:`model.refiner.Refiner` (the last three are not in the official API:
+            ``refine_patch_select="static"`` is the export-friendly selector of issue 14).
 
     ``forward(src, bgr)`` with ``(B, 3, H, W)`` RGB in [0, 1], H and W multiples of 4, returns
     ``pha (B,1,H,W)``, ``fgr (B,3,H,W)``, ``pha_sm (B,1,Hc,Wc)``, ``fgr_sm (B,3,Hc,Wc)``,
@@ -206,6 +208,9 @@ class MattingRefine(MattingBase):
         refine_patch_crop_method: str = "unfold",
         refine_patch_replace_method: str = "scatter_nd",
         input_guard: bool = False,
+        refine_patch_select: str = "nonzero",
+        refine_max_patches: int = 3840,
+        refine_topk_step: int = 3840,
     ) -> None:
         if not (0.0 < float(backbone_scale) <= 0.5):
             raise ValueError(f"backbone_scale={backbone_scale!r}; expected a float in (0, 0.5]")
@@ -219,6 +224,9 @@ class MattingRefine(MattingBase):
             refine_prevent_oversampling,
             refine_patch_crop_method,
             refine_patch_replace_method,
+            refine_patch_select,
+            refine_max_patches,
+            refine_topk_step,
         )
         self.input_guard = bool(input_guard)
         self.range_margin = float(RANGE_MARGIN)
@@ -287,6 +295,14 @@ class MattingRefine(MattingBase):
                     + str(refine_sample_pixels // 16) + " patches but a "
                     + str(src.shape[2]) + "x" + str(src.shape[3]) + " input has only " + str(cells)
                     + " quarter-resolution cells; use refine_sample_pixels <= H*W (" + str(cells * 16) + ")"
+                )
+        if refine_mode == "thresholding" and self.refiner.patch_select == "static":
+            cells = (src.shape[2] // 4) * (src.shape[3] // 4)
+            if self.refiner.max_patches > cells:
+                raise ValueError(
+                    "refine_max_patches=" + str(self.refiner.max_patches) + " exceeds the " + str(cells)
+                    + " quarter-resolution cells of a " + str(src.shape[2]) + "x" + str(src.shape[3])
+                    + " input; the static thresholding selector needs refine_max_patches <= H*W/16"
                 )
         src_sm = F.interpolate(
             src, scale_factor=backbone_scale, mode="bilinear", align_corners=False, recompute_scale_factor=True

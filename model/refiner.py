@@ -30,7 +30,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from .constants import CROP_METHODS, KERNEL_SIZES, REFINE_MODES, REPLACE_METHODS  # noqa: F401 - re-exported
+from .constants import (  # noqa: F401 - re-exported
+    CROP_METHODS,
+    KERNEL_SIZES,
+    PATCH_SELECTS,
+    REFINE_MODES,
+    REPLACE_METHODS,
+    TENSORRT_TOPK_MAX,
+)
 
 
 def _check_choice(name: str, value: object, allowed: tuple) -> None:
@@ -50,12 +57,22 @@ class Refiner(nn.Module):
         prevent_oversampling: in sampling mode, drop selected cells whose error is exactly 0.
         patch_crop_method: ``"unfold"``, ``"roi_align"`` or ``"gather"``.
         patch_replace_method: ``"scatter_nd"`` or ``"scatter_element"``.
+        patch_select: ``"nonzero"`` (official: a 0/1 map, then ``torch.nonzero`` - a data-dependent
+            number of patches) or ``"static"`` (not in the official code: the patch indices come straight
+            from TopK, so every shape is fixed given H and W; see :meth:`select_static`). Both refine the
+            same cells and give the same outputs (tests/test_static_refiner.py).
+        max_patches: ``static`` thresholding only: at most this many cells are refined (TopK by error,
+            then ``err > threshold``); equal to the official output whenever no more cells pass the
+            threshold (the harness reports when the cap truncated).
+        topk_step: ``static`` only: largest K of one TopK; larger selections are chained TopK steps
+            (default 3840, TensorRT's TopK limit).
 
     Raises:
         ValueError: any argument outside the values listed above.
     """
 
-    __constants__ = ["kernel_size", "patch_crop_method", "patch_replace_method"]
+    __constants__ = ["kernel_size", "patch_crop_method", "patch_replace_method", "patch_select", "max_patches",
+                     "topk_step"]
 
     def __init__(
         self,
@@ -66,14 +83,23 @@ class Refiner(nn.Module):
         prevent_oversampling: bool = True,
         patch_crop_method: str = "unfold",
         patch_replace_method: str = "scatter_nd",
+        patch_select: str = "nonzero",
+        max_patches: int = TENSORRT_TOPK_MAX,
+        topk_step: int = TENSORRT_TOPK_MAX,
     ) -> None:
         super().__init__()
         _check_choice("refine_mode", mode, REFINE_MODES)
         _check_choice("refine_kernel_size", kernel_size, KERNEL_SIZES)
         _check_choice("refine_patch_crop_method", patch_crop_method, CROP_METHODS)
         _check_choice("refine_patch_replace_method", patch_replace_method, REPLACE_METHODS)
+        _check_choice("refine_patch_select", patch_select, PATCH_SELECTS)
         if int(sample_pixels) < 16:
             raise ValueError(f"refine_sample_pixels={sample_pixels!r}; expected an integer >= 16")
+        if int(max_patches) < 1 or int(topk_step) < 1:
+            raise ValueError(f"refine_max_patches={max_patches!r}, refine_topk_step={topk_step!r}; expected integers >= 1")
+        self.patch_select = patch_select
+        self.max_patches = int(max_patches)
+        self.topk_step = int(topk_step)
         self.mode = mode
         self.sample_pixels = int(sample_pixels)
         self.threshold = float(threshold)
@@ -145,9 +171,13 @@ class Refiner(nn.Module):
             return self._refine_full(src, srcbgr, half, H, W, Hq, Wq)
 
         err_q = F.interpolate(err, size=(Hq, Wq), mode="bilinear", align_corners=False)
-        ref = self.select_refinement_regions(err_q, mode, sample_pixels, threshold, prevent_oversampling)
-        idx = torch.nonzero(ref[:, 0])
-        b, i, j = idx[:, 0], idx[:, 1], idx[:, 2]
+        if self.patch_select == "static":
+            b, i, j, keep, ref = self.select_static(err_q, mode, sample_pixels, threshold, prevent_oversampling)
+        else:
+            ref = self.select_refinement_regions(err_q, mode, sample_pixels, threshold, prevent_oversampling)
+            idx = torch.nonzero(ref[:, 0])
+            b, i, j = idx[:, 0], idx[:, 1], idx[:, 2]
+            keep = torch.ones(0, dtype=torch.bool, device=src.device)
 
         k3 = self.kernel_size == 3
         x = self.crop_patch(half, b, i, j, 2, 3 if k3 else 0)
@@ -160,6 +190,8 @@ class Refiner(nn.Module):
         x = self.conv4(x)
 
         coarse = F.interpolate(torch.cat([pha, fgr], dim=1), size=(H, W), mode="bilinear", align_corners=False)
+        if self.patch_select == "static":  # selected cells that must not be refined keep their upsampled values
+            x = torch.where(keep.view(-1, 1, 1, 1), x, self.crop_patch(coarse, b, i, j, 4, 0))
         out = self.replace_patch(coarse, x, b, i, j)
         return out[:, :1], out[:, 1:], ref
 
@@ -209,6 +241,37 @@ class Refiner(nn.Module):
             return ref
         return (err > threshold).to(err.dtype)
 
+    def select_static(
+        self, err: Tensor, mode: str, sample_pixels: int, threshold: float, prevent_oversampling: bool
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The ``static`` selector: a fixed number of cells per image, with no NonZero.
+
+        Args:
+            err: ``(B, 1, Hq, Wq)`` error at quarter resolution, in [0, 1].
+
+        Returns:
+            ``b, i, j`` (``(B*K,)`` int64 cell coordinates), ``keep`` (``(B*K,)`` bool: refine this cell)
+            and ``ref`` (``(B, 1, Hq, Wq)`` 0/1 map, equal to :meth:`select_refinement_regions`'s).
+            Sampling: K = ``sample_pixels // 16``, the same TopK as the official selector (so the same
+            cells); ``keep`` drops error-0 cells when ``prevent_oversampling``. Thresholding: K =
+            ``max_patches`` cells by error, ``keep`` = error > ``threshold``. K is a constant of the graph;
+            K above ``topk_step`` is selected by chained TopK (:func:`topk_chained`).
+        """
+        B, Hq, Wq = err.shape[0], err.shape[2], err.shape[3]
+        flat = err.reshape(B, -1)
+        k = sample_pixels // 16 if mode == "sampling" else self.max_patches
+        vals, top = topk_chained(flat, k, self.topk_step)
+        if mode == "sampling":
+            keep = vals > 0 if prevent_oversampling else torch.ones_like(vals, dtype=torch.bool)
+        else:
+            keep = vals > threshold
+        ref = torch.zeros_like(flat).scatter(1, top, keep.to(flat.dtype)).reshape(B, 1, Hq, Wq)
+        b = torch.arange(B, device=err.device).view(B, 1).expand(B, k).reshape(-1)
+        i = torch.div(top, Wq, rounding_mode="floor")
+        j = (top - i * Wq).reshape(-1)  # not remainder: the dynamo ONNX exporter cannot translate
+        i = i.reshape(-1)               # aten.remainder.Scalar with a symbolic divisor (torch 2.14)
+        return b, i, j, keep.reshape(-1), ref
+
     def crop_patch(self, x: Tensor, b: Tensor, i: Tensor, j: Tensor, size: int, padding: int) -> Tensor:
         """Crop ``(P, C, O, O)`` windows, ``O = size + 2 * padding``, from ``x (B, C, H, W)``.
 
@@ -245,6 +308,31 @@ class Refiner(nn.Module):
             return v.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
         index = _pixel_indices(b, i, j, C, H, W, 4, 4, x.device)
         return x.reshape(-1).scatter(0, index.reshape(-1), y.reshape(-1)).reshape(B, C, H, W)
+
+
+def topk_chained(x: Tensor, k: int, step: int = TENSORRT_TOPK_MAX) -> Tuple[Tensor, Tensor]:
+    """``x.topk(k, dim=1, sorted=False)`` as chained TopK calls of at most ``step`` each.
+
+    Each step takes the top ``min(step, remaining)`` entries and masks them with -inf for the next, so the
+    union is the top ``k`` set (up to the order of exactly equal values, which any TopK breaks as it
+    likes). One call when ``k <= step``. ``x``: ``(B, N)`` with finite values, ``k <= N``.
+    Returns ``(values, indices)``, both ``(B, k)``.
+    """
+    if k <= step:
+        v, t = x.topk(k, dim=1, sorted=False)
+        return v, t
+    vals = []
+    idxs = []
+    left = k
+    while left > 0:
+        s = min(step, left)
+        v, t = x.topk(s, dim=1, sorted=False)
+        vals.append(v)
+        idxs.append(t)
+        left -= s
+        if left > 0:
+            x = x.scatter(1, t, torch.full_like(v, float("-inf")))
+    return torch.cat(vals, dim=1), torch.cat(idxs, dim=1)
 
 
 def _pixel_indices(

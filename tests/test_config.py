@@ -40,7 +40,7 @@ def test_ci_profile_covers_the_required_matrix():
     assert {c.runtime for c in aoti} == {"aoti-cpu"} and all(c.opset is None and not c.simplify for c in aoti)
     # 13 model configs x 2 precisions x (TS on 3 runtimes + eager-cuda + aoti-cpu + legacy ONNX at 6 opsets
     # and dynamo at 1, each plain/onnxsim on 3 runtimes)
-    plain = [c for c in cells if not c.input_guard]
+    plain = [c for c in cells if not c.input_guard and c.refine_patch_select == "nonzero"]
     assert len(plain) == 13 * 2 * (3 + 1 + 1 + (6 + 1) * 2 * 3)
     # profiles.ci.include: the input_guard export option on 3 fp32 gather configs (sampling x 2 replace + full):
     # legacy ONNX opset 17 plain/onnxsim on 3 runtimes, TorchScript on 3, each next to its unguarded twin
@@ -48,6 +48,13 @@ def test_ci_profile_covers_the_required_matrix():
     assert len(guard) == 3 * (2 * 3 + 3)
     ids = {c.cell_id for c in plain}
     assert all(c.cell_id.endswith("-guard") and c.cell_id[: -len("-guard")] in ids for c in guard)
+    # and the static patch selector: 12 sampling/thresholding configs on TorchScript (3 runtimes), legacy
+    # ONNX opset 17 and dynamo ONNX opset 18 (3 runtimes each, no onnxsim), AOTInductor for 2 of them
+    static = [c for c in cells if c.refine_patch_select == "static"]
+    assert len(static) == 12 * (3 + 3 + 3) + 2
+    assert all(c.cell_id.endswith("-static") and c.cell_id[: -len("-static")] in ids for c in static)
+    assert {c.exporter for c in static} == {"torchscript", "onnx", "onnx-dynamo", "aoti"}
+    assert not any(c.refine_mode == "full" for c in static)
 
 
 def test_filter_and_rules():

@@ -252,7 +252,16 @@ def test_new_exporters_on_cpu_aoti_and_dynamo(tmp_path):
     assert aoti.compile_s > 0 and aoti.exporter_name == "aoti"
     dyn = full[full.exporter == "onnx-dynamo"]
     assert set(dyn.ready_tensorrt) == {True}  # unique dynamic dim names, unlike the legacy full graph
-    sampling = df[df.refine_mode == "sampling"]
+    sampling = df[(df.refine_mode == "sampling") & (df.refine_patch_select == "nonzero")]
     assert len(sampling) == 3 and set(sampling.status) == {"xfail"} and set(sampling.stage) == {"export"}
     assert sampling.reason.str.contains("Could not guard on data-dependent expression").all()
     assert sampling.reason.str.contains("patch count comes from nonzero").all()
+    # the static patch selector (issue 14) exports through torch.export and equals the official model
+    static = df[df.refine_patch_select == "static"]
+    assert len(static) == 2 and set(static.exporter) == {"onnx-dynamo"}
+    assert set(static.status) == {"pass"}, static[["status", "reason"]].to_string()
+    assert (static.ref_nontie_disagreements == 0).all() and (static.judged_max_abs_pha < 1e-3).all()
+    assert set(static.ready_tensorrt) == {True} and not static.data_dependent_ops.str.contains("NonZero").any()
+    summary = (out / "summary.md").read_text()
+    assert "Static patch selection, sampling/thresholding cells passing (nonzero → static" in summary
+    assert "onnx-dynamo 0/2 → 2/2" in summary

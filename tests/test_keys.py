@@ -33,7 +33,7 @@ def test_every_field_is_classified_for_every_exporter():
 
     assert set(Cell.__dataclass_fields__) <= set(ALL_FIELDS)
     model_settings = {"backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
-                      "refine_prevent_oversampling"}
+                      "refine_prevent_oversampling", "refine_max_patches", "refine_topk_step"}
     assert model_settings == set(MODEL_SETTINGS) and model_settings <= set(Settings.model_fields)
     for spec in EXPORTER_SPECS.values():
         kinds = spec.classification()
@@ -129,7 +129,8 @@ def test_near_misses_share_keys_where_they_must(full_keys):
     groups = {}
     for c in plan.cells:
         if c.exporter == "onnx" and c.opset == 17 and not c.simplify:
-            groups.setdefault((c.backbone, c.refine_mode, c.crop_method, c.replace_method, c.precision, c.input_guard), set()).add(
+            groups.setdefault((c.backbone, c.refine_mode, c.crop_method, c.replace_method, c.precision, c.input_guard,
+                                 c.refine_patch_select), set()).add(
                 keys.artifact_key(c, False))
     assert groups and all(len(v) == 1 for v in groups.values())
     for a, b in itertools.combinations(list(groups.values())[:6], 2):

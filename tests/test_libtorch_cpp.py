@@ -137,7 +137,8 @@ def test_matrix_cells_on_libtorch_cpp(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--profile", "ci", "--filter",
          "runtime=libtorch-cpp,precision=fp32,crop_method=gather|roi_align|n/a,replace_method=scatter_nd|n/a,"
-         "refine_mode=sampling|thresholding|full,input_guard=false", "--out", str(out), "--no-progress"],
+         "refine_mode=sampling|thresholding|full,input_guard=false,refine_patch_select=nonzero", "--out", str(out),
+         "--no-progress"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = pd.read_csv(out / "results.csv").set_index("cell_id")

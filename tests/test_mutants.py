@@ -16,7 +16,8 @@ from harness.mutants import MUTANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ("exporter=onnx,precision=fp32,simplify=false,crop_method=roi_align,runtime=onnxruntime-cpu,"
-        "refine_mode=sampling|thresholding,opset=16|17|18,replace_method=scatter_nd|scatter_element")
+        "refine_mode=sampling|thresholding,opset=16|17|18,replace_method=scatter_nd|scatter_element,"
+        "refine_patch_select=nonzero")
 # one cell per mutant (RoiAlign's coordinate mode exists from opset 16); the other 5 cells are controls
 PLANTED = {
     "mobilenetv2-sampling-roi_align-scatter_nd-onnx-op16": "topk",
