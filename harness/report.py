@@ -297,25 +297,28 @@ def static_findings(records: List[Dict[str, Any]]) -> List[str]:
             ok = sum(r.get("stage") != "export" for r in exported)
             out.append(f"refine_patch_select={sel}: torch.export (dynamo ONNX, AOTInductor) gets through on "
                        f"{ok} of {len(exported)} sampling/thresholding cells")
+    import re
+
     for target in ("coreml", "tflite"):
         blockers: Dict[str, int] = {}
         for r in {r.get("artifact_key"): r for r in static}.values():
             why = r.get(f"ready_{target}_why")
             if isinstance(why, str) and why:
-                for part in why.split("; "):
-                    blockers[part] = blockers.get(part, 0) + 1
+                names = set(re.findall(r"\b([A-Z][A-Za-z]+)x\d+", why)) | ({"dynamic dims"} if "dynamic dims" in why else set())
+                for name in names:
+                    blockers[name] = blockers.get(name, 0) + 1
         if blockers:
-            out.append(f"Still blocking {target} in static graphs (graphs): "
-                       + "; ".join(f"{k} ({v})" for k, v in sorted(blockers.items(), key=lambda kv: -kv[1])[:6]))
+            out.append(f"Still blocking {target} in static graphs (op: graphs): "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(blockers.items(), key=lambda kv: (-kv[1], kv[0]))))
     by_id = {r["cell_id"]: r for r in records}
     ratios: Dict[str, List[float]] = {}
     for r in static:
         twin = by_id.get(r["cell_id"].replace("-static", ""))
         if twin and r.get("p50_ms") and twin.get("p50_ms") and r["status"] == "pass" and twin["status"] == "pass":
-            ratios.setdefault(str(r.get("runtime")), []).append(r["p50_ms"] / twin["p50_ms"])
+            ratios.setdefault(f"{r.get('runtime')} {r.get('refine_mode')}", []).append(r["p50_ms"] / twin["p50_ms"])
     if ratios:
         out.append("p50 static / nonzero (median over twin cells): " + ", ".join(
-            f"{rt} {float(np.median(v)):.2f}x (n={len(v)})" for rt, v in sorted(ratios.items())))
+            f"{k} {float(np.median(v)):.2f}x (n={len(v)})" for k, v in sorted(ratios.items())))
     return out
 
 

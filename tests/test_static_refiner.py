@@ -174,5 +174,6 @@ def test_report_findings_compare_the_selectors():
     assert any("refine_patch_select=static: of 2 sampling/thresholding ONNX graphs, 2 tensorrt-ready" in x for x in lines)
     assert any("torch.export (dynamo ONNX, AOTInductor) gets through on 0 of 1" in x for x in lines)
     assert any("torch.export (dynamo ONNX, AOTInductor) gets through on 1 of 1" in x for x in lines)
-    assert any(x.startswith("Still blocking coreml in static graphs") and "ScatterNDx1" in x for x in lines)
-    assert lines[-1] == "p50 static / nonzero (median over twin cells): onnxruntime-cpu 1.10x (n=1)"
+    assert "Still blocking coreml in static graphs (op: graphs): ScatterND 2" in lines
+    assert "Still blocking tflite in static graphs (op: graphs): TopK 2" in lines
+    assert lines[-1] == "p50 static / nonzero (median over twin cells): onnxruntime-cpu sampling 1.10x (n=1)"
