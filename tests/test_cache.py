@@ -20,7 +20,8 @@ def test_keys_change_with_what_changes_the_entry(monkeypatch, tmp_path):
     keys = CellKeys(plan, RunOptions(out_dir=tmp_path), threads=2)
     keys.weights_ids()
     onnx = [c for c in plan.cells if c.exporter == "onnx" and c.refine_mode == "sampling" and c.opset == 17
-            and c.precision == "fp32" and c.crop_method == "roi_align" and c.replace_method == "scatter_nd"]
+            and c.precision == "fp32" and c.crop_method == "roi_align" and c.replace_method == "scatter_nd"
+            and c.refine_patch_select == "nonzero"]
     plain = next(c for c in onnx if not c.simplify)
     sim = next(c for c in onnx if c.simplify)
     # the plain and simplified cells share the plain export; the simplified artifact is its own entry
@@ -28,7 +29,10 @@ def test_keys_change_with_what_changes_the_entry(monkeypatch, tmp_path):
     assert keys.artifact_key(sim, True) != keys.artifact_key(sim, False)
     ts = [c for c in plan.cells if c.exporter == "torchscript" and c.crop_method == "roi_align"
           and c.replace_method == "scatter_nd" and c.precision == "fp32"]
-    assert len({keys.artifact_key(c, False) for c in ts}) == 1  # one TorchScript file for every mode
+    official = [c for c in ts if c.refine_patch_select == "nonzero"]
+    assert len({keys.artifact_key(c, False) for c in official}) == 1  # one TorchScript file for every mode
+    static = {keys.artifact_key(c, False) for c in ts if c.refine_patch_select == "static"}
+    assert len(static) == 1 and static.isdisjoint({keys.artifact_key(official[0], False)})  # the selector is baked
     before = keys.result_key(plain), keys.artifact_key(plain, False)
     keys.weights_id["mobilenetv2"] = "calibrated:other"  # other weights: new artifacts and results
     assert keys.result_key(plain) != before[0] and keys.artifact_key(plain, False) != before[1]
