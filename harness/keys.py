@@ -128,15 +128,6 @@ class CellKeys:
                      cpu_flags=cpu_flags())
         return make_key("result", parts, packages=EXPORTER_SPECS[cell.exporter].packages + rt.packages)
 
-    def user_resolution(self) -> Optional[Tuple[int, int]]:
-        """(H, W) of the user's ``--src`` as the model sees it after EXIF orientation (from the image
-        header, without decoding), or None; ``--pad`` then pads it to multiples of 4 (see base_record)."""
-        if not self.opts.src:
-            return None
-        from .inputs import image_size
-
-        return image_size(self.opts.src)
-
     def base_record(self, cell: Cell) -> Dict[str, Any]:
         """The cell's axes and settings, as every record starts (also for crash/timeout records)."""
         rec: Dict[str, Any] = {"cell_id": cell.cell_id, **cell.as_dict()}
@@ -149,10 +140,8 @@ class CellKeys:
             export_resolution=f"{self.s.export_resolution[0]}x{self.s.export_resolution[1]}",
             device=self.device,
         )
-        hw = self.user_resolution()
-        if hw is not None:
-            rec["resolution"] = f"{hw[0]}x{hw[1]}"  # the real input size; --pad's padded size is in padded_to
-            if self.opts.pad and (hw[0] % 4 or hw[1] % 4):
-                rec["padded_to"] = f"{hw[0] + (-hw[0]) % 4}x{hw[1] + (-hw[1]) % 4}"
+        h, w = cell.resolution  # with --src, the real input size (the CLI puts it into every cell)
+        if self.opts.src and self.opts.pad and (h % 4 or w % 4):
+            rec["padded_to"] = f"{h + (-h) % 4}x{w + (-w) % 4}"
         return rec
 

@@ -103,12 +103,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _target(r: Dict[str, Any]) -> str:
+    """What produced a record's artifact, e.g. ``onnx+onnxsim+guard+static`` (exporter and export options)."""
+    return (r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
+            + ("+static" if r.get("refine_patch_select") == "static" else ""))
+
+
 def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Compatibility grids: one per (backbone, exporter+simplify, runtime, resolution, batch)."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
-        target = (r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
-                  + ("+static" if r.get("refine_patch_select") == "static" else ""))
+        target = _target(r)
         runtime = str(r.get("runtime")) + (" (TF32)" if r.get("tf32") else "")
         key = (r.get("backbone"), target, runtime, r.get("resolution"), r.get("batch"))
         groups.setdefault(key, []).append(r)
@@ -323,14 +328,13 @@ def static_findings(records: List[Dict[str, Any]]) -> List[str]:
 
 
 def contract_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per target (exporter+onnxsim+guard x runtime): counts of each probe outcome, for the report table."""
+    """Per target (exporter and export options, see :func:`_target`, x runtime): counts of each probe outcome."""
     from .probes import PROBES
 
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
         if r.get("input_contract"):
-            target = r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
-            groups.setdefault((target, r.get("runtime")), []).append(r)
+            groups.setdefault((_target(r), r.get("runtime")), []).append(r)
     rows = []
     for (target, rt), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         row: Dict[str, Any] = {"target": target, "runtime": rt, "cells": len(rs)}

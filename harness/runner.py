@@ -547,9 +547,8 @@ class Runner(CellKeys):
         inp = self._inputs(cell.resolution, cell.batch)
         dt = DTYPES[cell.precision]
         src, bgr = inp.src.to(dt), inp.bgr.to(dt)
-        if inp.crop_to is not None:  # --pad: the model saw the padded size; pha/fgr are judged cropped back
+        if inp.crop_to is not None:  # --pad: the model saw the padded size (padded_to, from base_record)
             rec["input_size"] = f"{inp.crop_to[0]}x{inp.crop_to[1]}"
-            rec["padded_to"] = f"{src.shape[2]}x{src.shape[3]}"
         try:
             t = time.perf_counter()
             outs = self._timed("run", lambda: runtime.run(src, bgr))

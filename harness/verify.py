@@ -234,7 +234,8 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
             stage = "run"
             inp = runner._inputs(cell.resolution, cell.batch)
             dt = DTYPES[cell.precision]
-            outs = rt.run(inp.src.to(dt), inp.bgr.to(dt))
+            src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+            outs = rt.run(src, bgr)
             rec["runtime_info"] = rt.info()
             stage = "parity"
             v = judge_outputs(outs, ref32, ref_same, plan.tolerances[cell.precision], runner.selection(cell),
@@ -243,7 +244,7 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
                 rec.update(status="fail", stage="parity", reason=v.reason)
             else:
                 rec["reason"] = v.record["parity_note"]
-            contract = _contract(rt, inp.src.to(dt), inp.bgr.to(dt), outs)
+            contract = _contract(rt, src, bgr, outs)
         except ShapeMismatch as e:
             rec.update(status="fail", stage="parity", reason=f"ShapeMismatch: {e}")
         except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime

@@ -287,8 +287,8 @@ class MattingRefine(MattingBase):
             raise ValueError("refine_mode='" + refine_mode + "'; expected 'sampling', 'thresholding' or 'full'")
         if not (0.0 < backbone_scale <= 0.5):
             raise ValueError("backbone_scale=" + str(backbone_scale) + "; expected a float in (0, 0.5]")
+        cells = (src.shape[2] // 4) * (src.shape[3] // 4)  # quarter-resolution cells
         if refine_mode == "sampling":
-            cells = (src.shape[2] // 4) * (src.shape[3] // 4)
             if refine_sample_pixels // 16 > cells:
                 raise ValueError(
                     "refine_sample_pixels=" + str(refine_sample_pixels) + " selects "
@@ -297,7 +297,6 @@ class MattingRefine(MattingBase):
                     + " quarter-resolution cells; use refine_sample_pixels <= H*W (" + str(cells * 16) + ")"
                 )
         if refine_mode == "thresholding" and self.refiner.patch_select == "static":
-            cells = (src.shape[2] // 4) * (src.shape[3] // 4)
             if self.refiner.max_patches > cells:
                 raise ValueError(
                     "refine_max_patches=" + str(self.refiner.max_patches) + " exceeds the " + str(cells)

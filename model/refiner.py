@@ -23,7 +23,7 @@ forward arguments so a TorchScript wrapper can change them after loading without
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -171,13 +171,13 @@ class Refiner(nn.Module):
             return self._refine_full(src, srcbgr, half, H, W, Hq, Wq)
 
         err_q = F.interpolate(err, size=(Hq, Wq), mode="bilinear", align_corners=False)
+        keep: Optional[Tensor] = None  # static only: which selected cells are really refined
         if self.patch_select == "static":
             b, i, j, keep, ref = self.select_static(err_q, mode, sample_pixels, threshold, prevent_oversampling)
         else:
             ref = self.select_refinement_regions(err_q, mode, sample_pixels, threshold, prevent_oversampling)
             idx = torch.nonzero(ref[:, 0])
             b, i, j = idx[:, 0], idx[:, 1], idx[:, 2]
-            keep = torch.ones(0, dtype=torch.bool, device=src.device)
 
         k3 = self.kernel_size == 3
         x = self.crop_patch(half, b, i, j, 2, 3 if k3 else 0)
@@ -190,7 +190,7 @@ class Refiner(nn.Module):
         x = self.conv4(x)
 
         coarse = F.interpolate(torch.cat([pha, fgr], dim=1), size=(H, W), mode="bilinear", align_corners=False)
-        if self.patch_select == "static":  # selected cells that must not be refined keep their upsampled values
+        if keep is not None:  # selected cells that must not be refined keep their upsampled values
             x = torch.where(keep.view(-1, 1, 1, 1), x, self.crop_patch(coarse, b, i, j, 4, 0))
         out = self.replace_patch(coarse, x, b, i, j)
         return out[:, :1], out[:, 1:], ref
