@@ -31,7 +31,7 @@ def main() -> int:
     import torch
 
     from harness.config import NA, expand, load_config
-    from harness.exporters import export_onnx_legacy, export_torchscript
+    from harness.exporters import export_model
     from harness.inputs import batch_of
     from model import MattingRefine
 
@@ -57,7 +57,7 @@ def main() -> int:
     try:
         if cell.exporter == "torchscript":
             path = out / "model.pt"
-            export_torchscript(model, path)
+            export_model("torchscript", model, path, ())
             m = torch.jit.load(str(path))
             m.refine_mode = cell.refine_mode
             with torch.inference_mode():
@@ -67,7 +67,7 @@ def main() -> int:
 
             path = out / "model.onnx"
             _, esrc, ebgr = batch_of(tuple(s.export_resolution), 1)
-            export_onnx_legacy(model, path, (esrc.to(dt), ebgr.to(dt)), cell.opset)
+            export_model("onnx", model, path, (esrc.to(dt), ebgr.to(dt)), cell.opset)
             if cell.simplify:
                 import onnx
                 import onnxsim

@@ -12,11 +12,12 @@ import pytest
 
 
 def test_latency(benchmark, bench_runner, bench_cell):
-    from harness.runner import DTYPES, _missing_tools
+    from harness.exporters import EXPORTERS
+    from harness.runner import DTYPES, positional_call
     from harness.runtimes import RUNTIMES, Runtime
 
     cell = bench_cell
-    why = RUNTIMES[cell.runtime].unavailable() or _missing_tools(cell)
+    why = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
     if why:
         pytest.skip(why)
     cell_dir = bench_runner.out / "artifacts" / cell.cell_id
@@ -30,17 +31,14 @@ def test_latency(benchmark, bench_runner, bench_cell):
     if type(rt).measure_native is not Runtime.measure_native:
         pytest.skip(f"{cell.runtime} times itself inside its own process (see the matrix report); pytest-benchmark "
                     "would time the transfer to that process, not inference")
-    rt.load(str(art.path), {"refine_mode": cell.refine_mode, "backbone_scale": bench_runner.s.backbone_scale,
-                            "refine_sample_pixels": bench_runner.s.refine_sample_pixels,
-                            "refine_threshold": bench_runner.s.refine_threshold,
-                            "refine_prevent_oversampling": bench_runner.s.refine_prevent_oversampling,
-                            "threads": bench_runner.threads})
+    rt.load(str(art.path), bench_runner.runtime_settings(cell))
     inp = bench_runner._inputs(cell.resolution, cell.batch)
     dt = DTYPES[cell.precision]
     src, bgr = inp.src.to(dt), inp.bgr.to(dt)
-    outs = rt.run(src, bgr)
+    run = positional_call(rt)
+    outs = run(src, bgr)
     max_abs = float(abs(outs[0].astype("float32") - ref[0]).max())
     benchmark.extra_info.update(cell_id=cell.cell_id, device=bench_runner.device, exporter=art.exporter,
                                 max_abs_pha_vs_eager=max_abs, batch=cell.batch)
-    result = benchmark.pedantic(rt.run, args=(src, bgr), warmup_rounds=5, rounds=20, iterations=1)
+    result = benchmark.pedantic(run, args=(src, bgr), warmup_rounds=5, rounds=20, iterations=1)
     assert len(result) == 6 and result[0].shape == tuple(src.shape[:1]) + (1,) + tuple(src.shape[2:])

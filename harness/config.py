@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
+
+from .exporters import EXPORTERS
 from .runtimes import RUNTIMES
 
-from .targets import EXPORTER_FORMAT, EXPORTERS  # noqa: E402,F401 - declared once, in harness/targets.py
-DYNAMO_MIN_OPSET = 18  # torch.onnx.export(dynamo=True) builds opset 18+ graphs; lower requests are down-converted
 PRECISIONS = ("fp32", "fp16")
-OPSETS = tuple(range(11, 21))  # what the legacy exporter supports in torch 2.x
 STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error", "crash", "timeout")
 NA = "n/a"
 
@@ -67,7 +67,7 @@ class Axes(_Strict):
     refine_mode: List[Literal["sampling", "thresholding", "full"]]
     opset: List[int]
     precision: List[Literal["fp32", "fp16"]]
-    exporter: List[Literal["eager", "torchscript", "onnx", "onnx-dynamo", "aoti"]]
+    exporter: List[str]  # names of exporter plug-ins (harness/exporters/)
     simplify: List[bool]
     runtime: List[str]
     resolution: List[Resolution]
@@ -87,9 +87,18 @@ class Axes(_Strict):
     @field_validator("opset")
     @classmethod
     def _opsets(cls, v: List[int]) -> List[int]:
-        bad = [o for o in v if o not in OPSETS]
+        known = sorted({o for e in EXPORTERS.values() for o in (e.opsets or ())})
+        bad = [o for o in v if o not in known]
         if bad:
-            raise ValueError(f"unsupported opset {bad[0]!r}; the legacy exporter accepts {OPSETS[0]}..{OPSETS[-1]}")
+            raise ValueError(f"unsupported opset {bad[0]!r}; the exporters accept {known[0]}..{known[-1]}")
+        return v
+
+    @field_validator("exporter")
+    @classmethod
+    def _exporters(cls, v: List[str]) -> List[str]:
+        for e in v:
+            if e not in EXPORTERS:
+                raise ValueError(f"unknown exporter {e!r}; expected one of {sorted(EXPORTERS)} (harness/exporters/)")
         return v
 
     @field_validator("runtime")
@@ -97,7 +106,7 @@ class Axes(_Strict):
     def _runtimes(cls, v: List[str]) -> List[str]:
         for r in v:
             if r not in RUNTIMES:
-                raise ValueError(f"unknown runtime {r!r}; expected one of {sorted(RUNTIMES)}")
+                raise ValueError(f"unknown runtime {r!r}; expected one of {sorted(RUNTIMES)} (harness/runtimes/)")
         return v
 
     @field_validator("resolution")
@@ -222,76 +231,6 @@ class Tolerance(_Strict):
     max_violation_frac: float = Field(0.0, ge=0, le=1)
     tie_atol: float = Field(1.0e-3, ge=0, le=0.1)
     eager_drift_factor: Optional[float] = Field(None, ge=1.0)
-
-
-class RuleEnv(_Strict):
-    """Conditions of a rule on the machine it is judged on (all must hold for the rule to apply).
-
-    ``cpu_flags``: flags that must all be present (``/proc/cpuinfo``, as recorded in environment.json);
-    ``cpu_flags_absent``: flags that must all be absent; ``packages``: distribution -> PEP 440 specifier
-    (``">=2024.0,<2027"``) or ``"absent"``; ``gpu_compute_capability``: specifier on the first GPU's
-    compute capability (``"<8.0"``; a machine without a GPU never satisfies it)."""
-
-    cpu_flags: List[str] = []
-    cpu_flags_absent: List[str] = []
-    packages: Dict[str, str] = {}
-    gpu_compute_capability: Optional[str] = None
-
-    @field_validator("packages")
-    @classmethod
-    def _specs(cls, v: Dict[str, str]) -> Dict[str, str]:
-        for name, spec in v.items():
-            if spec != "absent":
-                _check_specifier(spec, f"packages.{name}: ", "'>=2024.0' or 'absent'")
-        return v
-
-    @field_validator("gpu_compute_capability")
-    @classmethod
-    def _cc(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            _check_specifier(v, "", "'<8.0'")
-        return v
-
-
-def _check_specifier(text: str, where: str, example: str) -> None:
-    """Raise ValueError (naming ``where`` and an ``example``) unless ``text`` is a PEP 440 version specifier."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
-    try:
-        SpecifierSet(text)
-    except InvalidSpecifier:
-        raise ValueError(f"{where}{text!r} is not a version specifier such as {example}") from None
-
-
-class Rule(_Strict):
-    """Known incompatibility: cells matching ``when`` are expected to fail (at ``stage`` if given).
-
-    A rule *predicts* a failure only when every condition holds: ``when`` (cell fields), ``env`` (the
-    machine: :class:`RuleEnv`), ``runtime_info`` (what the runtime recorded it really did, e.g.
-    ``{inference_precision: bf16}`` for OpenVINO; list values mean 'any of') and ``match``, a regular
-    expression searched in the failure's reason (as ``pytest.raises(match=...)``). A failure the rule
-    does not predict stays ``fail``/``error`` with a note; a pass under an applying rule is ``xpass``.
-    """
-
-    id: str
-    when: Dict[str, Union[Any, List[Any]]]
-    expect: Literal["fail", "crash"] = "fail"  # crash: the cell is expected to crash or time out
-    stage: Optional[str] = None
-    match: Optional[str] = None
-    env: RuleEnv = RuleEnv()
-    runtime_info: Dict[str, Union[Any, List[Any]]] = {}
-    reason: str
-    evidence: str
-
-    @field_validator("match")
-    @classmethod
-    def _regex(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"match {v!r} is not a valid regular expression ({e})") from None
-        return v
 
 
 STAGES = ("model", "export", "check", "simplify", "load", "run", "analyze", "parity", "latency", "probe")
@@ -655,11 +594,11 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
     ):
         if mode == "full":
             crop, rep = NA, NA
-        fmt = EXPORTER_FORMAT[exp]
-        opsets = axes["opset"] if fmt == "onnx" else [None]  # only ONNX has an opset and onnxsim
-        if exp == "onnx-dynamo":  # its native opsets only: down-conversion is the version converter's job
-            opsets = [o for o in opsets if o >= DYNAMO_MIN_OPSET]
-        sims = axes["simplify"] if fmt == "onnx" else [False]
+        exporter = EXPORTERS[exp]
+        fmt = exporter.format
+        # an exporter's own opsets only (onnx-dynamo: 18+; down-conversion is the version converter's job)
+        opsets = [o for o in axes["opset"] if o in exporter.opsets] if exporter.opsets else [None]
+        sims = axes["simplify"] if exporter.simplifiable else [False]
         for op, sim, rt, tf, guard, sel in itertools.product(
                 opsets, sims, axes["runtime"], axes.get("tf32") or [False], axes.get("input_guard") or [False],
                 axes.get("refine_patch_select") or ["nonzero"]):
@@ -676,28 +615,3 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
             seen.add(cell)
             cells.append(cell)
     return cells
-
-
-def matching_rules(cell: Cell, rules: Tuple[Rule, ...]) -> List[Rule]:
-    """Every rule whose ``when`` matches ``cell`` (list values mean 'any of'), in file order."""
-    d = asdict(cell)
-    out = []
-    for rule in rules:
-        ok = True
-        for key, val in rule.when.items():
-            vals = val if isinstance(val, list) else [val]
-            cur = d[key]
-            if isinstance(cur, tuple):
-                vals = [tuple(v) if isinstance(v, list) else v for v in vals]
-            if cur not in vals:
-                ok = False
-                break
-        if ok:
-            out.append(rule)
-    return out
-
-
-def matching_rule(cell: Cell, rules: Tuple[Rule, ...]) -> Optional[Rule]:
-    """First rule whose ``when`` matches ``cell`` (list values mean 'any of')."""
-    found = matching_rules(cell, rules)
-    return found[0] if found else None

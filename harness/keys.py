@@ -10,8 +10,8 @@ from . import inputs as data_mod
 from .benchmark import cpu_flags, cpu_name
 from .cache import code_hash, file_hash, make_key
 from .config import Cell, Plan
+from .exporters import EXPORTERS
 from .runtimes import RUNTIMES
-from .targets import EXPORTER_SPECS
 
 
 class CellKeys:
@@ -103,17 +103,17 @@ class CellKeys:
 
     def artifact_parts(self, cell: Cell, simplified: bool) -> Dict[str, Any]:
         """What the cell's artifact key is made of: the values of exactly the fields its exporter declares
-        it bakes (:data:`harness.targets.EXPORTER_SPECS`), the weights and the producing code."""
-        spec = EXPORTER_SPECS[cell.exporter]
-        return {"baked": {f: self.field_value(cell, f, simplified) for f in spec.bakes},
+        it bakes (its plug-in's declaration, :meth:`harness.exporters.Exporter.spec`), the weights and the
+        producing code (the plug-in's module and the modules it builds on)."""
+        exporter = EXPORTERS[cell.exporter]
+        return {"baked": {f: self.field_value(cell, f, simplified) for f in exporter.bakes},
                 "weights": self.weights_id[cell.backbone], "model_code": code_hash("model"),
-                "exporter_code": file_hash([Path(__file__).with_name("exporters.py")])}
+                "exporter_code": file_hash(_code_files(exporter))}
 
     def artifact_key(self, cell: Cell, simplified: bool) -> str:
         """Cache key of the cell's artifact, derived from its exporter's declaration (so a TorchScript file
         serves every refine mode and runtime, while an eager or AOTInductor one serves one mode)."""
-        spec = EXPORTER_SPECS[cell.exporter]
-        return make_key("artifact", self.artifact_parts(cell, simplified), packages=spec.packages)
+        return make_key("artifact", self.artifact_parts(cell, simplified), packages=EXPORTERS[cell.exporter].packages)
 
     def result_key(self, cell: Cell) -> str:
         """Cache key of a cell's finished record: everything that can change it, including the
@@ -126,7 +126,7 @@ class CellKeys:
                      tolerance=self.plan.tolerances[cell.precision].model_dump(), device=self.device,
                      code=code_hash("model", "harness"), runtime_identity=rt.identity(),
                      cpu_flags=cpu_flags())
-        return make_key("result", parts, packages=EXPORTER_SPECS[cell.exporter].packages + rt.packages)
+        return make_key("result", parts, packages=EXPORTERS[cell.exporter].packages + rt.packages)
 
     def base_record(self, cell: Cell) -> Dict[str, Any]:
         """The cell's axes and settings, as every record starts (also for crash/timeout records)."""
@@ -145,3 +145,11 @@ class CellKeys:
             rec["padded_to"] = f"{h + (-h) % 4}x{w + (-w) % 4}"
         return rec
 
+
+def _code_files(cls: type) -> list:
+    """Source files of a plug-in class and of every harness class it derives from (sorted, unique)."""
+    import sys
+
+    files = {Path(sys.modules[c.__module__].__file__) for c in cls.__mro__
+             if c.__module__.startswith("harness.") and getattr(sys.modules.get(c.__module__), "__file__", None)}
+    return sorted(files)

@@ -495,7 +495,7 @@ def run_plan(plan, opts):
     """
     from .benchmark import physical_cores
     from .cache import Cache, default_root, link_or_copy
-    from .config import matching_rules
+    from .rules import apply_rule, matching_rules, pick_rule
     from .keys import CellKeys
     from .records import (
         CACHEABLE_STATUSES,
@@ -503,8 +503,6 @@ def run_plan(plan, opts):
         RunError,
         RunSummary,
         append_record,
-        apply_rule,
-        pick_rule,
         check_out_dir,
         stage_seconds,
     )

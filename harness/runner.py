@@ -1,4 +1,4 @@
-"""Execute cells: model -> export -> check -> simplify -> load -> run -> parity -> latency.
+"""Execute cells: model -> export -> check -> simplify -> load -> run -> parity -> latency -> probe.
 
 :class:`Runner` is what a worker process (``harness/pool.py``) uses to run one cell at a time; the
 coordinator uses it too, to prepare weights and compute cache keys. Artifacts and eager references go
@@ -36,25 +36,13 @@ from .records import (  # noqa: F401 - re-exported
     RunOptions,
     RunSummary,
     append_record,
-    apply_rule,
     describe,
 )
-from .exporters import (
-    Artifact,
-    check_onnx,
-    export_aoti,
-    export_eager,
-    export_onnx_dynamo,
-    export_onnx_legacy,
-    export_torchscript,
-    OUTPUT_NAMES,
-    onnx_versions,
-    simplify_onnx,
-    write_metadata,
-)
+from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
+from .models import bgmv2
 from .parity import ShapeMismatch, Selection
 from .verdict import judge_outputs
-from .runtimes import RUNTIMES
+from .runtimes import RUNTIMES, as_list
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -358,105 +346,90 @@ class Runner(CellKeys):
         """What an artifact carries about itself (``python -m harness verify`` reads it): the values of the
         fields its exporter bakes, the names of those it leaves settable, the weights' identity (with the
         calibration recipe's seed and samples) and the exporter's name."""
-        from .targets import EXPORTER_SPECS
-
-        spec = EXPORTER_SPECS[cell.exporter]
+        exporter = EXPORTERS[cell.exporter]
         parts = self.artifact_parts(cell, simplified)
-        return {"model": "bgmv2", "format": spec.format, "exporter": cell.exporter, "weights": parts["weights"],
-                "seed": self.s.seed, "samples": list(self.plan.samples), "settable": list(spec.settable),
+        return {"model": "bgmv2", "format": exporter.format, "exporter": cell.exporter, "weights": parts["weights"],
+                "seed": self.s.seed, "samples": list(self.plan.samples), "settable": list(exporter.settable),
                 **parts["baked"]}
 
-    def export(self, cell: Cell, cell_dir: Path) -> Tuple[Artifact, Dict[str, float]]:
-        """Export (or reuse) the cell's artifact; returns it and the seconds its export, check and
-        simplify took when it was made (also for a cached artifact)."""
-        times: Dict[str, float] = {}
+    def export_request(self, cell: Cell, path: Path, batch: int) -> ExportRequest:
+        """The exporter's inputs for ``cell``: the eager model in the cell's precision, example inputs at
+        ``settings.export_resolution`` with ``batch`` images, the I/O contract and the metadata to embed."""
         dt = DTYPES[cell.precision]
-        if cell.exporter == "eager":
-            def make_eager(path: Path) -> Artifact:
-                art = export_eager(self.build_model(cell), path, self.model_kwargs(cell), cell.precision)
-                write_metadata(path, "eager", self.artifact_metadata(cell))
-                return art
+        _, src, bgr = data_mod.batch_of(self.s.export_resolution, batch)
+        return ExportRequest(model=self.build_model(cell), path=path, example=(src.to(dt), bgr.to(dt)),
+                             input_names=bgmv2.INPUT_NAMES, output_names=bgmv2.OUTPUT_NAMES,
+                             dynamic_axes=bgmv2.DYNAMIC_AXES, opset=cell.opset, precision=cell.precision,
+                             model_kwargs=self.model_kwargs(cell), meta=self.artifact_metadata(cell, False))
 
-            art = self._artifact(cell_dir, self.artifact_key(cell, False), make_eager, "model.pth")
-            times["export"] = art.seconds
-            return art, times
-        if cell.exporter == "aoti":
-            def make_aoti(path: Path) -> Artifact:
-                _, src2, bgr2 = data_mod.batch_of(self.s.export_resolution, 2)  # batch 1 would be specialised
-                try:
-                    art = export_aoti(self.build_model(cell), path, (src2.to(dt), bgr2.to(dt)))
-                    write_metadata(path, "aoti", self.artifact_metadata(cell))
-                    return art
-                except Exception as e:  # noqa: BLE001
-                    raise _Stage("export", e) from e
+    def export(self, cell: Cell, cell_dir: Path) -> Tuple[Artifact, Dict[str, float]]:
+        """Export (or reuse) the cell's artifact with its exporter plug-in, check it and, for a ``simplify``
+        cell, simplify the plain export (itself cached, so one export feeds the plain and the simplified
+        cell); returns it and the seconds its export, check and simplify took when it was made."""
+        exporter = EXPORTERS[cell.exporter]()
 
-            art = self._artifact(cell_dir, self.artifact_key(cell, False), make_aoti, "model.pt2")
-            times["export"] = art.seconds
-            return art, times
-        if cell.exporter == "torchscript":
-            def make_ts(path: Path) -> Artifact:
-                try:
-                    return export_torchscript(self.build_model(cell), path, self.artifact_metadata(cell))
-                except Exception as e:  # noqa: BLE001
-                    raise _Stage("export", e) from e
-
-            art = self._artifact(cell_dir, self.artifact_key(cell, False), make_ts, "model.pt")
-            times["export"] = art.seconds
-            return art, times
-
-        ex_hw = self.s.export_resolution
-
-        def make_onnx(path: Path) -> Artifact:
-            names, src, bgr = data_mod.batch_of(ex_hw, 1)
-            exporter = export_onnx_dynamo if cell.exporter == "onnx-dynamo" else export_onnx_legacy
-            try:
-                art = exporter(self.build_model(cell), path, (src.to(dt), bgr.to(dt)), cell.opset)
-            except Exception as e:  # noqa: BLE001
-                raise _Stage("export", e) from e
-            self.on_stage("check")
-            try:
-                art.meta["check_s"] = check_onnx(path)
-            except Exception as e:  # noqa: BLE001
-                raise _Stage("check", e) from e
-            write_metadata(path, "onnx", self.artifact_metadata(cell, False))
+        def make(path: Path) -> Artifact:
+            art = _in_stage("export", lambda: exporter.export(self.export_request(cell, path, exporter.example_batch)))
+            self._check(exporter, path, art)
+            exporter.write_metadata(path, self.artifact_metadata(cell, False))
             return art
 
-        plain = self._artifact(cell_dir, self.artifact_key(cell, False), make_onnx, "model.onnx")
-        times["export"] = plain.seconds
-        times["check"] = float(plain.meta.get("check_s", 0.0))
+        suffix = exporter.suffix
+        plain = self._artifact(cell_dir, self.artifact_key(cell, False), make, suffix)
+        times = {"export": plain.seconds}
+        if "check_s" in plain.meta:
+            times["check"] = float(plain.meta["check_s"])  # type: ignore[arg-type]
         if not cell.simplify:
             return plain, times
 
         def make_sim(path: Path) -> Artifact:
             self.on_stage("simplify")
-            try:
-                art = simplify_onnx(plain, path)
-            except Exception as e:  # noqa: BLE001
-                raise _Stage("simplify", e) from e
-            self.on_stage("check")
-            try:
-                check_onnx(path)
-            except Exception as e:  # noqa: BLE001
-                raise _Stage("check", e) from e
-            write_metadata(path, "onnx", self.artifact_metadata(cell, True))
+            art = _in_stage("simplify", lambda: exporter.simplify(plain, path))
+            self._check(exporter, path, None)
+            exporter.write_metadata(path, self.artifact_metadata(cell, True))
             return art
 
-        sim = self._artifact(cell_dir, self.artifact_key(cell, True), make_sim, "model.sim.onnx")
+        stem, ext = suffix.rsplit(".", 1)
+        sim = self._artifact(cell_dir, self.artifact_key(cell, True), make_sim, f"{stem}.sim.{ext}")
         times["simplify"] = sim.seconds
         return sim, times
 
+    def _check(self, exporter: Any, path: Path, art: Optional[Artifact]) -> None:
+        """Stage ``check``: the format's checker on a written artifact (its seconds go to ``art.meta``)."""
+        if type(exporter).check is Exporter.check:  # the format has no checker
+            return
+        self.on_stage("check")
+        seconds = _in_stage("check", lambda: exporter.check(path))
+        if seconds is not None and art is not None:
+            art.meta["check_s"] = seconds
+
     # ---------------------------------------------------------------- one cell
+    def runtime_settings(self, cell: Cell) -> Dict[str, Any]:
+        """What a runtime's ``load`` gets for ``cell``: the hoisted model settings (TorchScript sets them on
+        the loaded module), threads, precision, TF32 and the model's input/output names."""
+        return {
+            "backbone_scale": self.s.backbone_scale,
+            "refine_mode": cell.refine_mode,
+            "refine_sample_pixels": self.s.refine_sample_pixels,
+            "refine_threshold": self.s.refine_threshold,
+            "refine_prevent_oversampling": self.s.refine_prevent_oversampling,
+            "threads": self.threads,
+            "precision": cell.precision,
+            "tf32": cell.tf32,
+            "input_names": bgmv2.INPUT_NAMES,
+            "output_names": bgmv2.OUTPUT_NAMES,
+        }
+
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
         """Run every stage of ``cell``; never raises (errors become the record's status).
 
         The record is *raw*: known-incompatibility rules are applied by the coordinator
-        (:func:`apply_rule`), so cached records stay valid when rules change."""
+        (:func:`harness.rules.apply_rule`), so cached records stay valid when rules change."""
         self.current_cell = cell
         rec = self.base_record(cell)
         t0 = time.perf_counter()
         status, stage, reason = "pass", "done", ""
-        rt_cls = RUNTIMES[cell.runtime]
-        why = rt_cls.unavailable() or _missing_tools(cell)
+        why = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
         self.stage_times: Dict[str, float] = {}
         if why:
             status, stage, reason = "skip", "load", f"skipped: {why}"
@@ -487,6 +460,7 @@ class Runner(CellKeys):
             self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.perf_counter() - t
 
     def _stages(self, cell: Cell, rec: Dict[str, Any]) -> Tuple[str, str, str]:
+        """model -> export -> check -> simplify -> load -> run -> analyze -> parity -> latency -> probe."""
         cell_dir = self.out / "artifacts" / cell.cell_id
         cell_dir.mkdir(parents=True, exist_ok=True)
         # references first: a configuration the model itself rejects is not an export finding
@@ -498,6 +472,30 @@ class Runner(CellKeys):
             return "skip", "model", f"skipped: eager reference failed: {describe(e)}"
         if self.s.count_macs:
             rec["gmac"] = self._timed("model", lambda: self.gmacs(cell))
+        art = self._export_stage(cell, cell_dir, rec)
+        runtime = self._load_stage(cell, art, rec)
+        feeds, outs, inp = self._run_stage(cell, runtime, art, rec)
+        tol = self.plan.tolerances[cell.precision]
+        try:
+            verdict = self._timed("parity", lambda: judge_outputs(outs, ref32, ref_same, tol, self.selection(cell),
+                                                                  cell.precision, inp.crop_to))
+        except ShapeMismatch as e:
+            return "fail", "parity", f"ShapeMismatch: {e}"
+        except Exception as e:  # noqa: BLE001
+            raise _Stage("parity", e) from e
+        rec.update(verdict.record)
+        self._diagnose(cell, runtime, art, inp, outs, verdict, rec)
+        self._latency_stage(cell, runtime, feeds, rec)
+        result = ("fail", "parity", verdict.reason) if not verdict.passed else ("pass", "done", "")
+        truncated = self.cap_truncation(cell, ref32)
+        if truncated:  # the static selector refined fewer cells than the official one: never a pass
+            rec["patch_cap_truncated"] = truncated
+            result = ("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
+        self._probe(rec, runtime, feeds, outs, result)
+        return result
+
+    def _export_stage(self, cell: Cell, cell_dir: Path, rec: Dict[str, Any]) -> Artifact:
+        """Stages export/check/simplify (cached artifacts cost ~0 s here); fills the artifact's record fields."""
         self.on_stage("export")
         t = time.perf_counter()
         try:
@@ -515,67 +513,53 @@ class Runner(CellKeys):
 
             rec["injected_fault"] = "; ".join(mutate_onnx(art.path, m) for m in mutations)
         rec["exporter_name"] = art.exporter
-        for k in ("torch_export_s", "compile_s"):
+        for k in ("torch_export_s", "compile_s", "lower_s", "delegated_ops", "portable_ops"):
             if k in art.meta:
                 rec[k] = art.meta[k]
-        rec["artifact"] = str(art.path.relative_to(self.out))
-        rec["artifact_key"] = self.artifact_key(cell, cell.simplify)
-        rec["artifact_mib"] = round(art.size_mib, 3)
-        rec["cached_artifact"] = bool(art.meta.get("cached", False))
+        rec.update(artifact=str(art.path.relative_to(self.out)), artifact_key=self.artifact_key(cell, cell.simplify),
+                   artifact_mib=round(art.size_mib, 3), cached_artifact=bool(art.meta.get("cached", False)))
         if "nodes_after" in art.meta:
             rec["nodes_before_sim"] = art.meta["nodes_before"]
             rec["nodes"] = art.meta["nodes_after"]
+        return art
+
+    def _load_stage(self, cell: Cell, art: Artifact, rec: Dict[str, Any]) -> Any:
+        """Stage load: the runtime plug-in prepares (e.g. builds the C++ runner) and loads the artifact."""
         runtime = self._runtime = RUNTIMES[cell.runtime]()
-        try:
-            rec.update(self._timed("load", lambda: runtime.prepare(self.cache, self.out)))
-        except Exception as e:  # noqa: BLE001
-            raise _Stage("load", e) from e
-        settings = {
-            "backbone_scale": self.s.backbone_scale,
-            "refine_mode": cell.refine_mode,
-            "refine_sample_pixels": self.s.refine_sample_pixels,
-            "refine_threshold": self.s.refine_threshold,
-            "refine_prevent_oversampling": self.s.refine_prevent_oversampling,
-            "threads": self.threads,
-            "precision": cell.precision,
-            "tf32": cell.tf32,
-        }
-        try:
-            rec["load_s"] = round(self._timed("load", lambda: runtime.load(str(art.path), settings)), 4)
-        except Exception as e:  # noqa: BLE001
-            raise _Stage("load", e) from e
+        rec.update(_in_stage("load", lambda: self._timed("load", lambda: runtime.prepare(self.cache, self.out))))
+        seconds = _in_stage("load", lambda: self._timed("load", lambda: runtime.load(str(art.path),
+                                                                                      self.runtime_settings(cell))))
+        rec["load_s"] = round(seconds, 4)
+        return runtime
+
+    def _run_stage(self, cell: Cell, runtime: Any, art: Artifact, rec: Dict[str, Any]):
+        """Stage run (one call on the validation inputs) and, for ONNX, the static analysis of the graph."""
         inp = self._inputs(cell.resolution, cell.batch)
         dt = DTYPES[cell.precision]
-        src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+        feeds = {"src": inp.src.to(dt), "bgr": inp.bgr.to(dt)}
         if inp.crop_to is not None:  # --pad: the model saw the padded size (padded_to, from base_record)
             rec["input_size"] = f"{inp.crop_to[0]}x{inp.crop_to[1]}"
-        try:
-            t = time.perf_counter()
-            outs = self._timed("run", lambda: runtime.run(src, bgr))
-            # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
-            rec["first_run_ms"] = round(getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3, 2)
-        except Exception as e:  # noqa: BLE001
-            raise _Stage("run", e) from e
+        t = time.perf_counter()
+        outs = _in_stage("run", lambda: as_list(self._timed("run", lambda: runtime.run(feeds)), bgmv2.OUTPUT_NAMES))
+        # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
+        rec["first_run_ms"] = round(getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3, 2)
         rec["output_dtypes"] = ",".join(sorted({str(o.dtype) for o in outs}))
-        info = runtime.info()
-        rec["runtime_info"] = json.dumps(info, default=str)  # rules may depend on it (what really ran)
+        rec["runtime_info"] = json.dumps(runtime.info(), default=str)  # rules may depend on it (what really ran)
         if art.format == "onnx":
-            observed = {"src": tuple(src.shape), "bgr": tuple(bgr.shape)}
-            observed.update({n: o.shape for n, o in zip(OUTPUT_NAMES, outs)})
+            observed = {n: tuple(t.shape) for n, t in feeds.items()}
+            observed.update({n: o.shape for n, o in zip(bgmv2.OUTPUT_NAMES, outs)})
             try:
                 rec.update(self._timed("analyze", lambda: self.analyze_onnx(art.path, cell, observed)))
             except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
                 rec["analysis_error"] = describe(e)
+        return feeds, outs, inp
+
+    def _diagnose(self, cell: Cell, runtime: Any, art: Artifact, inp: "Inputs", outs: List[np.ndarray],
+                  verdict: Any, rec: Dict[str, Any]) -> None:
+        """Information next to the verdict: CUDA cells also against eager on the same GPU (TF32 off), and a
+        failing ONNX graph's first divergence from the fp32 export (on onnxruntime-cpu)."""
         tol = self.plan.tolerances[cell.precision]
-        try:
-            verdict = self._timed("parity", lambda: judge_outputs(outs, ref32, ref_same, tol, self.selection(cell),
-                                                                  cell.precision, inp.crop_to))
-        except ShapeMismatch as e:
-            return "fail", "parity", f"ShapeMismatch: {e}"
-        except Exception as e:  # noqa: BLE001
-            raise _Stage("parity", e) from e
-        rec.update(verdict.record)
-        if runtime.device == "cuda":  # also against eager on the same GPU (TF32 off): separates GPU numerics from the graph
+        if runtime.device == "cuda":  # separates GPU numerics from the graph
             try:
                 on_gpu = judge_outputs(outs, self.reference(cell, cell.precision, "cuda"), None, tol, self.selection(cell))
                 rec.update(max_abs_pha_vs_cuda_eager=on_gpu.best.outputs["pha"].max_abs,
@@ -588,65 +572,41 @@ class Runner(CellKeys):
         elif not verdict.passed and art.format == "onnx":
             rec["first_divergence"] = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
                                        f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
+
+    def _latency_stage(self, cell: Cell, runtime: Any, feeds: Dict[str, Any], rec: Dict[str, Any]) -> None:
+        """Stage latency: end-to-end and (``latency.compute``) device compute, timed alone on all cores."""
         lat_cfg = self.s.latency
         proto = lat_cfg.protocol()
         cuda = runtime.device == "cuda"
         device = self.device
         if cuda:
-            device = f"cuda: {info.get('gpu', '?')}"
-            rec["device"] = device
+            device = rec["device"] = f"cuda: {runtime.info().get('gpu', '?')}"
         work_threads = torch.get_num_threads()
+
+        def timing():
+            e2e = runtime.measure_native(feeds, "end-to-end", proto, device, cell.batch)
+            if e2e is None:
+                e2e = measure(lambda: runtime.run(feeds), proto, device, batch=cell.batch)
+            comp = None
+            if lat_cfg.compute:
+                comp = runtime.measure_native(feeds, "compute", proto, device, cell.batch)
+                if comp is None:
+                    comp = measure(runtime.compute_fn(feeds), proto, device, batch=cell.batch, cuda=cuda)
+            return e2e, comp
+
         try:
             torch.set_num_threads(self.threads)  # timed alone, on all cores (see harness/pool.py)
-
-            def timing():
-                e2e = runtime.measure_native(src, bgr, "end-to-end", proto, device, cell.batch)
-                if e2e is None:
-                    e2e = measure(lambda: runtime.run(src, bgr), proto, device, batch=cell.batch)
-                comp = None
-                if lat_cfg.compute:
-                    comp = runtime.measure_native(src, bgr, "compute", proto, device, cell.batch)
-                    if comp is None:
-                        comp = measure(runtime.compute_fn(src, bgr), proto, device, batch=cell.batch, cuda=cuda)
-                return e2e, comp
-
-            lat, comp = self._timed("latency", timing)
-        except Exception as e:  # noqa: BLE001
-            raise _Stage("latency", e) from e
+            lat, comp = _in_stage("latency", lambda: self._timed("latency", timing))
         finally:
             torch.set_num_threads(work_threads)
-        for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms"):
-            rec[key] = round(getattr(lat, key), 3)
-        rec["cv"] = round(lat.cv, 4)
-        rec["fps"] = round(lat.fps, 2)
-        rec["latency_runs"] = lat.runs
-        rec["warmup_runs"] = lat.warmup_runs
-        rec["latency_clock"] = lat.clock
-        rec["latency_warning"] = lat.warning
-        rec["latency_samples_ms"] = lat.samples_ms
+        rec.update(latency_fields(lat, comp))
         rec["cold_ms"] = rec.get("first_run_ms")
-        if comp is not None:
-            rec["compute_p50_ms"] = round(comp.p50_ms, 3)
-            rec["compute_p90_ms"] = round(comp.p90_ms, 3)
-            rec["compute_p99_ms"] = round(comp.p99_ms, 3)
-            rec["compute_cv"] = round(comp.cv, 4)
-            rec["compute_clock"] = comp.clock
-            rec["compute_fps"] = round(comp.fps, 2)
-            if comp.warning:
-                rec["latency_warning"] = "; ".join(filter(None, [lat.warning, f"compute {comp.warning}"]))
         peak = runtime.peak_memory_mib()
         if peak is not None:
             rec["peak_device_mib"] = round(peak, 1)
-        result = ("fail", "parity", verdict.reason) if not verdict.passed else ("pass", "done", "")
-        truncated = self.cap_truncation(cell, ref32)
-        if truncated:  # the static selector refined fewer cells than the official one: never a pass
-            rec["patch_cap_truncated"] = truncated
-            result = ("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
-        self._probe(rec, runtime, src, bgr, outs, result)
-        return result
 
-    def _probe(self, rec: Dict[str, Any], runtime: Any, src: torch.Tensor, bgr: torch.Tensor,
-               outs: List[np.ndarray], result: Tuple[str, str, str]) -> None:
+    def _probe(self, rec: Dict[str, Any], runtime: Any, feeds: Dict[str, Any], outs: List[np.ndarray],
+               result: Tuple[str, str, str]) -> None:
         """Input-contract probes (harness/probes.py) on the loaded artifact, after the verdict: they add
         ``input_contract``/``probe_*`` fields and never change the status."""
         from .probes import record_fields, run_probes
@@ -664,33 +624,44 @@ class Runner(CellKeys):
             self.on_partial(snap)
 
         on_probe(probes[0], [])  # before the stage starts: a fault injected at its start finds the verdict
+        call = positional_call(runtime)
         try:
-            found = self._timed("probe", lambda: run_probes(runtime.run, src, bgr, outs, probes, on_probe))
+            found = self._timed("probe", lambda: run_probes(call, feeds["src"], feeds["bgr"], outs, probes, on_probe))
         except Exception as e:  # noqa: BLE001 - probing is information, never a reason to fail a cell
             rec["probe_error"] = describe(e)
             return
         rec.update(record_fields(found, probes))
 
 
-def _missing_tools(cell: Cell) -> Optional[str]:
-    """Why an optional export tool for ``cell`` is missing (None when all are importable)."""
-    if cell.exporter == "aoti":
-        import shutil
-
-        if not (shutil.which("c++") or shutil.which("g++")):
-            return "no C++ compiler on PATH (AOTInductor compiles the model into a shared library)"
-        return None
-    if cell.exporter not in ("onnx", "onnx-dynamo"):
-        return None
-    versions = onnx_versions()
-    if versions["onnx"] is None:
-        return "onnx is not installed (pip install 'matting-export-matrix[onnx]')"
-    if cell.exporter == "onnx-dynamo" and versions.get("onnxscript") is None:
-        return "onnxscript is not installed (needed by torch.onnx.export(dynamo=True); pip install onnxscript)"
-    if cell.simplify and versions["onnxsim"] is None:
-        return "onnxsim is not installed (pip install onnxsim)"
-    return None
+def positional_call(runtime: Any) -> Callable[..., List[np.ndarray]]:
+    """``(src, bgr) -> [pha, fgr, ...]`` around a runtime plug-in's named ``run`` (for the probes)."""
+    return lambda src, bgr: as_list(runtime.run({"src": src, "bgr": bgr}), bgmv2.OUTPUT_NAMES)
 
 
-__all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "apply_rule", "describe",
-           "CheckpointError", "UNEXPECTED_STATUSES", "RERUN_STATUSES", "CACHEABLE_STATUSES"]
+def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
+    """Record fields of an end-to-end :class:`~harness.benchmark.Latency` and an optional compute one (ms)."""
+    rec: Dict[str, Any] = {k: round(getattr(lat, k), 3)
+                           for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
+    rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, warmup_runs=lat.warmup_runs,
+               latency_clock=lat.clock, latency_warning=lat.warning, latency_samples_ms=lat.samples_ms)
+    if comp is not None:
+        rec.update(compute_p50_ms=round(comp.p50_ms, 3), compute_p90_ms=round(comp.p90_ms, 3),
+                   compute_p99_ms=round(comp.p99_ms, 3), compute_cv=round(comp.cv, 4), compute_clock=comp.clock,
+                   compute_fps=round(comp.fps, 2))
+        if comp.warning:
+            rec["latency_warning"] = "; ".join(filter(None, [lat.warning, f"compute {comp.warning}"]))
+    return rec
+
+
+def _in_stage(stage: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, with any exception re-raised as the failure of ``stage`` (the record's stage and reason)."""
+    try:
+        return fn()
+    except _Stage:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise _Stage(stage, e) from e
+
+
+__all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "describe", "CheckpointError",
+           "UNEXPECTED_STATUSES", "RERUN_STATUSES", "CACHEABLE_STATUSES"]

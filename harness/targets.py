@@ -9,6 +9,9 @@ exporter as either
 - ``settable``: stored in the artifact but set again on the loaded artifact for each cell (TorchScript's
   hoisted attributes, :data:`harness.runtimes.HOISTED`), so one file serves every value.
 
+Each exporter plug-in (``harness/exporters/<name>.py``) declares its classification as class attributes;
+:meth:`harness.exporters.Exporter.spec` turns them into an :class:`ExporterSpec`.
+
 The run-only fields (:data:`RUN_FIELDS`: runtime, validation resolution, batch) never reach an
 exporter. ``tests/test_keys.py`` proves that the classification is complete for every exporter and that
 no two cells of the ``full`` profile that differ in a baked field share an artifact key.
@@ -73,24 +76,3 @@ class ExporterSpec:
         if missing:
             raise ValueError(f"exporter {self.name!r}: fields {missing} are neither baked, settable nor ignored")
         return out
-
-
-_ALL_MODEL = MODEL_CELL_FIELDS + MODEL_SETTINGS
-EXPORTER_SPECS: Dict[str, ExporterSpec] = {s.name: s for s in (
-    # the state_dict plus model.json with every constructor argument: the whole model config is baked
-    ExporterSpec("eager", "eager", bakes=_ALL_MODEL + ("exporter",), ignores=("opset", "simplify", "export_resolution"),
-                 suffix="model.pth"),
-    # torch.jit.script of the wrapper: mode and sampling settings are hoisted attributes
-    ExporterSpec("torchscript", "torchscript",
-                 bakes=("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter",
-                        "input_guard", "refine_patch_select", "refine_max_patches", "refine_topk_step"),
-                 settable=TORCHSCRIPT_SETTABLE, ignores=("opset", "simplify", "export_resolution"), suffix="model.pt"),
-    # traced graphs: everything, including the example shape the trace ran at
-    ExporterSpec("onnx", "onnx", bakes=_ALL_MODEL + EXPORT_FIELDS, packages=("onnx", "onnxsim"), suffix="model.onnx"),
-    ExporterSpec("onnx-dynamo", "onnx", bakes=_ALL_MODEL + EXPORT_FIELDS, packages=("onnx", "onnxscript", "onnxsim"),
-                 suffix="model.onnx"),
-    ExporterSpec("aoti", "aoti", bakes=_ALL_MODEL + ("exporter", "export_resolution"), ignores=("opset", "simplify"),
-                 suffix="model.pt2"),
-)}
-EXPORTERS = tuple(EXPORTER_SPECS)
-EXPORTER_FORMAT = {name: spec.format for name, spec in EXPORTER_SPECS.items()}

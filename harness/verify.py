@@ -22,10 +22,23 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "aoti", ".pth": "eager"}
-DEFAULT_EXPORTER = {"onnx": "onnx", "torchscript": "torchscript", "aoti": "aoti", "eager": "eager"}
 SETTING_FLAGS = ("backbone", "backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold",
                  "refine_kernel_size", "refine_prevent_oversampling", "crop_method", "replace_method", "precision")
+
+
+def formats() -> Dict[str, str]:
+    """``{artifact suffix: format}`` from the exporter plug-ins (``.onnx``: onnx, ``.pt``: torchscript, ...)."""
+    from .exporters import EXPORTERS, exporter_for_suffix
+
+    suffixes = {Path(cls.suffix).suffix for cls in EXPORTERS.values()}
+    return {sfx: exporter_for_suffix(sfx).format for sfx in sorted(suffixes)}  # type: ignore[union-attr]
+
+
+def default_exporter(fmt: str) -> str:
+    """The exporter assumed for an artifact of format ``fmt`` without metadata (first by name)."""
+    from .exporters import EXPORTERS
+
+    return next(name for name in sorted(EXPORTERS) if EXPORTERS[name].format == fmt)
 
 
 class VerifyError(ValueError):
@@ -73,7 +86,7 @@ def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]
                           f"from); give --backbone mobilenetv2|resnet50|resnet101 and the other settings you exported with")
     defaults = {"backbone_scale": 0.25, "refine_mode": "sampling", "refine_sample_pixels": 80_000,
                 "refine_threshold": 0.1, "refine_kernel_size": 3, "refine_prevent_oversampling": True,
-                "crop_method": "roi_align", "replace_method": "scatter_element", "exporter": DEFAULT_EXPORTER[fmt]}
+                "crop_method": "roi_align", "replace_method": "scatter_element", "exporter": default_exporter(fmt)}
     for k, v in defaults.items():
         s.setdefault(k, v)
     if "precision" not in s:  # only an artifact without metadata or flag: read it from the graph's input
@@ -107,7 +120,7 @@ def _resolution(args: argparse.Namespace, s: Dict[str, Any]) -> Tuple[int, int]:
 def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes: List[str], res, batches):
     """A plan of one cell per runtime and batch, with matrix.yaml's settings, tolerances and rules."""
     from .config import Cell, Plan, Settings, load_config
-    from .targets import EXPORTER_SPECS
+    from .exporters import EXPORTERS
     from .__main__ import DEFAULT_CONFIG
 
     cfg = load_config(DEFAULT_CONFIG)
@@ -117,9 +130,9 @@ def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes:
         "refine_kernel_size": s["refine_kernel_size"], "refine_prevent_oversampling": s["refine_prevent_oversampling"],
         "seed": (meta or {}).get("seed", cfg.settings.seed)})
     samples = tuple((meta or {}).get("samples") or cfg.samples)
-    exporter = s["exporter"] if s["exporter"] in EXPORTER_SPECS else DEFAULT_EXPORTER[fmt]
+    exporter = s["exporter"] if s["exporter"] in EXPORTERS else default_exporter(fmt)
     cells = tuple(Cell(s["backbone"], s["refine_mode"], s["crop_method"], s["replace_method"], s["precision"],
-                       exporter, s.get("opset") if fmt == "onnx" else None, bool(s.get("simplify", False)), rt,
+                       exporter, s.get("opset") if EXPORTERS[exporter].opsets else None, bool(s.get("simplify", False)), rt,
                        tuple(res), b) for rt in runtimes for b in batches)
     return Plan("verify", settings, cells, dict(cfg.tolerances), tuple(cfg.rules), samples)
 
@@ -143,9 +156,9 @@ def _verify(args: argparse.Namespace) -> int:
     path = Path(args.artifact)
     if not path.is_file():
         raise VerifyError(f"{args.artifact!r}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = formats().get(path.suffix.lower())
     if fmt is None:
-        raise VerifyError(f"{args.artifact!r}: unknown artifact type {path.suffix!r}; expected one of {sorted(FORMATS)}")
+        raise VerifyError(f"{args.artifact!r}: unknown artifact type {path.suffix!r}; expected one of {sorted(formats())}")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise VerifyError(f"--checkpoint {args.checkpoint!r}: no such file")
     if bool(args.src) != bool(args.bgr):
@@ -181,9 +194,10 @@ def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:
     refuses · channels refuses · range garbage"; information only, it never changes the verdict."""
     from .probes import record_fields, run_probes
     from .records import describe
+    from .runner import positional_call
 
     try:
-        found = run_probes(rt.run, src, bgr, outs)
+        found = run_probes(positional_call(rt), src, bgr, outs)
     except Exception as e:  # noqa: BLE001
         return f"not probed: {describe(e)}"
     fields = record_fields(found)
@@ -194,7 +208,7 @@ def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:
 def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     from .cache import Cache
     from .records import RunOptions, describe
-    from .runner import DTYPES, Runner
+    from .runner import DTYPES, Runner, positional_call
     from .runtimes import RUNTIMES
     from .verdict import judge_outputs
     from .parity import ShapeMismatch
@@ -212,8 +226,8 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     print(f"verify {path} ({plan.cells[0].exporter}, {s['precision']}, backbone {s['backbone']}, mode {s['refine_mode']}, "
           f"crop {s['crop_method']}, replace {s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, "
           f"threshold {s['refine_threshold']}; weights {wid}; metadata: {'yes' if meta else 'no'})")
-    from .config import matching_rules
-    from .records import UNEXPECTED_STATUSES, apply_rule, pick_rule
+    from .records import UNEXPECTED_STATUSES
+    from .rules import apply_rule, matching_rules, pick_rule
 
     counts: Dict[str, int] = {}
     for cell in plan.cells:
@@ -227,15 +241,12 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
             ref_same = runner.reference(cell, cell.precision) if cell.precision != "fp32" else None
             stage = "load"
             rt.prepare(runner.cache, tmp)
-            rt.load(str(path), {"backbone_scale": s["backbone_scale"], "refine_mode": s["refine_mode"],
-                                "refine_sample_pixels": s["refine_sample_pixels"], "refine_threshold": s["refine_threshold"],
-                                "refine_prevent_oversampling": s["refine_prevent_oversampling"], "precision": cell.precision,
-                                "threads": runner.threads})
+            rt.load(str(path), runner.runtime_settings(cell))
             stage = "run"
             inp = runner._inputs(cell.resolution, cell.batch)
             dt = DTYPES[cell.precision]
             src, bgr = inp.src.to(dt), inp.bgr.to(dt)
-            outs = rt.run(src, bgr)
+            outs = positional_call(rt)(src, bgr)
             rec["runtime_info"] = rt.info()
             stage = "parity"
             v = judge_outputs(outs, ref32, ref_same, plan.tolerances[cell.precision], runner.selection(cell),

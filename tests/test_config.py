@@ -127,23 +127,28 @@ def test_cli_exits_2_on_bad_config_without_running(tmp_path):
 
 
 def test_missing_optional_tools_become_skip_reasons(monkeypatch):
-    from harness import runner
+    """An exporter plug-in names the missing package (its cells are `skip` with that reason), and a
+    simplify cell also needs onnxsim while the plain export does not."""
+    from harness.exporters import EXPORTERS, _onnx
 
     cells = expand(load_config(MATRIX), "smoke").cells
     sim = next(c for c in cells if c.simplify)
     ts = next(c for c in cells if c.exporter == "torchscript")
-    monkeypatch.setattr(runner, "onnx_versions", lambda: {"onnx": "1", "onnxsim": None, "onnxruntime": "1"})
-    assert "onnxsim is not installed" in runner._missing_tools(sim)
-    assert runner._missing_tools(ts) is None
-    monkeypatch.setattr(runner, "onnx_versions", lambda: {"onnx": None, "onnxsim": None, "onnxruntime": None})
-    assert "onnx is not installed" in runner._missing_tools(sim)
+    have = {"onnx": "1", "onnxsim": None, "onnxscript": None}
+    monkeypatch.setattr(_onnx, "module_version", lambda name: have.get(name))
+    assert "onnxsim is not installed" in EXPORTERS[sim.exporter].unavailable(True)
+    assert EXPORTERS[sim.exporter].unavailable(False) is None
+    assert "onnxscript is not installed" in EXPORTERS["onnx-dynamo"].unavailable(False)
+    assert EXPORTERS[ts.exporter].unavailable(ts.simplify) is None
+    have["onnx"] = None
+    assert "onnx is not installed" in EXPORTERS[sim.exporter].unavailable(True)
 
 
 def test_a_cell_matching_several_rules_gets_the_one_that_predicts_its_failure():
     """fp16 dynamo exports run on OpenVINO match both the OpenVINO-fp16 parity rule and the torch.export
     rule; their export failure must be judged by the export rule (xfail), not left an error."""
     from harness.config import matching_rules
-    from harness.records import apply_rule, pick_rule
+    from harness.rules import apply_rule, pick_rule
 
     cfg = load_config(MATRIX)
     plan = expand(cfg, "ci", "exporter=onnx-dynamo,precision=fp16,runtime=openvino-cpu,refine_mode=sampling")
@@ -166,7 +171,7 @@ def test_rules_predict_only_the_failure_they_name():
     commit on a CPU whose OpenVINO plugin really runs fp16 (Intel AVX512-FP16/AMX) gives `pass`, not
     `xpass`; a different failure of a matching cell stays a failure."""
     from harness.config import Rule, matching_rules
-    from harness.records import apply_rule, pick_rule
+    from harness.rules import apply_rule, pick_rule
 
     cfg = load_config(MATRIX)
     plan = expand(cfg, "ci", "exporter=onnx,precision=fp16,runtime=openvino-cpu,refine_mode=full,opset=17")

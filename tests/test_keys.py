@@ -14,7 +14,10 @@ from harness.config import Settings, expand, load_config
 from harness.keys import CellKeys
 from harness.records import RunOptions
 from harness.runtimes import HOISTED, RUNTIMES
-from harness.targets import ALL_FIELDS, EXPORTER_SPECS, MODEL_CELL_FIELDS, MODEL_SETTINGS, RUN_FIELDS, ExporterSpec
+from harness.exporters import specs
+from harness.targets import ALL_FIELDS, MODEL_CELL_FIELDS, MODEL_SETTINGS, RUN_FIELDS, ExporterSpec
+
+EXPORTER_SPECS = specs()
 
 from .test_config import MATRIX
 

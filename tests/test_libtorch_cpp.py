@@ -17,7 +17,7 @@ import torch
 from harness import cpp_runner, inputs
 from harness.benchmark import Protocol
 from harness.cache import Cache
-from harness.exporters import export_torchscript
+from harness.exporters import export_model
 from harness.runtimes import RUNTIMES
 from model import MattingRefine
 
@@ -37,7 +37,7 @@ def _scripted(weights, tmp_path, crop="gather", mode="sampling"):
     m = MattingRefine("mobilenetv2", refine_patch_crop_method=crop, refine_mode=mode, refine_sample_pixels=8000)
     m.load_state_dict(weights)
     path = tmp_path / f"{crop}.pt"
-    export_torchscript(m.eval(), path)
+    export_model("torchscript", m.eval(), path, ())
     return path, m.eval()
 
 

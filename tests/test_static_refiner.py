@@ -132,7 +132,7 @@ def test_static_onnx_graph_has_no_nonzero_and_matches_the_official_model(tmp_pat
     the official graph is not (NonZero)."""
     import onnxruntime as ort
 
-    from harness.exporters import export_onnx_legacy
+    from harness.exporters import export_model
     from harness.onnx_analysis import analyze
 
     src, bgr = pair
@@ -144,7 +144,7 @@ def test_static_onnx_graph_has_no_nonzero_and_matches_the_official_model(tmp_pat
         path = tmp_path / f"{sel}.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_onnx_legacy(_model(weights, sel, **kw), path, example, 17)
+            export_model("onnx", _model(weights, sel, **kw), path, example, 17)
         reports[sel] = analyze(str(path))
     assert reports["nonzero"].readiness["tensorrt"][0] is False
     rec = reports["static"].as_record()

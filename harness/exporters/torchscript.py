@@ -1,0 +1,48 @@
+"""``torchscript``: ``torch.jit.script`` of the model's TorchScript wrapper, saved with its metadata."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..targets import TORCHSCRIPT_SETTABLE
+from . import META_KEY, Artifact, Exporter, ExportRequest, eval_all, register_exporter, zip_read_metadata
+
+
+@register_exporter
+class TorchScriptExporter(Exporter):
+    """Scripts :class:`model.MattingRefineTorchScript` around the model (already in its precision). The
+    hoisted settings (``backbone_scale``, ``refine_mode``, ``refine_sample_pixels``, ``refine_threshold``,
+    ``refine_prevent_oversampling``) stay settable on the loaded module, so one file serves every refine mode."""
+
+    name = "torchscript"
+    format = "torchscript"
+    suffix = "model.pt"
+    bakes = ("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter",
+             "input_guard", "refine_patch_select", "refine_max_patches", "refine_topk_step")
+    settable = TORCHSCRIPT_SETTABLE
+    ignores = ("opset", "simplify", "export_resolution")
+
+    def export(self, req: ExportRequest) -> Artifact:
+        import torch
+
+        from model import MattingRefineTorchScript
+
+        t0 = time.perf_counter()
+        wrapper = eval_all(MattingRefineTorchScript(eval_all(req.model)))
+        for p in wrapper.parameters():
+            p.requires_grad_(False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script deprecation notice
+            scripted = torch.jit.script(wrapper)
+        extra = {f"{META_KEY}.json": json.dumps(req.meta, sort_keys=True, default=str)} if req.meta else {}
+        scripted.save(str(req.path), _extra_files=extra)
+        eval_all(req.model)
+        return Artifact(Path(req.path), self.format, self.name, time.perf_counter() - t0)
+
+    @classmethod
+    def read_metadata(cls, path: Path) -> Optional[Dict[str, Any]]:
+        return zip_read_metadata(path)

@@ -1,0 +1,41 @@
+"""``eager-cpu`` / ``eager-cuda``: the ``eager`` exporter's state_dict rebuilt into the model class."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict
+
+from . import register_runtime
+from ._torch import OnCUDA, TorchModuleRuntime
+
+
+@register_runtime
+class EagerCPU(TorchModuleRuntime):
+    """``model.pth`` (state_dict, ``weights_only``) plus ``model.json`` (constructor arguments): the
+    reference implementation's own speed."""
+
+    name = "eager-cpu"
+    format = "eager"
+
+    def load(self, path: str, settings: Dict[str, object]) -> float:
+        import torch
+
+        from model import MattingRefine
+
+        t0 = time.perf_counter()
+        spec = json.loads(Path(path).with_suffix(".json").read_text())
+        m = MattingRefine(**spec["kwargs"])
+        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        dtype = {"fp32": torch.float32, "fp16": torch.float16}[spec["precision"]]
+        self.module = m.to(device=self.device, dtype=dtype).eval()
+        self._finish_load(settings, hoisted=False)  # the model was built with the cell's settings
+        return time.perf_counter() - t0
+
+
+@register_runtime
+class EagerCUDA(OnCUDA, EagerCPU):
+    """Eager PyTorch on CUDA (``cudnn.benchmark`` on by default, recorded)."""
+
+    name = "eager-cuda"

@@ -1,0 +1,69 @@
+"""``openvino-cpu``: OpenVINO reading the ONNX file directly (``Core.compile_model``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from . import Feeds, Outputs, Runtime, register_runtime
+
+
+@register_runtime
+class OpenVINOCPU(Runtime):
+    """OpenVINO on CPU. The inference precision is pinned to the model's (``INFERENCE_PRECISION_HINT`` f32
+    for fp32 models): OpenVINO's CPU plugin otherwise runs fp32 models in bfloat16 on CPUs that support it,
+    which moved alpha by up to 1.0 here (TopK picks other patches). The plugin's default is kept in ``info()``."""
+
+    name = "openvino-cpu"
+    format = "onnx"
+    packages = ("openvino",)
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino is not installed (pip install 'matting-export-matrix[openvino]')"
+        return None
+
+    def load(self, path: str, settings: Dict[str, object]) -> float:
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        self._names(settings)
+        core = ov.Core()
+        self.default_precision = _ov_type_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+        self.requested = "f16" if settings.get("precision") == "fp16" else "f32"
+        config = {"INFERENCE_PRECISION_HINT": self.requested}
+        if settings.get("threads"):
+            config["INFERENCE_NUM_THREADS"] = int(settings["threads"])
+        self.compiled = core.compile_model(path, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.__version__
+        return time.perf_counter() - t0
+
+    def run(self, feeds: Feeds) -> Outputs:
+        res = self.request.infer({n: t.numpy() for n, t in feeds.items()})
+        return {o.get_any_name(): np.asarray(res[o]) for o in self.compiled.outputs}
+
+    def compute_fn(self, feeds: Feeds) -> Callable[[], object]:
+        import openvino as ov
+
+        for n, t in feeds.items():
+            self.request.set_tensor(n, ov.Tensor(t.numpy(), shared_memory=True))
+        return self.request.infer
+
+    def info(self) -> Dict[str, object]:
+        if not hasattr(self, "compiled"):
+            return {}
+        return {"openvino": self.version, "default_inference_precision": self.default_precision,
+                "requested_inference_precision": self.requested,
+                "inference_precision": _ov_type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))}
+
+
+def _ov_type_name(t: object) -> str:
+    """``"bfloat16"`` / ``"float16"`` / ``"float32"`` for an OpenVINO element type (its repr is ``<Type: ...>``)."""
+    name = getattr(t, "get_type_name", None)
+    return str(name()) if callable(name) else str(t)
