@@ -29,7 +29,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def bench_runner(request):
     """A harness Runner with the bench profile's weights, cache and output dir."""
-    from harness.benchmark import physical_cores
+    from harness.system import usable_cores
     from harness.cache import Cache, default_root
     from harness.config import expand, load_config
     from harness.records import RunOptions, check_out_dir
@@ -39,7 +39,7 @@ def bench_runner(request):
     out = Path(tempfile.mkdtemp(prefix="bench-"))
     opts = RunOptions(out_dir=out)
     runner = Runner(plan, opts, Cache(Path(os.environ.get("MATRIX_CACHE_DIR") or default_root())),
-                    physical_cores())
+                    usable_cores())
     check_out_dir(out)
     runner.prepare_weights()
     return runner

@@ -124,7 +124,7 @@ def _fail(msg: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from model.errors import CheckpointError
 
-    from .benchmark import physical_cores
+    from .system import usable_cores
     from .config import ConfigError, expand, load_config
     from .inputs import InputError
     from .pool import run_plan
@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         out_dir=Path(args.out), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         src=args.src, bgr=args.bgr, pad=args.pad, progress=not args.no_progress, config_path=args.config,
-        jobs=args.jobs or physical_cores(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        jobs=args.jobs or usable_cores(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         no_cache=args.no_cache, stage_timeout_s=timeouts, deadline_s=args.deadline,
         memory_limit_mib=args.memory_limit_mib, resume=bool(args.resume), rerun_failed=bool(args.rerun_failed),
         filter_expr=args.filter,

@@ -19,7 +19,6 @@ BMV2 speed test has no warm-up, no synchronisation and reports tqdm's it/s.
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -167,29 +166,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def physical_cores() -> int:
-    """Number of physical CPU cores (distinct (physical id, core id) pairs in /proc/cpuinfo), falling
-    back to ``os.cpu_count()``; at least 1."""
-    pairs = set()
-    phys = core = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":", 1)[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":", 1)[1].strip()
-                elif not line.strip():
-                    if core is not None:
-                        pairs.add((phys, core))
-                    phys = core = None
-        if core is not None:
-            pairs.add((phys, core))
-    except OSError:
-        pass
-    return max(1, len(pairs) or os.cpu_count() or 1)
 
 
 _ISA_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "vnni", "bf16", "fp16", "neon", "asimd", "sve")

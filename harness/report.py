@@ -67,6 +67,12 @@ def _git_commit() -> Optional[str]:
         return None
 
 
+def _system() -> Dict[str, Any]:
+    from .system import describe
+
+    return describe()
+
+
 def environment(extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Versions and hardware for ``environment.json``."""
     import os
@@ -83,6 +89,7 @@ def environment(extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         "cpu_flags": cpu_flags(),
         "packages": package_versions(),
         "cpu_count": os.cpu_count(),
+        "system": _system(),
         "cuda": (torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None),
         "git_commit": _git_commit(),
     }
