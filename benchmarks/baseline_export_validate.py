@@ -33,7 +33,7 @@ def main() -> int:
     from harness.config import NA, expand, load_config
     from harness.exporters import export_model
     from harness.inputs import batch_of
-    from model import MattingRefine
+    from model.bgmv2 import MattingRefine
 
     plan = expand(load_config(ROOT / "matrix.yaml"), a.profile)
     cell = next(c for c in plan.cells if c.cell_id == a.cell)

@@ -122,7 +122,7 @@ def _fail(msg: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from model.errors import CheckpointError
+    from model.bgmv2.errors import CheckpointError
 
     from .system import usable_cores
     from .config import ConfigError, expand, load_config

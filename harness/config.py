@@ -76,10 +76,10 @@ class Axes(_Strict):
     # always have tf32 false
     tf32: List[bool] = [False]
     # export option (not in the official API): in-graph checks that make an exported graph refuse H/W not
-    # multiples of 4 and values outside [0, 1] (model/matting.py _ShapeGuard); cell id suffix -guard
+    # multiples of 4 and values outside [0, 1] (model/bgmv2/matting.py _ShapeGuard); cell id suffix -guard
     input_guard: List[bool] = [False]
     # how the refiner picks its patches: nonzero (official, data-dependent shapes) or static (TopK indices,
-    # fixed shapes; model/refiner.py select_static); cell id suffix -static; not for full mode
+    # fixed shapes; model/bgmv2/refiner.py select_static); cell id suffix -static; not for full mode
     refine_patch_select: List[Literal["nonzero", "static"]] = ["nonzero"]
 
     _v = field_validator("*")(_nonempty_unique)

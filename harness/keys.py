@@ -51,7 +51,7 @@ class CellKeys:
         """``environment.json``'s description of calibrated weights."""
         return {
             "source": "calibrated", "seed": self.s.seed, "files": sorted(self.weights_file_names().values()),
-            "recipe": "model/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples",
+            "recipe": "model/bgmv2/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples",
         }
 
     def link_cached_weights(self, cache: Any, out: Path) -> bool:

@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from model import MattingRefine
-from model.calibration import calibrate
-from model.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict, sha256_of
+from model.bgmv2 import MattingRefine
+from model.bgmv2.calibration import calibrate
+from model.bgmv2.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict, sha256_of
 
 from . import inputs as data_mod
 from .benchmark import measure

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import inputs  # noqa: E402
-from model import MattingRefine  # noqa: E402
-from model.calibration import calibrate  # noqa: E402
+from model.bgmv2 import MattingRefine  # noqa: E402
+from model.bgmv2.calibration import calibrate  # noqa: E402
 
 SMALL = (288, 512)
 

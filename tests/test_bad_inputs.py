@@ -115,7 +115,7 @@ def test_16bit_and_float_images_are_read_by_their_real_range(tmp_path):
 def eager():
     import torch
 
-    from model import MattingRefine
+    from model.bgmv2 import MattingRefine
 
     torch.manual_seed(0)
     return MattingRefine("mobilenetv2", refine_mode="sampling", refine_sample_pixels=1600).eval()
@@ -182,7 +182,7 @@ def test_input_guard_makes_exported_graphs_refuse_loudly(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from model import MattingRefine, MattingRefineTorchScript
+    from model.bgmv2 import MattingRefine, MattingRefineTorchScript
 
     src, bgr = _good()
     odd = [torch.nn.functional.pad(t, (0, 2, 0, 2), mode="replicate") for t in (src, bgr)]
@@ -393,7 +393,7 @@ def _truncated_torch(t):
 def _wrong_shape(t):
     import torch
 
-    from model import MattingRefine
+    from model.bgmv2 import MattingRefine
 
     sd = MattingRefine("mobilenetv2").state_dict()
     sd["refiner.conv1.weight"] = torch.zeros(24, 42, 1, 1)

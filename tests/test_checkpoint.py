@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from model import MattingRefine
-from model.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict
+from model.bgmv2 import MattingRefine
+from model.bgmv2.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict
 
 
 def test_roundtrip_with_module_and_model_prefixes(weights, tmp_path):

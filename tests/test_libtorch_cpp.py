@@ -19,7 +19,7 @@ from harness.benchmark import Protocol
 from harness.cache import Cache
 from harness.exporters import export_model
 from harness.runtimes import RUNTIMES
-from model import MattingRefine
+from model.bgmv2 import MattingRefine
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_toolchain = pytest.mark.skipif(cpp_runner.unavailable() is not None,

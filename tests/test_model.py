@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import MattingBase, MattingRefine, MattingRefineTorchScript
+from model.bgmv2 import MattingBase, MattingRefine, MattingRefineTorchScript
 
 from .conftest import make_model
 

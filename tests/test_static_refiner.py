@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from harness.inputs import load_sample, stack
-from model import MattingRefine
-from model.calibration import calibrate
-from model.refiner import Refiner, topk_chained
+from model.bgmv2 import MattingRefine
+from model.bgmv2.calibration import calibrate
+from model.bgmv2.refiner import Refiner, topk_chained
 
 
 @pytest.fixture(scope="module")

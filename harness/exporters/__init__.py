@@ -258,7 +258,7 @@ def export_cause(exc: BaseException) -> str:
     cause = next((ln for ln in lines if "GuardOnDataDependentSymNode" in ln or "Could not guard on data-dependent" in ln),
                  None) or next((ln for ln in lines if re.search(r"(Unsupported|ConstraintViolation|not supported|"
                                                                  r"No decomposition|DispatchError)", ln)), None)
-    frame = next((ln for ln in lines if re.search(r"model/(refiner|matting|decoder|backbones)\.py", ln)), None)
+    frame = next((ln for ln in lines if re.search(r"model/(?:bgmv2/)?(refiner|matting|decoder|backbones)\.py", ln)), None)
     if cause is None:
         return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
     cause = re.sub(r"^<class '([\w.]+)'>: ", lambda m: m.group(1).split(".")[-1] + ": ", cause)[:300]

@@ -29,7 +29,7 @@ class TorchScriptExporter(Exporter):
     def export(self, req: ExportRequest) -> Artifact:
         import torch
 
-        from model import MattingRefineTorchScript
+        from model.bgmv2 import MattingRefineTorchScript
 
         t0 = time.perf_counter()
         wrapper = eval_all(MattingRefineTorchScript(eval_all(req.model)))

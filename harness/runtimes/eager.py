@@ -22,7 +22,7 @@ class EagerCPU(TorchModuleRuntime):
     def load(self, path: str, settings: Dict[str, object]) -> float:
         import torch
 
-        from model import MattingRefine
+        from model.bgmv2 import MattingRefine
 
         t0 = time.perf_counter()
         spec = json.loads(Path(path).with_suffix(".json").read_text())
