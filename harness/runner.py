@@ -26,7 +26,7 @@ from model.bgmv2.checkpoint import CheckpointError, guess_architecture, load_che
 from . import inputs as data_mod
 from .benchmark import measure
 from .cache import Cache, link_or_copy, make_key
-from .config import NA, Cell, Plan
+from .config import Cell, Plan
 from .keys import CellKeys
 from .records import (  # noqa: F401 - re-exported
     CACHEABLE_STATUSES,
@@ -83,6 +83,7 @@ class Runner(CellKeys):
         # coordinator, which keeps the verdict if a probe kills the process)
         self.on_partial: Callable[[Dict[str, Any]], None] = lambda rec: None
         self.current_cell: Optional[Cell] = None
+        self.adapter = bgmv2.ADAPTER
 
     # ---------------------------------------------------------------- setup (coordinator)
     def load_user_pair(self) -> None:
@@ -181,31 +182,16 @@ class Runner(CellKeys):
 
     # ---------------------------------------------------------------- models and references
     def model_kwargs(self, cell: Cell) -> Dict[str, Any]:
-        """``MattingRefine`` constructor arguments of ``cell``."""
-        s = self.s
-        return dict(
-            backbone=cell.backbone,
-            backbone_scale=s.backbone_scale,
-            refine_mode=cell.refine_mode,
-            refine_sample_pixels=s.refine_sample_pixels,
-            refine_threshold=s.refine_threshold,
-            refine_kernel_size=s.refine_kernel_size,
-            refine_prevent_oversampling=s.refine_prevent_oversampling,
-            refine_patch_crop_method="unfold" if cell.crop_method == NA else cell.crop_method,
-            refine_patch_replace_method="scatter_nd" if cell.replace_method == NA else cell.replace_method,
-            input_guard=cell.input_guard,
-            refine_patch_select=cell.refine_patch_select,
-            refine_max_patches=s.refine_max_patches,
-            refine_topk_step=s.refine_topk_step,
-        )
+        """The model's constructor arguments for ``cell`` (:meth:`harness.models.bgmv2.BGMv2.model_kwargs`)."""
+        return self.adapter.model_kwargs(cell, self.s)
 
     def selection(self, cell: Cell) -> Selection:
         """How the cell's refiner selects cells (for the near-tie judge of :mod:`harness.parity`)."""
-        return Selection(cell.refine_mode, k=self.s.refine_sample_pixels // 16, threshold=self.s.refine_threshold,
-                         prevent_oversampling=self.s.refine_prevent_oversampling)
+        return self.adapter.selection(cell, self.s)
 
-    def build_model(self, cell: Cell, precision: Optional[str] = None) -> MattingRefine:
-        m = MattingRefine(**self.model_kwargs(cell))
+    def build_model(self, cell: Cell, precision: Optional[str] = None) -> Any:
+        """The eager model of ``cell`` with the run's weights, in ``precision`` (default the cell's), eval."""
+        m = self.adapter.construct(self.model_kwargs(cell))
         m.load_state_dict(self.weights[cell.backbone])
         return m.to(DTYPES[precision or cell.precision]).eval()
 
@@ -214,11 +200,9 @@ class Runner(CellKeys):
         ``device`` (cached; on CUDA with TF32 off, keyed on the GPU and driver). Official: the non-official
         options (``refine_patch_select`` static, ``input_guard``) are off, so a static cell passes only if it
         equals the official selection."""
-        import dataclasses
-
         from .runtimes import gpu_identity, set_tf32
 
-        cell = dataclasses.replace(cell, refine_patch_select="nonzero", input_guard=False)
+        cell = self.adapter.official(cell)
         parts = self._model_parts(cell, precision)
         parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
                      threads=torch.get_num_threads())
@@ -251,18 +235,6 @@ class Runner(CellKeys):
         if isinstance(val, Exception):
             raise val
         return val
-
-    def cap_truncation(self, cell: Cell, ref32: List[np.ndarray]) -> str:
-        """For a static thresholding cell: why ``refine_max_patches`` cut the official selection ("" when it
-        did not). ``ref32[5]`` is the official ``ref_sm`` (B, 1, H/4, W/4): its cells above the threshold."""
-        if cell.refine_patch_select != "static" or cell.refine_mode != "thresholding":
-            return ""
-        counts = ref32[5].reshape(ref32[5].shape[0], -1).sum(axis=1).astype(int).tolist()
-        cap = self.s.refine_max_patches
-        over = [(k, n) for k, n in enumerate(counts) if n > cap]
-        if not over:
-            return ""
-        return "; ".join(f"refine_max_patches={cap} truncated image {k}: {n} cells above the threshold" for k, n in over)
 
     def gmacs(self, cell: Cell) -> Optional[float]:
         """Multiply-accumulates per frame in GMac (``torch.utils.flop_counter``: convolutions and matmuls,
@@ -357,9 +329,10 @@ class Runner(CellKeys):
         ``settings.export_resolution`` with ``batch`` images, the I/O contract and the metadata to embed."""
         dt = DTYPES[cell.precision]
         _, src, bgr = data_mod.batch_of(self.s.export_resolution, batch)
+        a = self.adapter
         return ExportRequest(model=self.build_model(cell), path=path, example=(src.to(dt), bgr.to(dt)),
-                             input_names=bgmv2.INPUT_NAMES, output_names=bgmv2.OUTPUT_NAMES,
-                             dynamic_axes=bgmv2.DYNAMIC_AXES, opset=cell.opset, precision=cell.precision,
+                             input_names=a.input_names, output_names=a.output_names, dynamic_axes=a.dynamic_axes,
+                             opset=cell.opset, precision=cell.precision, model_name=a.name,
                              model_kwargs=self.model_kwargs(cell), meta=self.artifact_metadata(cell, False))
 
     def export(self, cell: Cell, cell_dir: Path) -> Tuple[Artifact, Dict[str, float]]:
@@ -416,8 +389,8 @@ class Runner(CellKeys):
             "threads": self.threads,
             "precision": cell.precision,
             "tf32": cell.tf32,
-            "input_names": bgmv2.INPUT_NAMES,
-            "output_names": bgmv2.OUTPUT_NAMES,
+            "input_names": self.adapter.input_names,
+            "output_names": self.adapter.output_names,
         }
 
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
@@ -477,8 +450,8 @@ class Runner(CellKeys):
         feeds, outs, inp = self._run_stage(cell, runtime, art, rec)
         tol = self.plan.tolerances[cell.precision]
         try:
-            verdict = self._timed("parity", lambda: judge_outputs(outs, ref32, ref_same, tol, self.selection(cell),
-                                                                  cell.precision, inp.crop_to))
+            verdict = self._timed("parity", lambda: self.adapter.judge(outs, ref32, ref_same, tol, cell, self.s,
+                                                                       inp.crop_to))
         except ShapeMismatch as e:
             return "fail", "parity", f"ShapeMismatch: {e}"
         except Exception as e:  # noqa: BLE001
@@ -487,7 +460,7 @@ class Runner(CellKeys):
         self._diagnose(cell, runtime, art, inp, outs, verdict, rec)
         self._latency_stage(cell, runtime, feeds, rec)
         result = ("fail", "parity", verdict.reason) if not verdict.passed else ("pass", "done", "")
-        truncated = self.cap_truncation(cell, ref32)
+        truncated = self.adapter.cap_truncation(cell, self.s, ref32)
         if truncated:  # the static selector refined fewer cells than the official one: never a pass
             rec["patch_cap_truncated"] = truncated
             result = ("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
@@ -536,7 +509,7 @@ class Runner(CellKeys):
         """Stage run (one call on the validation inputs) and, for ONNX, the static analysis of the graph."""
         inp = self._inputs(cell.resolution, cell.batch)
         dt = DTYPES[cell.precision]
-        feeds = {"src": inp.src.to(dt), "bgr": inp.bgr.to(dt)}
+        feeds = self.adapter.feeds(inp.src.to(dt), inp.bgr.to(dt))
         if inp.crop_to is not None:  # --pad: the model saw the padded size (padded_to, from base_record)
             rec["input_size"] = f"{inp.crop_to[0]}x{inp.crop_to[1]}"
         t = time.perf_counter()

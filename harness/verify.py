@@ -210,7 +210,6 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     from .records import RunOptions, describe
     from .runner import DTYPES, Runner, positional_call
     from .runtimes import RUNTIMES
-    from .verdict import judge_outputs
     from .parity import ShapeMismatch
 
     opts = RunOptions(out_dir=tmp, checkpoint=Path(args.checkpoint) if args.checkpoint else None, src=args.src,
@@ -249,8 +248,7 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
             outs = positional_call(rt)(src, bgr)
             rec["runtime_info"] = rt.info()
             stage = "parity"
-            v = judge_outputs(outs, ref32, ref_same, plan.tolerances[cell.precision], runner.selection(cell),
-                              cell.precision)
+            v = runner.adapter.judge(outs, ref32, ref_same, plan.tolerances[cell.precision], cell, runner.s)
             if not v.passed:
                 rec.update(status="fail", stage="parity", reason=v.reason)
             else:

@@ -63,7 +63,8 @@ class ExportRequest:
     positional example inputs in the model's dtype (``(src, bgr)`` of shape ``(example_batch, 3, H, W)``
     at ``settings.export_resolution`` for BGMv2); ``input_names``/``output_names``/``dynamic_axes``: the
     model adapter's I/O contract; ``opset``: the cell's opset (None where the exporter has none);
-    ``model_kwargs``: the constructor arguments (for exporters that store them); ``meta``: what the
+    ``model_name``: the model adapter (:mod:`harness.models`); ``model_kwargs``: the constructor arguments (for
+    exporters that store them); ``meta``: what the
     artifact should carry about itself (:meth:`Exporter.write_metadata`)."""
 
     model: Any
@@ -74,6 +75,7 @@ class ExportRequest:
     dynamic_axes: Dict[str, Dict[int, str]]
     opset: Optional[int] = None
     precision: str = "fp32"
+    model_name: str = "bgmv2"
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
 

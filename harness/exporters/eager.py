@@ -15,7 +15,7 @@ from . import Artifact, Exporter, ExportRequest, register_exporter
 @register_exporter
 class EagerExporter(Exporter):
     """``model.pth`` (``torch.save`` of the state_dict, loaded back with ``weights_only``) and ``model.json``
-    (``{"kwargs": constructor arguments, "precision": ..., "meta": ...}``)."""
+    (``{"model": adapter name, "kwargs": constructor arguments, "precision": ..., "meta": ...}``)."""
 
     name = "eager"
     format = "eager"
@@ -28,7 +28,7 @@ class EagerExporter(Exporter):
 
         t0 = time.perf_counter()
         torch.save(req.model.state_dict(), str(req.path))
-        Path(req.path).with_suffix(".json").write_text(json.dumps({"kwargs": req.model_kwargs,
+        Path(req.path).with_suffix(".json").write_text(json.dumps({"model": req.model_name, "kwargs": req.model_kwargs,
                                                                    "precision": req.precision}))
         return Artifact(Path(req.path), self.format, self.name, time.perf_counter() - t0)
 

@@ -14,7 +14,7 @@ from . import META_KEY, Artifact, Exporter, ExportRequest, eval_all, register_ex
 
 @register_exporter
 class TorchScriptExporter(Exporter):
-    """Scripts :class:`model.MattingRefineTorchScript` around the model (already in its precision). The
+    """Scripts the model adapter's TorchScript module (BGMv2: :class:`model.bgmv2.MattingRefineTorchScript`) around the model (already in its precision). The
     hoisted settings (``backbone_scale``, ``refine_mode``, ``refine_sample_pixels``, ``refine_threshold``,
     ``refine_prevent_oversampling``) stay settable on the loaded module, so one file serves every refine mode."""
 
@@ -29,10 +29,10 @@ class TorchScriptExporter(Exporter):
     def export(self, req: ExportRequest) -> Artifact:
         import torch
 
-        from model.bgmv2 import MattingRefineTorchScript
+        from ..models import adapter
 
         t0 = time.perf_counter()
-        wrapper = eval_all(MattingRefineTorchScript(eval_all(req.model)))
+        wrapper = eval_all(adapter(req.model_name).torchscript_module(eval_all(req.model)))
         for p in wrapper.parameters():
             p.requires_grad_(False)
         with warnings.catch_warnings():

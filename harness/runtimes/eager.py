@@ -22,11 +22,11 @@ class EagerCPU(TorchModuleRuntime):
     def load(self, path: str, settings: Dict[str, object]) -> float:
         import torch
 
-        from model.bgmv2 import MattingRefine
+        from ..models import adapter
 
         t0 = time.perf_counter()
         spec = json.loads(Path(path).with_suffix(".json").read_text())
-        m = MattingRefine(**spec["kwargs"])
+        m = adapter(spec.get("model", "bgmv2")).construct(spec["kwargs"])
         m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         dtype = {"fp32": torch.float32, "fp16": torch.float16}[spec["precision"]]
         self.module = m.to(device=self.device, dtype=dtype).eval()
