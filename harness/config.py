@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
 
@@ -171,36 +171,22 @@ class Settings(_Strict):
         return _check_hw("export_resolution", v)
 
 
-class SettingsOverride(_Strict):
-    backbone_scale: Optional[float] = Field(None, gt=0, le=0.5)
-    refine_sample_pixels: Optional[int] = Field(None, ge=16)
-    refine_threshold: Optional[float] = Field(None, ge=0, le=1)
-    refine_kernel_size: Optional[Literal[1, 3]] = None
-    refine_prevent_oversampling: Optional[bool] = None
-    export_resolution: Optional[Resolution] = None
-    latency: Optional[Latency] = None
-    count_macs: Optional[bool] = None
-    seed: Optional[int] = None
-    input_probes: Optional[List[Literal["size", "dtype", "channels", "range"]]] = None
-    refine_max_patches: Optional[int] = Field(None, ge=1)
-    refine_topk_step: Optional[int] = Field(None, ge=1)
+def _override_of(model: type, name: str, keep_constraints: bool) -> type:
+    """The "every field optional, default None" twin of ``model`` for a profile's overrides, generated from
+    ``model`` so that a new axis or setting is declared once. With ``keep_constraints`` each field keeps its
+    type and bounds (``refine_sample_pixels >= 16`` is checked in the profile, with its line number);
+    without, values are checked against the universe by :meth:`MatrixConfig._cross_checks` (axes)."""
+    from typing import Annotated
+
+    fields: Dict[str, Any] = {}
+    for key, f in model.model_fields.items():
+        inner = Annotated[(f.annotation, *f.metadata)] if keep_constraints and f.metadata else f.annotation
+        fields[key] = (Optional[inner] if keep_constraints else Optional[List[Any]], None)
+    return create_model(name, __base__=_Strict, __doc__=f"Optional overrides of :class:`{model.__name__}`.", **fields)
 
 
-class AxesOverride(_Strict):
-    backbone: Optional[List[str]] = None
-    crop_method: Optional[List[str]] = None
-    replace_method: Optional[List[str]] = None
-    refine_mode: Optional[List[str]] = None
-    opset: Optional[List[int]] = None
-    precision: Optional[List[str]] = None
-    exporter: Optional[List[str]] = None
-    simplify: Optional[List[bool]] = None
-    runtime: Optional[List[str]] = None
-    resolution: Optional[List[Resolution]] = None
-    batch: Optional[List[int]] = None
-    tf32: Optional[List[bool]] = None
-    input_guard: Optional[List[bool]] = None
-    refine_patch_select: Optional[List[str]] = None
+SettingsOverride = _override_of(Settings, "SettingsOverride", keep_constraints=True)
+AxesOverride = _override_of(Axes, "AxesOverride", keep_constraints=False)
 
 
 class Profile(_Strict):
