@@ -10,7 +10,7 @@ CONSTRAINTS = ("-c", "constraints.txt")
 
 
 def _install(session: nox.Session) -> None:
-    session.install(*CONSTRAINTS, "-e", ".[onnx,openvino,test]")
+    session.install(*CONSTRAINTS, "-e", ".[onnx,openvino,executorch,test]")
 
 
 @nox.session

@@ -486,9 +486,7 @@ class Runner(CellKeys):
 
             rec["injected_fault"] = "; ".join(mutate_onnx(art.path, m) for m in mutations)
         rec["exporter_name"] = art.exporter
-        for k in ("torch_export_s", "compile_s", "lower_s", "delegated_ops", "portable_ops"):
-            if k in art.meta:
-                rec[k] = art.meta[k]
+        rec.update(art.meta.get("record") or {})  # facts the exporter plug-in reports (e.g. compile_s)
         rec.update(artifact=str(art.path.relative_to(self.out)), artifact_key=self.artifact_key(cell, cell.simplify),
                    artifact_mib=round(art.size_mib, 3), cached_artifact=bool(art.meta.get("cached", False)))
         if "nodes_after" in art.meta:

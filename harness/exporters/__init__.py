@@ -42,7 +42,8 @@ class StageError(RuntimeError):
 @dataclass
 class Artifact:
     """An exported file. ``seconds`` is the export wall time, ``size_mib`` the file size in MiB; ``meta`` holds
-    facts for the record (``opset``, ``torch_export_s``, ``compile_s``, ``nodes_before``/``nodes_after``)."""
+    facts about it (``opset``, ``nodes_before``/``nodes_after``) and, under ``"record"``, fields the plug-in
+    wants in the cell's record (``compile_s``, ``delegated_ops``...)."""
 
     path: Path
     format: str

@@ -53,7 +53,7 @@ class AOTInductorExporter(Exporter):
             eval_all(req.model)
         t2 = time.perf_counter()
         return Artifact(Path(req.path), self.format, self.name, t2 - t0,
-                        {"torch_export_s": round(times["t1"] - t0, 3), "compile_s": round(t2 - times["t1"], 3)})
+                        {"record": {"torch_export_s": round(times["t1"] - t0, 3), "compile_s": round(t2 - times["t1"], 3)}})
 
     def write_metadata(self, path: Path, meta: Dict[str, Any]) -> None:
         zip_extra_metadata(path, meta)
