@@ -266,19 +266,7 @@ class MatrixConfig(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> "MatrixConfig":
         universe = self.axes.model_dump()
-        for pname, prof in self.profiles.items():
-            for axis, values in prof.axes.model_dump().items():
-                if values is None:
-                    continue
-                if not values:
-                    raise ValueError(f"profiles.{pname}.axes.{axis}: empty list")
-                allowed = [tuple(x) if isinstance(x, list) else x for x in universe[axis]]
-                for v in values:
-                    vv = tuple(v) if isinstance(v, list) else v
-                    if vv not in allowed:
-                        raise ValueError(
-                            f"profiles.{pname}.axes.{axis}: value {v!r} is not in axes.{axis} {universe[axis]!r}"
-                        )
+        self._check_profiles(universe)
         if self.default_profile not in self.profiles:
             raise ValueError(f"default_profile {self.default_profile!r} is not one of profiles {sorted(self.profiles)}")
         for p in PRECISIONS:
@@ -289,6 +277,27 @@ class MatrixConfig(_Strict):
         for s in self.samples:
             if s not in SAMPLE_NAMES:
                 raise ValueError(f"samples: unknown sample {s!r}; expected some of {list(SAMPLE_NAMES)}")
+        self._check_rules(universe)
+        self._check_sample_pixels()
+        return self
+
+    def _check_profiles(self, universe: Dict[str, Any]) -> None:
+        """Every value a profile (or one of its ``include`` entries) names is in the universe's axis."""
+        for pname, prof in self.profiles.items():
+            blocks = [(f"profiles.{pname}.axes", prof.axes)]
+            blocks += [(f"profiles.{pname}.include[{k}]", inc) for k, inc in enumerate(prof.include)]
+            for where, block in blocks:
+                for axis, values in block.model_dump().items():
+                    if values is None:
+                        continue
+                    if not values:
+                        raise ValueError(f"{where}.{axis}: empty list")
+                    bad = [v for v in values if not _occurs(v, universe[axis])]
+                    if bad:
+                        raise ValueError(f"{where}.{axis}: value {bad[0]!r} is not in axes.{axis} {universe[axis]!r}")
+
+    def _check_rules(self, universe: Dict[str, Any]) -> None:
+        """A rule names known stages, cell fields and values that occur, and matches at least one cell."""
         rule_keys = set(Cell.__dataclass_fields__)
         for k, rule in enumerate(self.rules):
             if rule.stage is not None and rule.stage not in STAGES:
@@ -298,16 +307,11 @@ class MatrixConfig(_Strict):
                     raise ValueError(
                         f"rules[{k}] ({rule.id}).when: unknown key {key!r}; expected cell fields {sorted(rule_keys)}"
                     )
-                if key in universe:
-                    allowed = [tuple(x) if isinstance(x, list) else x for x in universe[key]]
-                    vals = val if isinstance(val, list) else [val]
-                    for v in vals:
-                        vv = tuple(v) if isinstance(v, list) else v
-                        if vv not in allowed and v != NA:
-                            raise ValueError(
-                                f"rules[{k}] ({rule.id}).when.{key}: value {v!r} never occurs; "
-                                f"axes.{key} is {universe[key]!r}"
-                            )
+                bad = [v for v in (val if isinstance(val, list) else [val])
+                       if key in universe and v != NA and not _occurs(v, universe[key])]
+                if bad:
+                    raise ValueError(f"rules[{k}] ({rule.id}).when.{key}: value {bad[0]!r} never occurs; "
+                                     f"axes.{key} is {universe[key]!r}")
         cells = _cells(universe)
         for k, rule in enumerate(self.rules):
             if not any(matching_rule(c, (rule,)) for c in cells):
@@ -316,6 +320,9 @@ class MatrixConfig(_Strict):
                     f"not together: {rule.when}); TorchScript has no opset/simplify and full mode has "
                     f"crop_method/replace_method 'n/a'"
                 )
+
+    def _check_sample_pixels(self) -> None:
+        """Sampling mode needs ``refine_sample_pixels`` <= H*W of the export and every validation resolution."""
         for pname, prof in [("settings", None)] + list(self.profiles.items()):
             st = self.settings.model_dump()
             if prof is not None:
@@ -332,7 +339,12 @@ class MatrixConfig(_Strict):
                         f"{where}: refine_sample_pixels={need} exceeds {name} {list(hw)} ({hw[0] * hw[1]} px): "
                         f"sampling mode cannot pick that many pixels; lower refine_sample_pixels or use >= {need} px"
                     )
-        return self
+
+
+def _occurs(value: Any, allowed: List[Any]) -> bool:
+    """``value`` is one of ``allowed`` (YAML lists compared as tuples: resolutions)."""
+    norm = [tuple(x) if isinstance(x, list) else x for x in allowed]
+    return (tuple(value) if isinstance(value, list) else value) in norm
 
 
 @dataclass(frozen=True)

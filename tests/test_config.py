@@ -40,7 +40,7 @@ def test_ci_profile_covers_the_required_matrix():
     assert {c.runtime for c in aoti} == {"aoti-cpu"} and all(c.opset is None and not c.simplify for c in aoti)
     # 13 model configs x 2 precisions x (TS on 3 runtimes + eager-cuda + aoti-cpu + legacy ONNX at 6 opsets
     # and dynamo at 1, each plain/onnxsim on 3 runtimes)
-    plain = [c for c in cells if not c.input_guard and c.refine_patch_select == "nonzero"]
+    plain = [c for c in cells if not c.input_guard and c.refine_patch_select == "nonzero" and c.exporter != "executorch"]
     assert len(plain) == 13 * 2 * (3 + 1 + 1 + (6 + 1) * 2 * 3)
     # profiles.ci.include: the input_guard export option on 3 fp32 gather configs (sampling x 2 replace + full):
     # legacy ONNX opset 17 plain/onnxsim on 3 runtimes, TorchScript on 3, each next to its unguarded twin
@@ -50,11 +50,17 @@ def test_ci_profile_covers_the_required_matrix():
     assert all(c.cell_id.endswith("-guard") and c.cell_id[: -len("-guard")] in ids for c in guard)
     # and the static patch selector: 12 sampling/thresholding configs on TorchScript (3 runtimes), legacy
     # ONNX opset 17 and dynamo ONNX opset 18 (3 runtimes each, no onnxsim), AOTInductor for 2 of them
-    static = [c for c in cells if c.refine_patch_select == "static"]
+    static = [c for c in cells if c.refine_patch_select == "static" and c.exporter != "executorch"]
     assert len(static) == 12 * (3 + 3 + 3) + 2
     assert all(c.cell_id.endswith("-static") and c.cell_id[: -len("-static")] in ids for c in static)
     assert {c.exporter for c in static} == {"torchscript", "onnx", "onnx-dynamo", "aoti"}
     assert not any(c.refine_mode == "full" for c in static)
+    # ExecuTorch (a plug-in): gather/scatter_nd fp32 in every mode with both selectors, full mode fp16
+    et = sorted(c.cell_id.removeprefix("mobilenetv2-") for c in cells if c.exporter == "executorch")
+    assert et == sorted(["full-na-na-executorch-fp16-executorch-cpu-288x512-b1",
+                         "full-na-na-executorch-fp32-executorch-cpu-288x512-b1"]
+                        + [f"{m}-gather-scatter_nd-executorch-fp32-executorch-cpu-288x512-b1{s}"
+                           for m in ("sampling", "thresholding") for s in ("", "-static")])
 
 
 def test_filter_and_rules():
@@ -200,3 +206,15 @@ def test_rules_predict_only_the_failure_they_name():
         Rule(id="x", when={}, match="(", reason="r", evidence="e")
     with pytest.raises(Exception, match="not a version specifier"):
         Rule(id="x", when={}, env={"packages": {"openvino": "new"}}, reason="r", evidence="e")
+
+
+def test_profile_include_values_must_be_in_the_universe(tmp_path):
+    """An `include` entry is checked like the profile's own axes (it used to add cells outside `axes`)."""
+    import yaml
+
+    raw = yaml.safe_load(MATRIX.read_text())
+    raw["profiles"]["smoke"]["include"] = [{"crop_method": ["bogus"]}]
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"profiles\.smoke\.include\[0\]\.crop_method: value 'bogus' is not in axes"):
+        load_config(path)
