@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "matrix.yaml"
 
@@ -122,14 +122,14 @@ def _fail(msg: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``harness run``: plan, run, report; exit 0 (nothing unexpected), 1 (unexpected results), 2 (bad input),
+    130/143 (interrupted: ``--resume`` continues)."""
     from model.bgmv2.errors import CheckpointError
 
-    from .system import usable_cores
     from .config import ConfigError, expand, load_config
     from .inputs import InputError
     from .pool import run_plan
-    from .report import write_report
-    from .records import RunError, RunOptions
+    from .records import RunError
 
     if args.resume or args.rerun_failed:
         problem = _resume_args(args)
@@ -138,36 +138,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.config = args.config or str(DEFAULT_CONFIG)
     args.out = args.out or "reports/latest"
     try:
-        cfg = load_config(args.config)
-        plan = expand(cfg, args.profile, args.filter)
+        plan = _sized_to_src(expand(load_config(args.config), args.profile, args.filter), args.src)
         timeouts = _stage_timeouts(args.stage_timeout)
     except ConfigError as e:
         return _fail(str(e))
-    if args.src and Path(args.src).is_file():  # cell ids name the real input size (--pad: padded_to says the rest)
-        import dataclasses
-
-        from .inputs import image_size
-
-        try:
-            hw = image_size(args.src)
-        except (OSError, ValueError):
-            hw = None  # unreadable: load_user_pair names the problem below
-        if hw is not None:
-            seen: dict = {}
-            for c in plan.cells:
-                seen.setdefault(dataclasses.replace(c, resolution=hw), None)
-            plan = dataclasses.replace(plan, cells=tuple(seen))
     if args.list:
         for c in plan.cells:
             print(c.cell_id)
         return 0
+    problem = _run_args_problem(args)
+    if problem:
+        return _fail(problem)
+    t0 = time.perf_counter()
+    try:
+        summary, runner = run_plan(plan, _run_options(args, timeouts))
+    except (RunError, CheckpointError, InputError) as e:
+        return _fail(str(e))
+    return _report_run(args, plan, summary, runner, time.perf_counter() - t0)
+
+
+def _sized_to_src(plan, src: Optional[str]):
+    """With ``--src``, every cell's resolution is the real input size (cell ids name it; ``--pad``:
+    ``padded_to`` in the record says the rest); an unreadable file is named later by load_user_pair."""
+    if not (src and Path(src).is_file()):
+        return plan
+    import dataclasses
+
+    from .inputs import image_size
+
+    try:
+        hw = image_size(src)
+    except (OSError, ValueError):
+        return plan
+    seen: dict = {}
+    for c in plan.cells:
+        seen.setdefault(dataclasses.replace(c, resolution=hw), None)
+    return dataclasses.replace(plan, cells=tuple(seen))
+
+
+def _run_args_problem(args: argparse.Namespace) -> Optional[str]:
     if args.checkpoint is not None and Path(args.checkpoint).is_dir():
-        return _fail(f"--checkpoint {args.checkpoint!r} is a directory; give the .pth file inside it")
+        return f"--checkpoint {args.checkpoint!r} is a directory; give the .pth file inside it"
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        return _fail(f"--checkpoint {args.checkpoint!r}: no such file")
+        return f"--checkpoint {args.checkpoint!r}: no such file"
     if args.deadline is not None and args.deadline <= 0:
-        return _fail(f"--deadline {args.deadline:g}: must be > 0 seconds")
-    opts = RunOptions(
+        return f"--deadline {args.deadline:g}: must be > 0 seconds"
+    return None
+
+
+def _run_options(args: argparse.Namespace, timeouts: Dict[str, float]):
+    from .records import RunOptions
+    from .system import usable_cores
+
+    return RunOptions(
         out_dir=Path(args.out), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         src=args.src, bgr=args.bgr, pad=args.pad, progress=not args.no_progress, config_path=args.config,
         jobs=args.jobs or usable_cores(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
@@ -175,29 +198,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory_limit_mib=args.memory_limit_mib, resume=bool(args.resume), rerun_failed=bool(args.rerun_failed),
         filter_expr=args.filter,
     )
-    t0 = time.perf_counter()
-    try:
-        summary, runner = run_plan(plan, opts)
-    except (RunError, CheckpointError, InputError) as e:
-        return _fail(str(e))
+
+
+def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float) -> int:
+    """Write the report of a finished (or interrupted) run and choose the exit code."""
+    from .report import write_report
+
     meta = {
-        "profile": plan.profile,
-        "config": str(args.config),
-        "filter": args.filter,
+        "profile": plan.profile, "config": str(args.config), "filter": args.filter,
         "settings": plan.settings.model_dump(),
         "tolerances": {k: v.model_dump() for k, v in plan.tolerances.items()},
-        "limits": plan.limits.model_dump(),
-        "weights": runner.weights_info,
+        "limits": plan.limits.model_dump(), "weights": runner.weights_info,
         "inputs": args.src and {"src": args.src, "bgr": args.bgr, "pad": args.pad,
                                 "conversion": getattr(getattr(runner, "user_pair", None), "conversion", "")}
         or {"samples": list(plan.samples)},
-        "wall_s": time.perf_counter() - t0,
-        "run_wall_s": summary.wall_s,
-        "stage_s": summary.stage_s,
-        "jobs": summary.jobs,
-        "worker_threads": runner.threads,
-        "cache": summary.cache,
-        "interrupted": summary.interrupted,
+        "wall_s": wall_s, "run_wall_s": summary.wall_s, "stage_s": summary.stage_s, "jobs": summary.jobs,
+        "worker_threads": runner.threads, "cache": summary.cache, "interrupted": summary.interrupted,
         "counts": summary.counts(),
     }
     try:
@@ -207,14 +223,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                      f"{len(summary.records)} records are in results.jsonl (`python -m harness report {args.out}`)")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts().items()))
     c = summary.cache
-    print(f"{len(summary.records)} cells in {meta['wall_s']:.1f} s ({counts}); {c.get('cells_run', 0) + c.get('result_hits', 0)} "
+    print(f"{len(summary.records)} cells in {wall_s:.1f} s ({counts}); {c.get('cells_run', 0) + c.get('result_hits', 0)} "
           f"cells run ({c.get('result_hits', 0)} from the result cache), {summary.kept} kept")
     print(f"report: {paths['html']}")
     if summary.stopped_by:
         return _fail(summary.stopped_by)
     if summary.interrupted:
-        total = len(plan.cells)
-        print(f"interrupted by {summary.interrupted}: {len(summary.records)} of {total} cells finished; "
+        print(f"interrupted by {summary.interrupted}: {len(summary.records)} of {len(plan.cells)} cells finished; "
               f"continue with: python -m harness run --resume {args.out}", file=sys.stderr)
         return 130 if summary.interrupted == "SIGINT" else 143
     return 1 if summary.unexpected else 0
