@@ -206,11 +206,11 @@ def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:
 
 
 def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
+    """Judge the artifact on every cell of ``plan`` (runtime x batch); print one line per cell; exit code."""
     from .cache import Cache
-    from .records import RunOptions, describe
-    from .runner import DTYPES, Runner, positional_call
-    from .runtimes import RUNTIMES
-    from .parity import ShapeMismatch
+    from .records import UNEXPECTED_STATUSES, RunOptions
+    from .rules import apply_rule, matching_rules, pick_rule
+    from .runner import Runner
 
     opts = RunOptions(out_dir=tmp, checkpoint=Path(args.checkpoint) if args.checkpoint else None, src=args.src,
                       bgr=args.bgr, progress=False)
@@ -225,47 +225,54 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     print(f"verify {path} ({plan.cells[0].exporter}, {s['precision']}, backbone {s['backbone']}, mode {s['refine_mode']}, "
           f"crop {s['crop_method']}, replace {s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, "
           f"threshold {s['refine_threshold']}; weights {wid}; metadata: {'yes' if meta else 'no'})")
-    from .records import UNEXPECTED_STATUSES
-    from .rules import apply_rule, matching_rules, pick_rule
-
     counts: Dict[str, int] = {}
     for cell in plan.cells:
-        rt = RUNTIMES[cell.runtime]()
-        label = f"{cell.runtime} {cell.resolution[0]}x{cell.resolution[1]} b{cell.batch}"
-        rec: Dict[str, Any] = {"status": "pass", "stage": "done", "reason": ""}
-        stage = "model"
-        contract = ""
-        try:
-            ref32 = runner.reference(cell, "fp32")
-            ref_same = runner.reference(cell, cell.precision) if cell.precision != "fp32" else None
-            stage = "load"
-            rt.prepare(runner.cache, tmp)
-            rt.load(str(path), runner.runtime_settings(cell))
-            stage = "run"
-            inp = runner._inputs(cell.resolution, cell.batch)
-            dt = DTYPES[cell.precision]
-            src, bgr = inp.src.to(dt), inp.bgr.to(dt)
-            outs = positional_call(rt)(src, bgr)
-            rec["runtime_info"] = rt.info()
-            stage = "parity"
-            v = runner.adapter.judge(outs, ref32, ref_same, plan.tolerances[cell.precision], cell, runner.s)
-            if not v.passed:
-                rec.update(status="fail", stage="parity", reason=v.reason)
-            else:
-                rec["reason"] = v.record["parity_note"]
-            contract = _contract(rt, src, bgr, outs)
-        except ShapeMismatch as e:
-            rec.update(status="fail", stage="parity", reason=f"ShapeMismatch: {e}")
-        except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime
-            rec.update(status="error", stage=stage, reason=describe(e))
-        finally:
-            rt.close()
+        rec, contract = _judge_one(runner, cell, path, tmp)
         # the matrix's known-incompatibility rules, exactly as a cell is judged (xfail / xpass)
         judged = apply_rule(rec, pick_rule(rec, matching_rules(cell, plan.rules)))
         counts[judged["status"]] = counts.get(judged["status"], 0) + 1
-        print(f"{judged['status']:<5} {label}: {judged['reason']}")
+        print(f"{judged['status']:<5} {cell.runtime} {cell.resolution[0]}x{cell.resolution[1]} b{cell.batch}: "
+              f"{judged['reason']}")
         if contract:
             print(f"      input contract: {contract}")
     summary = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
     print(f"{counts.get('pass', 0)} of {len(plan.cells)} passed ({summary})")
     return 1 if any(k in UNEXPECTED_STATUSES for k in counts) else 0
+
+
+def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str, Any], str]:
+    """Load, run and judge the artifact for one cell: the raw record and the input contract ("" when not probed)."""
+    from .parity import ShapeMismatch
+    from .records import describe
+    from .runner import DTYPES, positional_call
+    from .runtimes import RUNTIMES
+
+    rt = RUNTIMES[cell.runtime]()
+    rec: Dict[str, Any] = {"status": "pass", "stage": "done", "reason": ""}
+    stage, contract = "model", ""
+    try:
+        ref32 = runner.reference(cell, "fp32")
+        ref_same = runner.reference(cell, cell.precision) if cell.precision != "fp32" else None
+        stage = "load"
+        rt.prepare(runner.cache, tmp)
+        rt.load(str(path), runner.runtime_settings(cell))
+        stage = "run"
+        inp = runner._inputs(cell.resolution, cell.batch)
+        dt = DTYPES[cell.precision]
+        src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+        outs = positional_call(rt)(src, bgr)
+        rec["runtime_info"] = rt.info()
+        stage = "parity"
+        v = runner.adapter.judge(outs, ref32, ref_same, runner.plan.tolerances[cell.precision], cell, runner.s)
+        if not v.passed:
+            rec.update(status="fail", stage="parity", reason=v.reason)
+        else:
+            rec["reason"] = v.record["parity_note"]
+        contract = _contract(rt, src, bgr, outs)
+    except ShapeMismatch as e:
+        rec.update(status="fail", stage="parity", reason=f"ShapeMismatch: {e}")
+    except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime
+        rec.update(status="error", stage=stage, reason=describe(e))
+    finally:
+        rt.close()
+    return rec, contract
