@@ -548,9 +548,6 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
 
     ``records`` default to those read from ``out_dir/results.jsonl``. Returns the written paths.
     """
-    import jinja2
-    import pandas as pd
-
     out_dir = Path(out_dir)
     if records is None:
         records = read_records(out_dir / "results.jsonl")
@@ -558,24 +555,41 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     if meta is not None:
         env_path.write_text(json.dumps(environment(meta), indent=2, default=str))
     env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    _write_csv(out_dir / "results.csv", records)
+    counts = {s: 0 for s in STATUS_ORDER}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    findings = _findings(records) + static_findings(records) + contract_findings(records)
+    _write_html(out_dir, records, env, counts, findings, benchmark_json)
+    (out_dir / "summary.md").write_text(_summary_md(records, env, counts, findings), encoding="utf-8")
+    return {k: out_dir / v for k, v in (("csv", "results.csv"), ("html", "report.html"), ("md", "summary.md"))}
+
+
+def _write_csv(path: Path, records: List[Dict[str, Any]]) -> None:
+    """results.csv: :data:`CSV_COLUMNS` first, then any other field sorted; per-call samples stay in the JSONL."""
+    import pandas as pd
 
     df = pd.DataFrame(records)
     for c in CSV_COLUMNS:
         if c not in df.columns:
             df[c] = None
-    df = df.drop(columns=["latency_samples_ms"], errors="ignore")  # per-call samples stay in results.jsonl
+    df = df.drop(columns=["latency_samples_ms"], errors="ignore")
     extra = [c for c in df.columns if c not in CSV_COLUMNS]
-    df = df[CSV_COLUMNS + sorted(extra)]
-    df.to_csv(out_dir / "results.csv", index=False)
+    df[CSV_COLUMNS + sorted(extra)].to_csv(path, index=False)
 
-    counts = {s: 0 for s in STATUS_ORDER}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    findings = _findings(records) + static_findings(records) + contract_findings(records)
-    table_cols = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
-                  "crop_method", "replace_method", "parity_ref", "max_abs_pha", "judged_max_abs_pha",
-                  "violation_frac_pha", "ref_nontie_disagreements", "eager_drift_max_abs_pha", "min_passing_atol", "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
-                  "export_s", "load_s", "latency_warning", "input_contract", "reason", "parity_note"]
+
+TABLE_COLUMNS = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
+                 "crop_method", "replace_method", "parity_ref", "max_abs_pha", "judged_max_abs_pha",
+                 "violation_frac_pha", "ref_nontie_disagreements", "eager_drift_max_abs_pha", "min_passing_atol",
+                 "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
+                 "export_s", "load_s", "latency_warning", "input_contract", "reason", "parity_note"]
+
+
+def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int],
+                findings: List[str], benchmark_json: Optional[Path]) -> None:
+    import jinja2
+    import pandas as pd
+
     tmpl = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -584,7 +598,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     if bench_rows:
         pd.DataFrame(bench_rows).to_csv(out_dir / "benchmark.csv", index=False)
     html = tmpl.render(
-        env=env, counts=counts, grids=_grid(records), records=records, table_cols=table_cols,
+        env=env, counts=counts, grids=_grid(records), records=records, table_cols=TABLE_COLUMNS,
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
         plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
         readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
@@ -592,6 +606,8 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 
+
+def _summary_md(records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int], findings: List[str]) -> str:
     md = [f"# Export matrix summary — profile `{env.get('profile', '?')}`", ""]
     md.append(f"{len(records)} cells · " + " · ".join(f"{s}: {n}" for s, n in counts.items() if n))
     if env.get("wall_s") is not None:
@@ -620,5 +636,4 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         for r in bad[:100]:
             reason = str(r.get("reason", "")).replace("|", "\\|")[:200]
             md.append(f"| `{r['cell_id']}` | {r['status']} | {r.get('stage')} | {reason} |")
-    (out_dir / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    return {k: out_dir / v for k, v in (("csv", "results.csv"), ("html", "report.html"), ("md", "summary.md"))}
+    return "\n".join(md) + "\n"
