@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -169,79 +169,15 @@ def compare(
     o = {n: np.asarray(a, dtype=np.float32) for n, a in zip(OUTPUT_NAMES, out)}
     r = {n: np.asarray(a, dtype=np.float32) for n, a in zip(OUTPUT_NAMES, ref)}
     _check_shapes(o, r, len(out), len(ref))
-    failures: List[str] = []
-    for n in OUTPUT_NAMES:  # NaN/Inf anywhere in either side is a violation
-        bad_o, bad_r = int((~np.isfinite(o[n])).sum()), int((~np.isfinite(r[n])).sum())
-        if bad_o:
-            failures.append(f"{n}: {bad_o} non-finite values (NaN/Inf)")
-        if bad_r:
-            failures.append(f"{n}: the eager {reference} reference has {bad_r} non-finite values")
-    ref_o, ref_r = o["ref_sm"] > 0.5, r["ref_sm"] > 0.5  # (B,1,Hq,Wq)
-    disagree = ref_o != ref_r
-    counts_o = [int(x) for x in ref_o.reshape(ref_o.shape[0], -1).sum(1)]
-    counts_r = [int(x) for x in ref_r.reshape(ref_r.shape[0], -1).sum(1)]
-    ties = np.zeros_like(disagree)
-    zero_ties = np.zeros_like(disagree)  # near-zero cells that prevent_oversampling may drop on one side only
-    sel = selection
-    if sel is None:
-        full = bool(ref_r.all())
-        sel = Selection("full" if full else "sampling", k=max(counts_r) if counts_r else 0)
-    if sel.mode != "full" and disagree.any():
-        err_q = quarter_error(np.nan_to_num(r["err_sm"]), ref_r.shape[2], ref_r.shape[3])
-        ties = near_ties(err_q, sel, tol.tie_atol)
-        if sel.mode == "sampling" and sel.prevent_oversampling:
-            zero_ties = disagree & (err_q <= tol.tie_atol)
-    nontie = disagree & ~ties
-    n_nontie = int(nontie.sum())
-    if n_nontie:
-        failures.append(f"ref_sm: {n_nontie} refined cells differ from eager's where the choice is not a near-tie "
-                        f"(error within {tol.tie_atol:g} of the {sel.mode} boundary); {int(disagree.sum())} differ in all")
-    if sel.mode == "sampling":
-        adj_o = [c - int(z) for c, z in zip(counts_o, (zero_ties & ref_o).reshape(len(counts_o), -1).sum(1))]
-        adj_r = [c - int(z) for c, z in zip(counts_r, (zero_ties & ref_r).reshape(len(counts_r), -1).sum(1))]
-        if adj_o != adj_r:
-            extra = "" if (adj_o, adj_r) == (counts_o, counts_r) else f" (not counting near-zero-error cells: {adj_o} vs {adj_r})"
-            failures.append(f"ref_sm: refined cells per image {counts_o}, eager's {counts_r}{extra}: sampling picks a "
-                            f"fixed number per image")
-    judged_q = ~(disagree & ties)  # pixels of cells both sides agree on, or disagree without excuse
-    judged_full = to_full_res(judged_q)
+    failures = _nonfinite_failures(o, r, reference)
+    sel_view = _judge_selection(o, r, tol, selection, failures)
+    judged_full = to_full_res(~(sel_view["disagree"] & sel_view["ties"]))  # cells agreed on, or without excuse
     stats: Dict[str, OutputStats] = {}
     min_atol = 0.0
     for n in JUDGED_OUTPUTS:
-        a, b = o[n], r[n]
-        nonfinite = int((~np.isfinite(a)).sum())
-        diff = np.abs(a - b)
-        diff = np.where(np.isfinite(diff), diff, np.inf)
-        viol = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(b))
-        if n in IMAGE_OUTPUTS:
-            mask = np.broadcast_to(judged_full, a.shape)
-            if crop_to is not None:
-                h, w = crop_to
-                diff, viol, mask = diff[..., :h, :w], viol[..., :h, :w], mask[..., :h, :w]
-            judged, judged_viol = diff[mask], viol[mask]
-        else:
-            judged, judged_viol = diff.ravel(), viol.ravel()
-        judged_max = float(judged.max()) if judged.size else 0.0
-        judged_frac = float(judged_viol.mean()) if judged_viol.size else 0.0
-        finite = diff[np.isfinite(diff)]
-        ok = nonfinite == 0 and judged_frac <= tol.max_violation_frac
-        if not ok and nonfinite == 0:
-            failures.append(f"{n}: {judged_frac:.2%} of pixels beyond atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| "
-                            f"(max {judged_max:.3g}; at most {tol.max_violation_frac:.2%} allowed)")
-        if judged.size:
-            q = 1.0 - tol.max_violation_frac
-            min_atol = max(min_atol, float(np.quantile(judged, q)) if q < 1.0 else judged_max)
-        stats[n] = OutputStats(
-            max_abs=float(diff.max()) if diff.size else 0.0,
-            mean_abs=float(finite.mean()) if finite.size else math.nan,
-            p99_abs=float(np.quantile(finite, 0.99)) if finite.size else math.nan,
-            violation_frac=float(viol.mean()),
-            psnr=_psnr(np.where(np.isfinite(diff), diff, 1.0)) if n in IMAGE_OUTPUTS else None,
-            judged_max_abs=judged_max,
-            judged_violation_frac=judged_frac,
-            nonfinite=nonfinite,
-            passed=ok,
-        )
+        stats[n], need = _output_stats(n, o[n], r[n], tol, judged_full, crop_to, failures)
+        min_atol = max(min_atol, need)
+    ref_o, ref_r, disagree = sel_view["ref_o"], sel_view["ref_r"], sel_view["disagree"]
     return ParityResult(
         reference=reference,
         outputs=stats,
@@ -252,7 +188,95 @@ def compare(
         min_passing_atol=min_atol,
         failures=failures,
         ref_disagreements=int(disagree.sum()),
-        ref_nontie_disagreements=n_nontie,
-        ref_counts=counts_o,
-        ref_counts_ref=counts_r,
+        ref_nontie_disagreements=sel_view["n_nontie"],
+        ref_counts=sel_view["counts_o"],
+        ref_counts_ref=sel_view["counts_r"],
     )
+
+
+def _nonfinite_failures(o: Dict[str, np.ndarray], r: Dict[str, np.ndarray], reference: str) -> List[str]:
+    """NaN/Inf anywhere in either side is a violation (one failure line per output and side)."""
+    failures: List[str] = []
+    for n in OUTPUT_NAMES:
+        bad_o, bad_r = int((~np.isfinite(o[n])).sum()), int((~np.isfinite(r[n])).sum())
+        if bad_o:
+            failures.append(f"{n}: {bad_o} non-finite values (NaN/Inf)")
+        if bad_r:
+            failures.append(f"{n}: the eager {reference} reference has {bad_r} non-finite values")
+    return failures
+
+
+def _judge_selection(o: Dict[str, np.ndarray], r: Dict[str, np.ndarray], tol: Tolerance,
+                     selection: Optional[Selection], failures: List[str]) -> Dict[str, Any]:
+    """Compare the refined-cell maps (``ref_sm``, ``(B,1,H/4,W/4)``): disagreements that are not near-ties, and
+    (sampling) a different number of cells per image, are appended to ``failures``. Returns the maps, the
+    disagreement and near-tie masks, per-image counts and the count of non-tie disagreements."""
+    ref_o, ref_r = o["ref_sm"] > 0.5, r["ref_sm"] > 0.5
+    disagree = ref_o != ref_r
+    counts_o = [int(x) for x in ref_o.reshape(ref_o.shape[0], -1).sum(1)]
+    counts_r = [int(x) for x in ref_r.reshape(ref_r.shape[0], -1).sum(1)]
+    ties = np.zeros_like(disagree)
+    zero_ties = np.zeros_like(disagree)  # near-zero cells that prevent_oversampling may drop on one side only
+    sel = selection
+    if sel is None:
+        sel = Selection("full" if bool(ref_r.all()) else "sampling", k=max(counts_r) if counts_r else 0)
+    if sel.mode != "full" and disagree.any():
+        err_q = quarter_error(np.nan_to_num(r["err_sm"]), ref_r.shape[2], ref_r.shape[3])
+        ties = near_ties(err_q, sel, tol.tie_atol)
+        if sel.mode == "sampling" and sel.prevent_oversampling:
+            zero_ties = disagree & (err_q <= tol.tie_atol)
+    n_nontie = int((disagree & ~ties).sum())
+    if n_nontie:
+        failures.append(f"ref_sm: {n_nontie} refined cells differ from eager's where the choice is not a near-tie "
+                        f"(error within {tol.tie_atol:g} of the {sel.mode} boundary); {int(disagree.sum())} differ in all")
+    if sel.mode == "sampling":
+        adj_o = [c - int(z) for c, z in zip(counts_o, (zero_ties & ref_o).reshape(len(counts_o), -1).sum(1))]
+        adj_r = [c - int(z) for c, z in zip(counts_r, (zero_ties & ref_r).reshape(len(counts_r), -1).sum(1))]
+        if adj_o != adj_r:
+            extra = "" if (adj_o, adj_r) == (counts_o, counts_r) else f" (not counting near-zero-error cells: {adj_o} vs {adj_r})"
+            failures.append(f"ref_sm: refined cells per image {counts_o}, eager's {counts_r}{extra}: sampling picks a "
+                            f"fixed number per image")
+    return {"ref_o": ref_o, "ref_r": ref_r, "disagree": disagree, "ties": ties, "counts_o": counts_o,
+            "counts_r": counts_r, "n_nontie": n_nontie}
+
+
+def _output_stats(n: str, a: np.ndarray, b: np.ndarray, tol: Tolerance, judged_full: np.ndarray,
+                  crop_to: Optional[Tuple[int, int]], failures: List[str]) -> Tuple[OutputStats, float]:
+    """Statistics of one output against its reference, judged outside near-tie patches (image outputs) and
+    within ``crop_to``; appends a failure line when it does not pass. Returns the stats and the smallest
+    atol that would pass it."""
+    nonfinite = int((~np.isfinite(a)).sum())
+    diff = np.abs(a - b)
+    diff = np.where(np.isfinite(diff), diff, np.inf)
+    viol = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(b))
+    if n in IMAGE_OUTPUTS:
+        mask = np.broadcast_to(judged_full, a.shape)
+        if crop_to is not None:
+            h, w = crop_to
+            diff, viol, mask = diff[..., :h, :w], viol[..., :h, :w], mask[..., :h, :w]
+        judged, judged_viol = diff[mask], viol[mask]
+    else:
+        judged, judged_viol = diff.ravel(), viol.ravel()
+    judged_max = float(judged.max()) if judged.size else 0.0
+    judged_frac = float(judged_viol.mean()) if judged_viol.size else 0.0
+    finite = diff[np.isfinite(diff)]
+    ok = nonfinite == 0 and judged_frac <= tol.max_violation_frac
+    if not ok and nonfinite == 0:
+        failures.append(f"{n}: {judged_frac:.2%} of pixels beyond atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| "
+                        f"(max {judged_max:.3g}; at most {tol.max_violation_frac:.2%} allowed)")
+    need = 0.0
+    if judged.size:
+        q = 1.0 - tol.max_violation_frac
+        need = float(np.quantile(judged, q)) if q < 1.0 else judged_max
+    stats = OutputStats(
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        mean_abs=float(finite.mean()) if finite.size else math.nan,
+        p99_abs=float(np.quantile(finite, 0.99)) if finite.size else math.nan,
+        violation_frac=float(viol.mean()),
+        psnr=_psnr(np.where(np.isfinite(diff), diff, 1.0)) if n in IMAGE_OUTPUTS else None,
+        judged_max_abs=judged_max,
+        judged_violation_frac=judged_frac,
+        nonfinite=nonfinite,
+        passed=ok,
+    )
+    return stats, need
