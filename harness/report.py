@@ -451,6 +451,17 @@ def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
         return base64.b64encode(buf.getvalue()).decode()
 
     out: Dict[str, str] = {}
+    fig = _latency_boxplot(plt, timed)
+    if fig is not None:
+        out["latency"] = png(fig)
+    fig = _speed_parity_scatter(plt, timed)
+    if fig is not None:
+        out["scatter"] = png(fig)
+    return out
+
+
+def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
+    """Box plot of every timed call of the passing cells, one row per exporter -> runtime precision (None: none)."""
     groups: Dict[str, List[float]] = {}
     for r in timed:
         if r.get("status") not in ("pass", "xpass"):
@@ -465,7 +476,12 @@ def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
         ax.set_xscale("log")
         ax.set_xlabel("latency per call, ms (end-to-end; all timed calls of all passing cells)")
         ax.grid(axis="x", alpha=0.3)
-        out["latency"] = png(fig)
+        return fig
+    return None
+
+
+def _speed_parity_scatter(plt: Any, timed: List[Dict[str, Any]]) -> Any:
+    """p50 vs judged alpha error per cell, coloured by status, marker per runtime (None: nothing judged)."""
     pts = [r for r in timed if r.get("judged_max_abs_pha") is not None]
     if pts:
         fig, ax = plt.subplots(figsize=(9, 5))
@@ -489,8 +505,8 @@ def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
         ax.set_ylabel("max |alpha - eager| (judged pixels)")
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
-        out["scatter"] = png(fig)
-    return out
+        return fig
+    return None
 
 
 READINESS_TARGETS = ("tensorrt", "coreml", "opencv_dnn", "tflite", "openvino")

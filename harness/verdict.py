@@ -161,6 +161,13 @@ def judge_outputs(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
     if not passed:
         reason += f" (vs eager {best.reference})"
     other = next((r for r in results if r is not best), None)
+    return Verdict(passed, reason, best, results, _verdict_fields(best, other, eager, drift, passed, precision, tol))
+
+
+def _verdict_fields(best: ParityResult, other: Optional[ParityResult], eager: Optional[ParityResult],
+                    drift: Optional[Dict[str, Any]], passed: bool, precision: str, tol: Tolerance) -> Dict[str, Any]:
+    """Record fields of a verdict: the judged reference's statistics, the other reference's headline numbers,
+    eager's own drift from fp32 (reduced precision), the drift profile and the human-readable ``parity_note``."""
     rec = _fields(best)
     if other is not None:
         rec[f"max_abs_pha_vs_{other.reference}"] = other.outputs["pha"].max_abs
@@ -183,4 +190,4 @@ def judge_outputs(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
         rec["drift_profile"] = drift["profile"]
     rec["parity_note"] = note
     rec["parity"] = best.summary()
-    return Verdict(passed, reason, best, results, rec)
+    return rec
