@@ -93,20 +93,13 @@ class Axes(_Strict):
             raise ValueError(f"unsupported opset {bad[0]!r}; the exporters accept {known[0]}..{known[-1]}")
         return v
 
-    @field_validator("exporter")
+    @field_validator("exporter", "runtime")
     @classmethod
-    def _exporters(cls, v: List[str]) -> List[str]:
-        for e in v:
-            if e not in EXPORTERS:
-                raise ValueError(f"unknown exporter {e!r}; expected one of {sorted(EXPORTERS)} (harness/exporters/)")
-        return v
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtimes(cls, v: List[str]) -> List[str]:
-        for r in v:
-            if r not in RUNTIMES:
-                raise ValueError(f"unknown runtime {r!r}; expected one of {sorted(RUNTIMES)} (harness/runtimes/)")
+    def _plugins(cls, v: List[str], info) -> List[str]:
+        registry, folder = (EXPORTERS, "exporters") if info.field_name == "exporter" else (RUNTIMES, "runtimes")
+        bad = [name for name in v if name not in registry]
+        if bad:
+            raise ValueError(f"unknown {info.field_name} {bad[0]!r}; expected one of {sorted(registry)} (harness/{folder}/)")
         return v
 
     @field_validator("resolution")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Dict, Optional
 
 from . import HOISTED, Feeds, Outputs, Runtime, no_cuda, set_tf32
@@ -14,6 +15,8 @@ class TorchModuleRuntime(Runtime):
         import torch
 
         self._names(settings)
+        if not hasattr(self.module, "eval"):  # a compiled package (AOTInductor) has no module state to set
+            return
         for key in HOISTED if hoisted else ():
             if key in settings:
                 setattr(self.module, key, settings[key])
@@ -22,6 +25,14 @@ class TorchModuleRuntime(Runtime):
             torch.backends.cudnn.benchmark = bool(settings.get("cudnn_benchmark", True))
             set_tf32(bool(settings.get("tf32", False)))
             torch.cuda.reset_peak_memory_stats()
+
+    def _load_module(self, make: Callable[[], object], settings: Dict[str, object], hoisted: bool = True) -> float:
+        """``self.module = make()`` then :meth:`_finish_load` (names, hoisted settings, eval, CUDA knobs);
+        returns the seconds taken."""
+        t0 = time.perf_counter()
+        self.module = make()
+        self._finish_load(settings, hoisted)
+        return time.perf_counter() - t0
 
     def _args(self, feeds: Feeds) -> list:
         return [feeds[n].to(self.device) for n in self.input_names]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Dict
 
 from . import Feeds, register_runtime
@@ -19,10 +18,7 @@ class AOTInductorCPU(TorchModuleRuntime):
     def load(self, path: str, settings: Dict[str, object]) -> float:
         import torch
 
-        t0 = time.perf_counter()
-        self._names(settings)
-        self.module = torch._inductor.aoti_load_package(path)
-        return time.perf_counter() - t0
+        return self._load_module(lambda: torch._inductor.aoti_load_package(path), settings, hoisted=False)
 
     def _args(self, feeds: Feeds) -> list:
         return [feeds[n] for n in self.input_names]

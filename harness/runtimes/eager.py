@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Dict
 
@@ -24,14 +23,14 @@ class EagerCPU(TorchModuleRuntime):
 
         from ..models import adapter
 
-        t0 = time.perf_counter()
-        spec = json.loads(Path(path).with_suffix(".json").read_text())
-        m = adapter(spec.get("model", "bgmv2")).construct(spec["kwargs"])
-        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        dtype = {"fp32": torch.float32, "fp16": torch.float16}[spec["precision"]]
-        self.module = m.to(device=self.device, dtype=dtype).eval()
-        self._finish_load(settings, hoisted=False)  # the model was built with the cell's settings
-        return time.perf_counter() - t0
+        def make():
+            spec = json.loads(Path(path).with_suffix(".json").read_text())
+            m = adapter(spec.get("model", "bgmv2")).construct(spec["kwargs"])
+            m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            dtype = {"fp32": torch.float32, "fp16": torch.float16}[spec["precision"]]
+            return m.to(device=self.device, dtype=dtype).eval()
+
+        return self._load_module(make, settings, hoisted=False)  # the model was built with the cell's settings
 
 
 @register_runtime

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Dict
 
@@ -20,12 +19,12 @@ class TorchScriptCPU(TorchModuleRuntime):
     def load(self, path: str, settings: Dict[str, object]) -> float:
         import torch
 
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            self.module = torch.jit.load(path, map_location=self.device)
-        self._finish_load(settings)
-        return time.perf_counter() - t0
+        def make():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(path, map_location=self.device)
+
+        return self._load_module(make, settings)
 
 
 @register_runtime
