@@ -52,6 +52,6 @@ class ExecuTorchCPU(Runtime):
         return self.named(self.method.execute([feeds[n] for n in self.input_names]))
 
     def info(self) -> Dict[str, object]:
-        import executorch
+        from ..cache import package_version
 
-        return {"executorch": getattr(executorch, "__version__", "unknown"), "threads": getattr(self, "threads", None)}
+        return {"executorch": package_version("executorch"), "threads": getattr(self, "threads", None)}
