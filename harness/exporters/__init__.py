@@ -241,13 +241,15 @@ def quiet_export(path: Path, fn: Callable[[], Any], suffix: str = ".export.log")
         return fn()
 
 
-def export_dynamic_shapes(names: Tuple[str, ...] = ("src", "bgr")) -> Dict[str, Dict[int, object]]:
-    """torch.export dynamic shapes for BGMv2's ``(src, bgr)``: batch 1..64, H and W multiples of 4 up to 8192."""
+def export_dynamic_shapes(names: Tuple[str, ...] = ("src", "bgr"), max_batch: int = 64,
+                          max_hw: Tuple[int, int] = (8192, 8192)) -> Dict[str, Dict[int, object]]:
+    """torch.export dynamic shapes for BGMv2's ``(src, bgr)``: batch 1..``max_batch``, H and W multiples of 4
+    from 32 up to ``max_hw`` (default 64 and 8192 x 8192)."""
     import torch
 
-    batch = torch.export.Dim("batch", min=1, max=64)
-    h4 = torch.export.Dim("height_div4", min=8, max=2048)
-    w4 = torch.export.Dim("width_div4", min=8, max=2048)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    h4 = torch.export.Dim("height_div4", min=8, max=max_hw[0] // 4)
+    w4 = torch.export.Dim("width_div4", min=8, max=max_hw[1] // 4)
     return {n: {0: batch, 2: 4 * h4, 3: 4 * w4} for n in names}
 
 

@@ -22,20 +22,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..targets import MODEL_CELL_FIELDS, MODEL_SETTINGS
-from . import (Artifact, Exporter, ExportRequest, StageError, eval_all, export_cause, module_version, quiet_export,
-               register_exporter)
+from . import (Artifact, Exporter, ExportRequest, StageError, eval_all, export_cause, export_dynamic_shapes,
+               module_version, quiet_export, register_exporter)
 
 MAX_BATCH = 2
 MAX_HW = (1088, 1920)
-
-
-def _dynamic_shapes(names) -> Dict[str, Dict[int, object]]:
-    import torch
-
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    h4 = torch.export.Dim("height_div4", min=8, max=MAX_HW[0] // 4)
-    w4 = torch.export.Dim("width_div4", min=8, max=MAX_HW[1] // 4)
-    return {n: {0: batch, 2: 4 * h4, 3: 4 * w4} for n in names}
 
 
 @register_exporter
@@ -79,7 +70,8 @@ class ExecuTorchExporter(Exporter):
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            program = torch.export.export(req.model, req.example, dynamic_shapes=_dynamic_shapes(req.input_names))
+            shapes = export_dynamic_shapes(tuple(req.input_names), MAX_BATCH, MAX_HW)
+            program = torch.export.export(req.model, req.example, dynamic_shapes=shapes)
         t1 = time.perf_counter()
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False))

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..config import NA
 from . import ModelAdapter, register_model
 
-NA = "n/a"
 INPUT_NAMES = ("src", "bgr")
 OUTPUT_NAMES = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm")
 # Unique dim names per tensor size class (shared names across tensors of different size break
