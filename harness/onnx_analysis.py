@@ -70,6 +70,17 @@ class GraphReport:
         return rec
 
 
+def record_fields() -> Dict[str, Any]:
+    """Declaration of the fields :meth:`GraphReport.as_record` writes (``{name: type}``, :mod:`harness.record`),
+    with and without the ``before_sim_`` prefix."""
+    fields: Dict[str, Any] = {"onnx_nodes": int, "onnx_ops": str, "onnx_size_mib": float, "onnx_opset": int,
+                              "dynamic_dims": str, "data_dependent_ops": str, "topk_k": str}
+    for target in TARGETS:
+        fields.update({f"ready_{target}": bool, f"ready_{target}_why": str})
+    fields.update(before_sim_onnx_nodes=int, before_sim_onnx_ops=str)
+    return fields
+
+
 def _constants(graph) -> Dict[str, Any]:
     """Name -> numpy value of initializers and Constant-node outputs."""
     from onnx import numpy_helper

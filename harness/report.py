@@ -16,23 +16,6 @@ from typing import Any, Dict, List, Optional
 from .benchmark import cpu_flags, cpu_name
 from .cache import package_versions
 
-CSV_COLUMNS = [
-    "cell_id", "backbone", "backbone_scale", "refine_sample_pixels", "refine_threshold", "crop_method",
-    "replace_method", "refine_mode", "opset", "precision", "exporter", "exporter_name", "simplify", "runtime",
-    "resolution", "padded_to", "batch", "status", "stage", "reason", "rule", "parity_ref", "max_abs_pha",
-    "judged_max_abs_pha", "max_abs_fgr", "judged_max_abs_fgr", "violation_frac_pha", "psnr_pha", "psnr_fgr",
-    "max_abs_pha_sm", "max_abs_err_sm", "nonfinite", "ref_cells", "ref_cells_eager", "ref_counts", "ref_counts_eager",
-    "ref_disagreements", "ref_nontie_disagreements", "ref_iou", "eager_drift_max_abs_pha", "min_passing_atol",
-    "parity_note", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-    "std_ms", "min_ms", "max_ms", "cv", "fps", "latency_runs", "warmup_runs", "latency_clock", "latency_warning",
-    "cold_ms", "compute_p50_ms", "compute_p90_ms", "compute_p99_ms", "compute_fps", "peak_device_mib", "gmac",
-    "onnx_nodes", "data_dependent_ops", "topk_k", "ready_tensorrt", "ready_coreml", "ready_opencv_dnn",
-    "ready_tflite", "ready_openvino", "first_divergence",
-    "first_run_ms",
-    "export_s", "check_s", "simplify_s", "load_s", "cpp_build_s", "artifact_mib", "nodes", "nodes_before_sim", "device",
-    "cell_s", "artifact", "cache", "cached_artifact", "worker", "worker_max_rss_mib", "finished_at", "injected_fault",
-    "input_guard", "refine_patch_select", "patch_cap_truncated", "input_contract", "probe_size", "probe_dtype", "probe_channels", "probe_range", "silent_failures",
-]
 STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
 
 
@@ -581,17 +564,22 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     return {k: out_dir / v for k, v in (("csv", "results.csv"), ("html", "report.html"), ("md", "summary.md"))}
 
 
+def csv_columns(records: List[Dict[str, Any]]) -> List[str]:
+    """results.csv's columns: every field of the typed record in declaration order (:func:`harness.record.columns`:
+    identity, outcome, parity, latency, export, ...), so the header is the same for every run; then fields of
+    records written by an older version, sorted. Per-call samples (``latency_samples_ms``) stay in the JSONL."""
+    from .record import columns
+
+    declared = [c for c in columns() if c != "latency_samples_ms"]
+    known = set(declared) | {"latency_samples_ms"}
+    return declared + sorted({k for r in records for k in r if k not in known})
+
+
 def _write_csv(path: Path, records: List[Dict[str, Any]]) -> None:
-    """results.csv: :data:`CSV_COLUMNS` first, then any other field sorted; per-call samples stay in the JSONL."""
+    """results.csv (pandas) with the columns of :func:`csv_columns`."""
     import pandas as pd
 
-    df = pd.DataFrame(records)
-    for c in CSV_COLUMNS:
-        if c not in df.columns:
-            df[c] = None
-    df = df.drop(columns=["latency_samples_ms"], errors="ignore")
-    extra = [c for c in df.columns if c not in CSV_COLUMNS]
-    df[CSV_COLUMNS + sorted(extra)].to_csv(path, index=False)
+    pd.DataFrame(records, columns=csv_columns(records)).to_csv(path, index=False)
 
 
 TABLE_COLUMNS = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",

@@ -1,6 +1,7 @@
-"""Execute cells: model -> export -> check -> simplify -> load -> run -> parity -> latency -> probe.
+"""Execute cells: the services behind the stages of :mod:`harness.stages` (model -> export -> load -> run ->
+analyze -> parity -> diagnose -> latency -> probe) and the walk over them.
 
-:class:`Runner` is what a worker process (``harness/pool.py``) uses to run one cell at a time; the
+:class:`Runner` is what a worker process (``harness/pool/``) uses to run one cell at a time; the
 coordinator uses it too, to prepare weights and compute cache keys. Artifacts and eager references go
 through the content-addressed :class:`~harness.cache.Cache`, so one ONNX export feeds the plain and the
 onnxsim cell and every runtime, one TorchScript file serves every refine mode (the mode is set with
@@ -9,7 +10,6 @@ onnxsim cell and every runtime, one TorchScript file serves every refine mode (t
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -24,7 +24,6 @@ from model.bgmv2.calibration import calibrate
 from model.bgmv2.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict, sha256_of
 
 from . import inputs as data_mod
-from .benchmark import measure
 from .cache import Cache, link_or_copy, make_key
 from .config import Cell, Plan
 from .keys import CellKeys
@@ -40,18 +39,14 @@ from .records import (  # noqa: F401 - re-exported
 )
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
 from .models import bgmv2
-from .parity import ShapeMismatch, Selection
+from .parity import Selection
 from .verdict import judge_outputs
 from .runtimes import RUNTIMES, as_list
+from .stages import PIPELINE, CellState, Outcome, StageError, in_stage
+
+_Stage, _in_stage = StageError, in_stage
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-
-
-class _Stage(Exception):
-    def __init__(self, stage: str, exc: BaseException):
-        super().__init__(stage)
-        self.stage = stage
-        self.exc = exc
 
 
 @dataclass
@@ -83,6 +78,7 @@ class Runner(CellKeys):
         # coordinator, which keeps the verdict if a probe kills the process)
         self.on_partial: Callable[[Dict[str, Any]], None] = lambda rec: None
         self.current_cell: Optional[Cell] = None
+        self.current_runtime: Any = None  # the runtime plug-in of the cell being run (closed after it)
         self.adapter = bgmv2.ADAPTER
 
     # ---------------------------------------------------------------- setup (coordinator)
@@ -394,37 +390,53 @@ class Runner(CellKeys):
         }
 
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
-        """Run every stage of ``cell``; never raises (errors become the record's status).
+        """Walk :data:`harness.stages.PIPELINE` for ``cell``; never raises (errors become the record's status).
 
-        The record is *raw*: known-incompatibility rules are applied by the coordinator
-        (:func:`harness.rules.apply_rule`), so cached records stay valid when rules change."""
-        self.current_cell = cell
-        rec = self.base_record(cell)
-        t0 = time.perf_counter()
-        status, stage, reason = "pass", "done", ""
-        why = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
+        Returns the record as a dict of the typed record's fields (:mod:`harness.record`). The record is
+        *raw*: known-incompatibility rules are applied by the coordinator (:func:`harness.rules.apply_rule`),
+        so cached records stay valid when rules change."""
+        from .record import new_record
+
+        self.current_cell, self.current_runtime = cell, None
         self.stage_times: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        state = CellState(self, cell, self.out / "artifacts" / cell.cell_id, new_record(self.adapter.name,
+                                                                                         **self.base_record(cell)))
+        why = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
         if why:
-            status, stage, reason = "skip", "load", f"skipped: {why}"
+            state.outcome = Outcome("skip", "load", f"skipped: {why}")
         else:
-            self._runtime = None
-            try:
-                status, stage, reason = self._stages(cell, rec)
-            except _Stage as e:
-                status, stage, reason = "error", e.stage, describe(e.exc)
-            except Exception as e:  # noqa: BLE001 - a harness bug must not lose the other cells
-                status, stage, reason = "error", "harness", describe(e) + " | " + traceback.format_exc(limit=2).splitlines()[-1]
-            finally:
-                if self._runtime is not None:
-                    try:
-                        self._runtime.close()
-                    except Exception:  # noqa: BLE001 - cleanup never changes a verdict
-                        pass
-        rec["stage_times"] = {k: round(v, 4) for k, v in self.stage_times.items()}
-        rec.update(status=status, stage=stage, reason=reason, cell_s=round(time.perf_counter() - t0, 3))
-        return rec
+            state.outcome = self._walk(state)
+        o = state.outcome
+        state.record.put(stage_times={k: round(v, 4) for k, v in self.stage_times.items()}, status=o.status,
+                         stage=o.stage, reason=o.reason, cell_s=round(time.perf_counter() - t0, 3))
+        return state.record.as_dict()
 
-    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+    def _walk(self, state: CellState) -> Outcome:
+        """The pipeline's stages in order; a stage's exception is the cell's ``error`` at that stage."""
+        state.cell_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for stage in PIPELINE:
+                result = stage(state)
+                if result is not None:
+                    state.results[stage.name] = result
+                    state.record.put(**result.fields())
+                if state.stop:
+                    break
+            return state.outcome
+        except StageError as e:
+            return Outcome("error", e.stage, describe(e.exc))
+        except Exception as e:  # noqa: BLE001 - a harness bug must not lose the other cells
+            return Outcome("error", "harness", describe(e) + " | " + traceback.format_exc(limit=2).splitlines()[-1])
+        finally:
+            if self.current_runtime is not None:
+                try:
+                    self.current_runtime.close()
+                except Exception:  # noqa: BLE001 - cleanup never changes a verdict
+                    pass
+
+    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` as (part of) ``stage``: reported to ``on_stage`` and added to ``stage_times`` (s)."""
         self.on_stage(stage)
         t = time.perf_counter()
         try:
@@ -432,206 +444,29 @@ class Runner(CellKeys):
         finally:
             self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.perf_counter() - t
 
-    def _stages(self, cell: Cell, rec: Dict[str, Any]) -> Tuple[str, str, str]:
-        """model -> export -> check -> simplify -> load -> run -> analyze -> parity -> latency -> probe."""
-        cell_dir = self.out / "artifacts" / cell.cell_id
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        # references first: a configuration the model itself rejects is not an export finding
+    def inputs_for(self, cell: Cell) -> "Inputs":
+        """The cell's validation inputs (float32, cached per resolution and batch)."""
+        return self._inputs(cell.resolution, cell.batch)
+
+    @staticmethod
+    def dtype(cell: Cell) -> Any:
+        """The torch dtype of the cell's precision."""
+        return DTYPES[cell.precision]
+
+    def judge_vs_cuda_eager(self, cell: Cell, outs: List[np.ndarray], tol: Any) -> Dict[str, Any]:
+        """Record fields of the judge against eager on the same GPU (TF32 off), or why it failed (information)."""
         try:
-            ref32 = self._timed("model", lambda: self.reference(cell, "fp32"))
-            ref_same = (self._timed("model", lambda: self.reference(cell, cell.precision))
-                        if cell.precision != "fp32" else None)
-        except Exception as e:  # noqa: BLE001
-            return "skip", "model", f"skipped: eager reference failed: {describe(e)}"
-        if self.s.count_macs:
-            rec["gmac"] = self._timed("model", lambda: self.gmacs(cell))
-        art = self._export_stage(cell, cell_dir, rec)
-        runtime = self._load_stage(cell, art, rec)
-        feeds, outs, inp = self._run_stage(cell, runtime, art, rec)
-        tol = self.plan.tolerances[cell.precision]
-        try:
-            verdict = self._timed("parity", lambda: self.adapter.judge(outs, ref32, ref_same, tol, cell, self.s,
-                                                                       inp.crop_to))
-        except ShapeMismatch as e:
-            return "fail", "parity", f"ShapeMismatch: {e}"
-        except Exception as e:  # noqa: BLE001
-            raise _Stage("parity", e) from e
-        rec.update(verdict.record)
-        self._diagnose(cell, runtime, art, inp, outs, verdict, rec)
-        self._latency_stage(cell, runtime, feeds, rec)
-        result = ("fail", "parity", verdict.reason) if not verdict.passed else ("pass", "done", "")
-        truncated = self.adapter.cap_truncation(cell, self.s, ref32)
-        if truncated:  # the static selector refined fewer cells than the official one: never a pass
-            rec["patch_cap_truncated"] = truncated
-            result = ("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
-        self._probe(rec, runtime, feeds, outs, result)
-        return result
-
-    def _export_stage(self, cell: Cell, cell_dir: Path, rec: Dict[str, Any]) -> Artifact:
-        """Stages export/check/simplify (cached artifacts cost ~0 s here); fills the artifact's record fields."""
-        self.on_stage("export")
-        t = time.perf_counter()
-        try:
-            art, times = self.export(cell, cell_dir)
-        finally:
-            self.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
-        rec.update({f"{k}_s": round(v, 4) for k, v in times.items()})
-        from . import faults
-
-        if art.format == "onnx" and faults.wants(cell.cell_id, "export", "perturb"):
-            rec["injected_fault"] = f"perturbed {faults.perturb_onnx(art.path)}"
-        mutations = faults.mutations(cell.cell_id) if art.format == "onnx" else []
-        if mutations:
-            from .mutants import mutate_onnx
-
-            rec["injected_fault"] = "; ".join(mutate_onnx(art.path, m) for m in mutations)
-        rec["exporter_name"] = art.exporter
-        rec.update(art.meta.get("record") or {})  # facts the exporter plug-in reports (e.g. compile_s)
-        rec.update(artifact=str(art.path.relative_to(self.out)), artifact_key=self.artifact_key(cell, cell.simplify),
-                   artifact_mib=round(art.size_mib, 3), cached_artifact=bool(art.meta.get("cached", False)))
-        if "nodes_after" in art.meta:
-            rec["nodes_before_sim"] = art.meta["nodes_before"]
-            rec["nodes"] = art.meta["nodes_after"]
-        return art
-
-    def _load_stage(self, cell: Cell, art: Artifact, rec: Dict[str, Any]) -> Any:
-        """Stage load: the runtime plug-in prepares (e.g. builds the C++ runner) and loads the artifact."""
-        runtime = self._runtime = RUNTIMES[cell.runtime]()
-        rec.update(_in_stage("load", lambda: self._timed("load", lambda: runtime.prepare(self.cache, self.out))))
-        seconds = _in_stage("load", lambda: self._timed("load", lambda: runtime.load(str(art.path),
-                                                                                      self.runtime_settings(cell))))
-        rec["load_s"] = round(seconds, 4)
-        return runtime
-
-    def _run_stage(self, cell: Cell, runtime: Any, art: Artifact, rec: Dict[str, Any]):
-        """Stage run (one call on the validation inputs) and, for ONNX, the static analysis of the graph."""
-        inp = self._inputs(cell.resolution, cell.batch)
-        dt = DTYPES[cell.precision]
-        feeds = self.adapter.feeds(inp.src.to(dt), inp.bgr.to(dt))
-        if inp.crop_to is not None:  # --pad: the model saw the padded size (padded_to, from base_record)
-            rec["input_size"] = f"{inp.crop_to[0]}x{inp.crop_to[1]}"
-        t = time.perf_counter()
-        outs = _in_stage("run", lambda: as_list(self._timed("run", lambda: runtime.run(feeds)), bgmv2.OUTPUT_NAMES))
-        # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
-        rec["first_run_ms"] = round(getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3, 2)
-        rec["output_dtypes"] = ",".join(sorted({str(o.dtype) for o in outs}))
-        rec["runtime_info"] = json.dumps(runtime.info(), default=str)  # rules may depend on it (what really ran)
-        if art.format == "onnx":
-            observed = {n: tuple(t.shape) for n, t in feeds.items()}
-            observed.update({n: o.shape for n, o in zip(bgmv2.OUTPUT_NAMES, outs)})
-            try:
-                rec.update(self._timed("analyze", lambda: self.analyze_onnx(art.path, cell, observed)))
-            except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
-                rec["analysis_error"] = describe(e)
-        return feeds, outs, inp
-
-    def _diagnose(self, cell: Cell, runtime: Any, art: Artifact, inp: "Inputs", outs: List[np.ndarray],
-                  verdict: Any, rec: Dict[str, Any]) -> None:
-        """Information next to the verdict: CUDA cells also against eager on the same GPU (TF32 off), and a
-        failing ONNX graph's first divergence from the fp32 export (on onnxruntime-cpu)."""
-        tol = self.plan.tolerances[cell.precision]
-        if runtime.device == "cuda":  # separates GPU numerics from the graph
-            try:
-                on_gpu = judge_outputs(outs, self.reference(cell, cell.precision, "cuda"), None, tol, self.selection(cell))
-                rec.update(max_abs_pha_vs_cuda_eager=on_gpu.best.outputs["pha"].max_abs,
-                           judged_max_abs_pha_vs_cuda_eager=on_gpu.best.outputs["pha"].judged_max_abs,
-                           passes_vs_cuda_eager=on_gpu.passed)
-            except Exception as e:  # noqa: BLE001 - information only
-                rec["cuda_eager_error"] = describe(e)
-        if not verdict.passed and art.format == "onnx" and cell.runtime == "onnxruntime-cpu":
-            rec["first_divergence"] = self._timed("parity", lambda: self.localize(cell, art, inp, tol.atol))
-        elif not verdict.passed and art.format == "onnx":
-            rec["first_divergence"] = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
-                                       f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
-
-    def _latency_stage(self, cell: Cell, runtime: Any, feeds: Dict[str, Any], rec: Dict[str, Any]) -> None:
-        """Stage latency: end-to-end and (``latency.compute``) device compute, timed alone on all cores."""
-        lat_cfg = self.s.latency
-        proto = lat_cfg.protocol()
-        cuda = runtime.device == "cuda"
-        device = self.device
-        if cuda:
-            device = rec["device"] = f"cuda: {runtime.info().get('gpu', '?')}"
-        work_threads = torch.get_num_threads()
-
-        def timing():
-            e2e = runtime.measure_native(feeds, "end-to-end", proto, device, cell.batch)
-            if e2e is None:
-                e2e = measure(lambda: runtime.run(feeds), proto, device, batch=cell.batch)
-            comp = None
-            if lat_cfg.compute:
-                comp = runtime.measure_native(feeds, "compute", proto, device, cell.batch)
-                if comp is None:
-                    comp = measure(runtime.compute_fn(feeds), proto, device, batch=cell.batch, cuda=cuda)
-            return e2e, comp
-
-        try:
-            torch.set_num_threads(self.threads)  # timed alone, on all cores (see harness/pool.py)
-            lat, comp = _in_stage("latency", lambda: self._timed("latency", timing))
-        finally:
-            torch.set_num_threads(work_threads)
-        rec.update(latency_fields(lat, comp))
-        rec["cold_ms"] = rec.get("first_run_ms")
-        peak = runtime.peak_memory_mib()
-        if peak is not None:
-            rec["peak_device_mib"] = round(peak, 1)
-
-    def _probe(self, rec: Dict[str, Any], runtime: Any, feeds: Dict[str, Any], outs: List[np.ndarray],
-               result: Tuple[str, str, str]) -> None:
-        """Input-contract probes (harness/probes.py) on the loaded artifact, after the verdict: they add
-        ``input_contract``/``probe_*`` fields and never change the status."""
-        from .probes import record_fields, run_probes
-
-        probes = list(self.s.input_probes)
-        if not probes:
-            return
-        status, stage, reason = result
-
-        def on_probe(name: str, done: list) -> None:
-            snap = dict(rec, status=status, stage=stage, reason=reason, probing=name,
-                        stage_times={k: round(v, 4) for k, v in self.stage_times.items()})
-            snap.pop("latency_samples_ms", None)
-            snap.update(record_fields(done, probes))
-            self.on_partial(snap)
-
-        on_probe(probes[0], [])  # before the stage starts: a fault injected at its start finds the verdict
-        call = positional_call(runtime)
-        try:
-            found = self._timed("probe", lambda: run_probes(call, feeds["src"], feeds["bgr"], outs, probes, on_probe))
-        except Exception as e:  # noqa: BLE001 - probing is information, never a reason to fail a cell
-            rec["probe_error"] = describe(e)
-            return
-        rec.update(record_fields(found, probes))
+            on_gpu = judge_outputs(outs, self.reference(cell, cell.precision, "cuda"), None, tol, self.selection(cell))
+        except Exception as e:  # noqa: BLE001 - information only
+            return {"cuda_eager_error": describe(e)}
+        return {"max_abs_pha_vs_cuda_eager": on_gpu.best.outputs["pha"].max_abs,
+                "judged_max_abs_pha_vs_cuda_eager": on_gpu.best.outputs["pha"].judged_max_abs,
+                "passes_vs_cuda_eager": on_gpu.passed}
 
 
 def positional_call(runtime: Any) -> Callable[..., List[np.ndarray]]:
     """``(src, bgr) -> [pha, fgr, ...]`` around a runtime plug-in's named ``run`` (for the probes)."""
     return lambda src, bgr: as_list(runtime.run({"src": src, "bgr": bgr}), bgmv2.OUTPUT_NAMES)
-
-
-def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
-    """Record fields of an end-to-end :class:`~harness.benchmark.Latency` and an optional compute one (ms)."""
-    rec: Dict[str, Any] = {k: round(getattr(lat, k), 3)
-                           for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
-    rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, warmup_runs=lat.warmup_runs,
-               latency_clock=lat.clock, latency_warning=lat.warning, latency_samples_ms=lat.samples_ms)
-    if comp is not None:
-        rec.update(compute_p50_ms=round(comp.p50_ms, 3), compute_p90_ms=round(comp.p90_ms, 3),
-                   compute_p99_ms=round(comp.p99_ms, 3), compute_cv=round(comp.cv, 4), compute_clock=comp.clock,
-                   compute_fps=round(comp.fps, 2))
-        if comp.warning:
-            rec["latency_warning"] = "; ".join(filter(None, [lat.warning, f"compute {comp.warning}"]))
-    return rec
-
-
-def _in_stage(stage: str, fn: Callable[[], Any]) -> Any:
-    """``fn()``, with any exception re-raised as the failure of ``stage`` (the record's stage and reason)."""
-    try:
-        return fn()
-    except _Stage:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise _Stage(stage, e) from e
 
 
 __all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "describe", "CheckpointError",

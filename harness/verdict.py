@@ -31,6 +31,24 @@ class Verdict:
     record: Dict[str, Any] = field(default_factory=dict)
 
 
+def record_fields(outputs: Sequence[str], references: Sequence[str] = ("fp32", "fp16")) -> Dict[str, Any]:
+    """Declaration of the record fields :func:`judge_outputs` writes (``{name: type}``, see
+    :mod:`harness.record`) for a model whose judged outputs are ``outputs`` (e.g. ``pha``, ``fgr``, ...)."""
+    fields: Dict[str, Any] = {"parity_ref": str}
+    for name in outputs:
+        fields.update({f"{stat}_{name}": float for stat in ("max_abs", "judged_max_abs", "mean_abs", "p99_abs",
+                                                            "violation_frac", "unmasked_violation_frac", "psnr")})
+    fields.update({k: int for k in ("ref_cells", "ref_cells_eager", "ref_cells_ref", "ref_disagreements",
+                                    "ref_nontie_disagreements", "nonfinite")})
+    fields.update(ref_iou=float, ref_counts=str, ref_counts_eager=str, min_passing_atol=float)
+    for ref in references:
+        fields.update({f"max_abs_pha_vs_{ref}": float, f"judged_max_abs_pha_vs_{ref}": float,
+                       f"violation_frac_pha_vs_{ref}": float, f"ref_iou_vs_{ref}": float})
+    fields.update(eager_drift_max_abs_pha=float, eager_drift_violation_frac_pha=float,
+                  drift_profile=Dict[str, Any], parity_note=str, parity=str)
+    return fields
+
+
 def _fields(best: ParityResult) -> Dict[str, Any]:
     rec: Dict[str, Any] = {"parity_ref": best.reference}
     for name, st in best.outputs.items():

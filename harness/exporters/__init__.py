@@ -94,6 +94,8 @@ class Exporter:
     opsets: ClassVar[Optional[Tuple[int, ...]]] = None
     simplifiable: ClassVar[bool] = False
     example_batch: ClassVar[int] = 1
+    # record fields the plug-in reports under Artifact.meta["record"] ({name: type}, harness/record.py)
+    record_fields: ClassVar[Dict[str, Any]] = {}
 
     @classmethod
     def spec(cls) -> ExporterSpec:

@@ -24,6 +24,7 @@ class AOTInductorExporter(Exporter):
     bakes = MODEL_CELL_FIELDS + MODEL_SETTINGS + ("exporter", "export_resolution")
     ignores = ("opset", "simplify")
     example_batch = 2
+    record_fields = {"torch_export_s": float, "compile_s": float}
 
     @classmethod
     def unavailable(cls, simplify: bool = False) -> Optional[str]:

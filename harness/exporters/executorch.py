@@ -42,6 +42,8 @@ class ExecuTorchExporter(Exporter):
     ignores = ("opset", "simplify")
     packages = ("executorch",)
     example_batch = 2
+    record_fields = {"torch_export_s": float, "lower_s": float, "delegated_ops": int, "portable_ops": int,
+                     "delegated_subgraphs": int, "portable_top": str, "delegation_error": str, "edge_ir_check": bool}
 
     @classmethod
     def unavailable(cls, simplify: bool = False) -> Optional[str]:

@@ -28,6 +28,14 @@ class ModelAdapter:
         """The module to ``torch.jit.script`` for ``model`` (default: the model itself)."""
         return model
 
+    def settings_fields(self) -> Dict[str, Any]:
+        """The model settings every record of this model carries (``{name: type}``, :mod:`harness.record`)."""
+        return {}
+
+    def record_fields(self) -> Dict[str, Any]:
+        """The fields this model's judge (and model-specific checks) write (``{name: type}``)."""
+        return {}
+
 
 MODELS: Dict[str, ModelAdapter] = {}
 

@@ -58,6 +58,19 @@ class BGMv2(ModelAdapter):
             refine_topk_step=s.refine_topk_step,
         )
 
+    def settings_fields(self) -> Dict[str, Any]:
+        """The refiner settings every BGMv2 record carries (:meth:`harness.keys.CellKeys.base_record`)."""
+        return {"backbone_scale": float, "refine_sample_pixels": int, "refine_threshold": float,
+                "refine_kernel_size": int, "refine_prevent_oversampling": bool}
+
+    def record_fields(self) -> Dict[str, Any]:
+        """The selection-aware judge's fields (:func:`harness.verdict.record_fields`) and the static
+        selector's ``patch_cap_truncated``."""
+        from ..parity import JUDGED_OUTPUTS
+        from ..verdict import record_fields
+
+        return {**record_fields(JUDGED_OUTPUTS), "patch_cap_truncated": str}
+
     def construct(self, kwargs: Dict[str, Any]) -> Any:
         from model.bgmv2 import MattingRefine
 

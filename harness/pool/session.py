@@ -137,6 +137,7 @@ class RunSession:
         rec.setdefault("cache", "")
         rec.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         rec["raw_status"] = rec["status"]
+        rec = typed_record(rec)
         if _cacheable(rec):
             self.cache.put_json("result", key or self.keys.result_key(cell), rec)
         rec = apply_rule(rec, pick_rule(rec, matching_rules(cell, self.plan.rules)))
@@ -244,6 +245,24 @@ class RunSession:
             "cells_run": sum(1 for r in fresh if r.get("cache") != "result"),
         }
         return s
+
+
+def typed_record(rec: Dict[str, Any]) -> Dict[str, Any]:
+    """``rec`` validated against the typed cell record (:mod:`harness.record`). A record with an undeclared
+    field or a mistyped value (a harness bug) is kept, minus the bad fields, as an ``error`` at stage
+    ``harness`` whose reason names the field: never a lost cell, never a silent extra column."""
+    from ..record import RecordError, new_record, validate
+
+    try:
+        return validate(rec)
+    except RecordError as e:
+        bad = new_record()
+        for k, v in rec.items():
+            try:
+                bad.put(**{k: v})
+            except RecordError:
+                pass
+        return bad.put(status="error", stage="harness", reason=f"RecordError: {e}").as_dict()
 
 
 def _cacheable(rec: Dict[str, Any]) -> bool:

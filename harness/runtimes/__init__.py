@@ -23,7 +23,7 @@ import functools
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -104,6 +104,8 @@ class Runtime:
     format: ClassVar[str] = ""
     device: ClassVar[str] = "cpu"
     packages: ClassVar[Tuple[str, ...]] = ()
+    # record fields :meth:`prepare` returns ({name: type}, harness/record.py)
+    record_fields: ClassVar[Dict[str, Any]] = {}
 
     input_names: Tuple[str, ...] = ("src", "bgr")
     output_names: Tuple[str, ...] = ()

@@ -23,6 +23,7 @@ class LibTorchCpp(Runtime):
 
     name = "libtorch-cpp"
     format = "torchscript"
+    record_fields = {"cpp_build_cached": bool, "cpp_build_s": float}
 
     @classmethod
     def identity(cls) -> Dict[str, object]:

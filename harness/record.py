@@ -1,0 +1,165 @@
+"""The cell record: one typed object per cell, from which results.jsonl, results.csv and the report derive.
+
+Every field a record can hold is declared once, by the part of the harness that produces it, and
+:func:`record_model` assembles them into a pydantic model (``extra="forbid"``, validated on assignment):
+a stage that writes a misspelt or undeclared field, or a value of the wrong type, fails at once instead of
+adding a silent column. The sections, in column order:
+
+- identity: ``cell_id``, the cell's axes (:class:`harness.config.Cell`), the model settings the adapter
+  names, ``export_resolution``, ``device``;
+- outcome: ``status``/``stage``/``reason`` (and, after the rules, ``raw_status``/``rule``), the timings
+  of the cell (``cell_s``, ``stage_times`` in s) and where it ran (``worker``, its RSS in MiB);
+- parity/diagnosis/latency/export/load/run/analysis/probes: the typed results of the stages
+  (:mod:`harness.stages`);
+- the plug-ins' own facts: each exporter's and runtime's ``record_fields`` (e.g. AOTInductor's
+  ``compile_s``, ExecuTorch's delegation counts, the C++ runner's build time);
+- the model adapter's judge fields (:meth:`harness.models.ModelAdapter.record_fields`: BGMv2's per-output
+  statistics and refined-cell agreement).
+
+Units are in the names: ``_s`` seconds, ``_ms`` milliseconds, ``_mib`` MiB; fractions are in [0, 1].
+This module imports neither torch nor a plug-in's backend (the coordinator builds records too).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Dict, List, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+Fields = Dict[str, Any]  # field name -> type (every field is Optional with default None)
+
+IDENTITY: Fields = {"cell_id": str}
+# filled from the cell (harness.config.Cell): axis name -> type of its value in a record
+CELL_AXES: Fields = {
+    "backbone": str, "refine_mode": str, "crop_method": str, "replace_method": str, "precision": str,
+    "exporter": str, "opset": int, "simplify": bool, "runtime": str, "resolution": str, "batch": int,
+    "tf32": bool, "input_guard": bool, "refine_patch_select": str,
+}
+RUN_CONTEXT: Fields = {"export_resolution": str, "device": str, "padded_to": str, "input_size": str}
+OUTCOME: Fields = {
+    "status": str, "stage": str, "reason": str, "raw_status": str, "rule": str, "cell_s": float,
+    "stage_times": Dict[str, float], "worker": int, "worker_max_rss_mib": int, "cache": str, "finished_at": str,
+    "resumable": bool, "exit_code": int, "exit_signal": str, "injected_fault": str,
+}
+EXPORT: Fields = {
+    "export_s": float, "check_s": float, "simplify_s": float, "exporter_name": str, "artifact": str,
+    "artifact_key": str, "artifact_mib": float, "cached_artifact": bool, "nodes_before_sim": int, "nodes": int,
+}
+LOAD_RUN: Fields = {"load_s": float, "first_run_ms": float, "output_dtypes": str, "runtime_info": str}
+DIAGNOSIS: Fields = {
+    "first_divergence": str, "max_abs_pha_vs_cuda_eager": float, "judged_max_abs_pha_vs_cuda_eager": float,
+    "passes_vs_cuda_eager": bool, "cuda_eager_error": str, "gmac": float, "analysis_error": str,
+}
+LATENCY: Fields = {
+    **{f"{k}_ms": float for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
+    "cv": float, "fps": float, "latency_runs": int, "warmup_runs": int, "latency_clock": str,
+    "latency_warning": str, "latency_samples_ms": List[float], "cold_ms": float,
+    "compute_p50_ms": float, "compute_p90_ms": float, "compute_p99_ms": float, "compute_cv": float,
+    "compute_clock": str, "compute_fps": float, "peak_device_mib": float,
+}
+
+
+def _probe_fields() -> Fields:
+    from .probes import PROBES
+
+    fields: Fields = {f"probe_{p}": str for p in PROBES}
+    fields.update(probe_details=Dict[str, str], input_contract=str, silent_failures=int, probe_error=str,
+                  probe_abnormal=str, probing=str)
+    return fields
+
+
+def _plugin_fields() -> Fields:
+    from .exporters import EXPORTERS
+    from .runtimes import RUNTIMES
+
+    fields: Fields = {}
+    for cls in list(EXPORTERS.values()) + list(RUNTIMES.values()):
+        for name, typ in getattr(cls, "record_fields", {}).items():
+            if fields.get(name, typ) != typ:
+                raise ValueError(f"{cls.__name__} declares record field {name!r} as {typ}, another plug-in as "
+                                 f"{fields[name]}")
+            fields[name] = typ
+    return fields
+
+
+def sections(model: str = "bgmv2") -> List[Tuple[str, Fields]]:
+    """``(section, {field: type})`` in column order for records of the model adapter named ``model``."""
+    from .models import MODELS
+    from .onnx_analysis import record_fields as analysis_fields
+
+    adapter = MODELS[model]
+    return [
+        ("identity", {**IDENTITY, **CELL_AXES, **adapter.settings_fields(), **RUN_CONTEXT}),
+        ("outcome", OUTCOME),
+        ("parity", adapter.record_fields()),
+        ("diagnosis", DIAGNOSIS),
+        ("latency", LATENCY),
+        ("export", EXPORT),
+        ("load/run", LOAD_RUN),
+        ("analysis", analysis_fields()),
+        ("probes", _probe_fields()),
+        ("plug-ins", _plugin_fields()),
+    ]
+
+
+class RecordBase(BaseModel):
+    """Base of the generated record models: every field optional (absent until a stage sets it)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def put(self, **fields: Any) -> "RecordBase":
+        """Set ``fields``; raises :class:`RecordError` naming an undeclared field or a value of the wrong type."""
+        for name, value in fields.items():
+            try:
+                setattr(self, name, value)
+            except ValidationError as e:
+                raise RecordError(_explain(e, name, value)) from None
+        return self
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The field's value if a stage set it, else ``default``."""
+        return getattr(self, name) if name in self.model_fields_set else default
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The fields that were set, in declaration order (what results.jsonl holds)."""
+        return self.model_dump(exclude_unset=True)
+
+
+class RecordError(ValueError):
+    """A record field that is not declared, or a value of the wrong type (a harness bug: names the field)."""
+
+
+def _explain(e: ValidationError, name: str, value: Any) -> str:
+    err = e.errors()[0]
+    if err["type"] in ("no_such_attribute", "extra_forbidden"):
+        return (f"record field {err['loc'][0] if err['loc'] else name!r} is not declared (harness/record.py, a "
+                f"plug-in's record_fields or the model adapter's record_fields)")
+    loc = ".".join(map(str, err["loc"])) or name
+    return f"record field {loc!r}: {err['msg']} (got {type(value).__name__} {str(value)[:60]!r})"
+
+
+@lru_cache(maxsize=None)
+def record_model(model: str = "bgmv2") -> type:
+    """The pydantic record class for the model adapter ``model`` (cached)."""
+    fields: Dict[str, Any] = {}
+    for _, sec in sections(model):
+        for name, typ in sec.items():
+            fields.setdefault(name, (Optional[typ], None))
+    return create_model(f"CellRecord_{model}", __base__=RecordBase, **fields)
+
+
+def columns(model: str = "bgmv2") -> List[str]:
+    """Every declared field in column order (results.csv's column order derives from it)."""
+    return list(record_model(model).model_fields)
+
+
+def new_record(model: str = "bgmv2", **fields: Any) -> RecordBase:
+    """A record of ``model`` with ``fields`` set (validated)."""
+    return record_model(model)().put(**fields)
+
+
+def validate(rec: Dict[str, Any], model: str = "bgmv2") -> Dict[str, Any]:
+    """``rec`` checked against the record model and returned in declaration order with normalised types
+    (numpy scalars become Python numbers). Raises :class:`RecordError` naming the first bad field."""
+    return new_record(model, **rec).as_dict()

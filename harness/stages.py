@@ -1,0 +1,488 @@
+"""The stages of one cell, as small objects that each return a typed result.
+
+``Runner.run_cell`` walks :data:`PIPELINE` in order::
+
+    model -> export (+ check, simplify) -> load -> run -> analyze -> parity -> diagnose -> latency -> probe
+
+Each stage reads what earlier stages produced from the :class:`CellState` (``state.results[name]``),
+returns its own result (a dataclass below) and the runner copies ``result.fields()`` into the typed
+record (:mod:`harness.record`), so every record field comes from exactly one stage result. A stage
+decides the cell only through ``state.outcome`` (skip in ``model``, fail in ``parity``) and ends the walk
+with ``state.stop``; an exception inside a stage becomes :class:`StageError` (the record's ``stage`` and
+``reason``: status ``error``). Export, check and simplify are one stage because they share one
+content-addressed artifact (a cached artifact costs ~0 s); their own seconds are in ``export_s``,
+``check_s``, ``simplify_s`` when the artifact was made.
+
+The services the stages call (eager references, exports through the cache, localisation, runtime
+settings) are methods of :class:`harness.runner.Runner`; the model-specific parts go through its model
+adapter (``runner.adapter``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .records import describe
+
+
+class StageError(Exception):
+    """``exc`` raised inside stage ``stage`` (the record's ``stage``; ``reason`` is ``describe(exc)``)."""
+
+    def __init__(self, stage: str, exc: BaseException):
+        super().__init__(stage)
+        self.stage = stage
+        self.exc = exc
+
+
+def in_stage(stage: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, with any exception re-raised as the failure of ``stage`` (the record's stage and reason)."""
+    try:
+        return fn()
+    except StageError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise StageError(stage, e) from e
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a cell ended: ``status`` (see :data:`harness.config.STATUSES`), the ``stage`` that decided it
+    (``done`` for a pass) and a one-line ``reason`` ("" for a pass)."""
+
+    status: str = "pass"
+    stage: str = "done"
+    reason: str = ""
+
+
+@dataclass
+class CellState:
+    """What one cell's stages share: the runner (its services), the cell, its artifact folder, the typed
+    record being filled, each finished stage's result by stage name, and the outcome so far."""
+
+    runner: Any
+    cell: Any
+    cell_dir: Path
+    record: Any
+    results: Dict[str, Any] = field(default_factory=dict)
+    outcome: Outcome = Outcome()
+    stop: bool = False
+
+
+class StageResult:
+    """Base of the stage results: :meth:`fields` are the record fields the result contributes."""
+
+    def fields(self) -> Dict[str, Any]:
+        return {}
+
+
+class Stage:
+    """One step of :data:`PIPELINE`: ``name`` (as in ``stage_times`` and the record's ``stage``) and
+    ``__call__(state) -> StageResult | None``."""
+
+    name: ClassVar[str] = ""
+
+    def __call__(self, state: CellState) -> Optional[StageResult]:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------ model
+@dataclass
+class References(StageResult):
+    """Eager outputs of the official configuration (numpy float32): in fp32 and, for a reduced-precision
+    cell, in the cell's precision; ``gmac`` per frame when ``settings.count_macs``."""
+
+    ref32: List[np.ndarray]
+    ref_same: Optional[List[np.ndarray]]
+    gmac: Optional[float] = None
+
+    def fields(self) -> Dict[str, Any]:
+        return {"gmac": self.gmac} if self.gmac is not None else {}
+
+
+class ModelStage(Stage):
+    """Eager references first: a configuration the model itself rejects is a ``skip``, not an export finding."""
+
+    name = "model"
+
+    def __call__(self, state: CellState) -> Optional[References]:
+        r, cell = state.runner, state.cell
+        try:
+            ref32 = r.timed("model", lambda: r.reference(cell, "fp32"))
+            ref_same = r.timed("model", lambda: r.reference(cell, cell.precision)) if cell.precision != "fp32" else None
+        except Exception as e:  # noqa: BLE001
+            state.outcome, state.stop = Outcome("skip", "model", f"skipped: eager reference failed: {describe(e)}"), True
+            return None
+        gmac = r.timed("model", lambda: r.gmacs(cell)) if r.s.count_macs else None
+        return References(ref32, ref_same, gmac)
+
+
+# ------------------------------------------------------------------------------------------ export
+@dataclass
+class Exported(StageResult):
+    """The cell's artifact (made now or hard-linked from the cache), its key, the seconds its export/check/
+    simplify took when it was made, and any fault injected into it (harness self-tests)."""
+
+    artifact: Any
+    key: str
+    relpath: str
+    seconds: Dict[str, float]
+    injected_fault: str = ""
+
+    def fields(self) -> Dict[str, Any]:
+        art = self.artifact
+        out: Dict[str, Any] = {f"{k}_s": round(v, 4) for k, v in self.seconds.items()}
+        if self.injected_fault:
+            out["injected_fault"] = self.injected_fault
+        out["exporter_name"] = art.exporter
+        out.update(art.meta.get("record") or {})  # facts the exporter plug-in reports (its record_fields)
+        out.update(artifact=self.relpath, artifact_key=self.key, artifact_mib=round(art.size_mib, 3),
+                   cached_artifact=bool(art.meta.get("cached", False)))
+        if "nodes_after" in art.meta:
+            out.update(nodes_before_sim=art.meta["nodes_before"], nodes=art.meta["nodes_after"])
+        return out
+
+
+class ExportStage(Stage):
+    """Export, check and simplify through the cache (``Runner.export``); ONNX fault injection for self-tests."""
+
+    name = "export"
+
+    def __call__(self, state: CellState) -> Exported:
+        r, cell = state.runner, state.cell
+        r.on_stage("export")
+        t = time.perf_counter()
+        try:
+            art, seconds = r.export(cell, state.cell_dir)
+        finally:
+            r.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
+        return Exported(art, r.artifact_key(cell, cell.simplify), str(art.path.relative_to(r.out)), seconds,
+                        _inject_faults(cell.cell_id, art))
+
+
+def _inject_faults(cell_id: str, art: Any) -> str:
+    """Apply the perturbation/mutants the fault plan names for ``cell_id`` to an ONNX artifact (tests only)."""
+    from . import faults
+
+    if art.format != "onnx":
+        return ""
+    done = ""
+    if faults.wants(cell_id, "export", "perturb"):
+        done = f"perturbed {faults.perturb_onnx(art.path)}"
+    mutations = faults.mutations(cell_id)
+    if mutations:
+        from .mutants import mutate_onnx
+
+        done = "; ".join(mutate_onnx(art.path, m) for m in mutations)
+    return done
+
+
+# ------------------------------------------------------------------------------------------ load
+@dataclass
+class Loaded(StageResult):
+    """The runtime plug-in with the artifact loaded, its load time in s and the facts ``prepare`` reported."""
+
+    runtime: Any
+    load_s: float
+    facts: Dict[str, Any]
+
+    def fields(self) -> Dict[str, Any]:
+        return {**self.facts, "load_s": round(self.load_s, 4)}
+
+
+class LoadStage(Stage):
+    """The runtime plug-in prepares (e.g. builds the C++ runner) and loads the artifact."""
+
+    name = "load"
+
+    def __call__(self, state: CellState) -> Loaded:
+        from .runtimes import RUNTIMES
+
+        r, cell = state.runner, state.cell
+        art = state.results["export"].artifact
+        runtime = r.current_runtime = RUNTIMES[cell.runtime]()
+        facts = in_stage("load", lambda: r.timed("load", lambda: runtime.prepare(r.cache, r.out)))
+        seconds = in_stage("load", lambda: r.timed("load", lambda: runtime.load(str(art.path), r.runtime_settings(cell))))
+        return Loaded(runtime, seconds, dict(facts or {}))
+
+
+# ------------------------------------------------------------------------------------------ run
+@dataclass
+class Ran(StageResult):
+    """One call on the validation inputs: the inputs (``harness.runner.Inputs``), the named feeds, the
+    outputs in the model's output order (numpy), the call's wall time in ms and the runtime's ``info()``."""
+
+    inputs: Any
+    feeds: Dict[str, Any]
+    outputs: List[np.ndarray]
+    first_run_ms: float
+    runtime_info: Dict[str, Any]
+
+    def fields(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        if self.inputs.crop_to is not None:  # --pad: the model saw the padded size (padded_to, from base_record)
+            out["input_size"] = f"{self.inputs.crop_to[0]}x{self.inputs.crop_to[1]}"
+        out.update(first_run_ms=round(self.first_run_ms, 2),
+                   output_dtypes=",".join(sorted({str(o.dtype) for o in self.outputs})),
+                   runtime_info=json.dumps(self.runtime_info, default=str))  # rules may test it (what really ran)
+        return out
+
+
+class RunStage(Stage):
+    """One call of the loaded artifact on the cell's validation inputs."""
+
+    name = "run"
+
+    def __call__(self, state: CellState) -> Ran:
+        from .runtimes import as_list
+
+        r, cell = state.runner, state.cell
+        runtime = state.results["load"].runtime
+        inp = r.inputs_for(cell)
+        feeds = r.adapter.feeds(*(t.to(r.dtype(cell)) for t in (inp.src, inp.bgr)))
+        t = time.perf_counter()
+        outs = in_stage("run", lambda: as_list(r.timed("run", lambda: runtime.run(feeds)), r.adapter.output_names))
+        # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
+        ms = getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3
+        return Ran(inp, feeds, outs, ms, runtime.info())
+
+
+# ------------------------------------------------------------------------------------------ analyze
+@dataclass
+class Analyzed(StageResult):
+    """Static analysis of an ONNX graph (:func:`harness.onnx_analysis.analyze`): its record fields, or why
+    it could not be analysed (information only, never a verdict)."""
+
+    analysis: Dict[str, Any]
+    error: str = ""
+
+    def fields(self) -> Dict[str, Any]:
+        return {"analysis_error": self.error} if self.error else dict(self.analysis)
+
+
+class AnalyzeStage(Stage):
+    """ONNX artifacts only: op histogram, dynamic dims, data-dependent ops, per-target readiness."""
+
+    name = "analyze"
+
+    def __call__(self, state: CellState) -> Optional[Analyzed]:
+        r, cell = state.runner, state.cell
+        art, ran = state.results["export"].artifact, state.results["run"]
+        if art.format != "onnx":
+            return None
+        observed = {n: tuple(t.shape) for n, t in ran.feeds.items()}
+        observed.update({n: o.shape for n, o in zip(r.adapter.output_names, ran.outputs)})
+        try:
+            return Analyzed(r.timed("analyze", lambda: r.analyze_onnx(art.path, cell, observed)))
+        except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
+            return Analyzed({}, describe(e))
+
+
+# ------------------------------------------------------------------------------------------ parity
+@dataclass
+class Judged(StageResult):
+    """The adapter's verdict (:class:`harness.verdict.Verdict`) and, for BGMv2's static selector, why the
+    patch cap truncated the official selection ("" when it did not)."""
+
+    verdict: Any
+    truncated: str = ""
+
+    def fields(self) -> Dict[str, Any]:
+        out = dict(self.verdict.record)
+        if self.truncated:
+            out["patch_cap_truncated"] = self.truncated
+        return out
+
+
+class ParityStage(Stage):
+    """The model adapter's judge against the eager references; decides pass or fail."""
+
+    name = "parity"
+
+    def __call__(self, state: CellState) -> Optional[Judged]:
+        from .parity import ShapeMismatch
+
+        r, cell = state.runner, state.cell
+        refs, ran = state.results["model"], state.results["run"]
+        tol = r.plan.tolerances[cell.precision]
+        try:
+            verdict = r.timed("parity", lambda: r.adapter.judge(ran.outputs, refs.ref32, refs.ref_same, tol, cell, r.s,
+                                                                ran.inputs.crop_to))
+        except ShapeMismatch as e:
+            state.outcome, state.stop = Outcome("fail", "parity", f"ShapeMismatch: {e}"), True
+            return None
+        except Exception as e:  # noqa: BLE001
+            raise StageError("parity", e) from e
+        state.outcome = Outcome("fail", "parity", verdict.reason) if not verdict.passed else Outcome()
+        truncated = r.adapter.cap_truncation(cell, r.s, refs.ref32)
+        if truncated:  # the static selector refined fewer cells than the official one: never a pass
+            state.outcome = Outcome("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
+        return Judged(verdict, truncated)
+
+
+# ------------------------------------------------------------------------------------------ diagnose
+@dataclass
+class Diagnosed(StageResult):
+    """Information next to the verdict: on CUDA, the judge against eager on the same GPU; for a failing ONNX
+    graph, its first divergence from the fp32 export (or why it was not localised)."""
+
+    on_gpu: Dict[str, Any] = field(default_factory=dict)
+    first_divergence: str = ""
+
+    def fields(self) -> Dict[str, Any]:
+        out = dict(self.on_gpu)
+        if self.first_divergence:
+            out["first_divergence"] = self.first_divergence
+        return out
+
+
+class DiagnoseStage(Stage):
+    """CUDA cells also against eager on the same GPU (TF32 off); failing ONNX graphs localised on onnxruntime-cpu."""
+
+    name = "diagnose"
+
+    def __call__(self, state: CellState) -> Diagnosed:
+        r, cell = state.runner, state.cell
+        runtime, art = state.results["load"].runtime, state.results["export"].artifact
+        ran, verdict = state.results["run"], state.results["parity"].verdict
+        tol = r.plan.tolerances[cell.precision]
+        out = Diagnosed()
+        if runtime.device == "cuda":  # separates GPU numerics from the graph
+            out.on_gpu = r.judge_vs_cuda_eager(cell, ran.outputs, tol)
+        if not verdict.passed and art.format == "onnx" and cell.runtime == "onnxruntime-cpu":
+            out.first_divergence = r.timed("parity", lambda: r.localize(cell, art, ran.inputs, tol.atol))
+        elif not verdict.passed and art.format == "onnx":
+            out.first_divergence = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
+                                    f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
+        return out
+
+
+# ------------------------------------------------------------------------------------------ latency
+@dataclass
+class Timed(StageResult):
+    """End-to-end and (``latency.compute``) device-compute :class:`harness.benchmark.Latency` in ms, the
+    first call's ms (``cold_ms``), the device name for a CUDA cell and its peak memory in MiB."""
+
+    latency: Any
+    compute: Any
+    cold_ms: Optional[float]
+    device: str = ""
+    peak_device_mib: Optional[float] = None
+
+    def fields(self) -> Dict[str, Any]:
+        out = latency_fields(self.latency, self.compute)
+        out["cold_ms"] = self.cold_ms
+        if self.device:
+            out["device"] = self.device
+        if self.peak_device_mib is not None:
+            out["peak_device_mib"] = round(self.peak_device_mib, 1)
+        return out
+
+
+class LatencyStage(Stage):
+    """Timed alone on all cores (the coordinator keeps other workers quiet), by the profile's protocol."""
+
+    name = "latency"
+
+    def __call__(self, state: CellState) -> Timed:
+        import torch
+
+        from .benchmark import measure
+
+        r, cell = state.runner, state.cell
+        runtime, feeds = state.results["load"].runtime, state.results["run"].feeds
+        lat_cfg, proto = r.s.latency, r.s.latency.protocol()
+        cuda = runtime.device == "cuda"
+        device = f"cuda: {state.results['run'].runtime_info.get('gpu', '?')}" if cuda else r.device
+
+        def timing() -> Tuple[Any, Any]:
+            e2e = runtime.measure_native(feeds, "end-to-end", proto, device, cell.batch)
+            if e2e is None:
+                e2e = measure(lambda: runtime.run(feeds), proto, device, batch=cell.batch)
+            comp = None
+            if lat_cfg.compute:
+                comp = runtime.measure_native(feeds, "compute", proto, device, cell.batch)
+                if comp is None:
+                    comp = measure(runtime.compute_fn(feeds), proto, device, batch=cell.batch, cuda=cuda)
+            return e2e, comp
+
+        work_threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(r.threads)  # timed alone, on all cores (see harness/pool/)
+            lat, comp = in_stage("latency", lambda: r.timed("latency", timing))
+        finally:
+            torch.set_num_threads(work_threads)
+        cold = state.record.get("first_run_ms")
+        return Timed(lat, comp, cold, device if cuda else "", runtime.peak_memory_mib())
+
+
+def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
+    """Record fields of an end-to-end :class:`~harness.benchmark.Latency` and an optional compute one (ms)."""
+    rec: Dict[str, Any] = {k: round(getattr(lat, k), 3)
+                           for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
+    rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, warmup_runs=lat.warmup_runs,
+               latency_clock=lat.clock, latency_warning=lat.warning, latency_samples_ms=lat.samples_ms)
+    if comp is not None:
+        rec.update(compute_p50_ms=round(comp.p50_ms, 3), compute_p90_ms=round(comp.p90_ms, 3),
+                   compute_p99_ms=round(comp.p99_ms, 3), compute_cv=round(comp.cv, 4), compute_clock=comp.clock,
+                   compute_fps=round(comp.fps, 2))
+        if comp.warning:
+            rec["latency_warning"] = "; ".join(filter(None, [lat.warning, f"compute {comp.warning}"]))
+    return rec
+
+
+# ------------------------------------------------------------------------------------------ probe
+@dataclass
+class Probed(StageResult):
+    """Input-contract probes (:mod:`harness.probes`): their record fields, or why probing broke off."""
+
+    probe_fields: Dict[str, Any]
+    error: str = ""
+
+    def fields(self) -> Dict[str, Any]:
+        return {"probe_error": self.error} if self.error else dict(self.probe_fields)
+
+
+class ProbeStage(Stage):
+    """The probes on the loaded artifact, after the verdict: they add fields and never change the status.
+    Before each probe the record so far goes to the coordinator (``runner.on_partial``), which keeps the
+    verdict if a probe kills the worker."""
+
+    name = "probe"
+
+    def __call__(self, state: CellState) -> Optional[Probed]:
+        from .probes import record_fields, run_probes
+        from .runner import positional_call
+
+        r = state.runner
+        probes = list(r.s.input_probes)
+        if not probes:
+            return None
+        runtime, ran = state.results["load"].runtime, state.results["run"]
+
+        def on_probe(name: str, done: list) -> None:
+            o = state.outcome
+            snap = state.record.as_dict()
+            snap.update(status=o.status, stage=o.stage, reason=o.reason, probing=name,
+                        stage_times={k: round(v, 4) for k, v in r.stage_times.items()})
+            snap.pop("latency_samples_ms", None)
+            snap.update(record_fields(done, probes))
+            r.on_partial(snap)
+
+        on_probe(probes[0], [])  # before the stage starts: a fault injected at its start finds the verdict
+        call = positional_call(runtime)
+        try:
+            found = r.timed("probe", lambda: run_probes(call, ran.feeds["src"], ran.feeds["bgr"], ran.outputs,
+                                                        probes, on_probe))
+        except Exception as e:  # noqa: BLE001 - probing is information, never a reason to fail a cell
+            return Probed({}, describe(e))
+        return Probed(record_fields(found, probes))
+
+
+PIPELINE: Tuple[Stage, ...] = (ModelStage(), ExportStage(), LoadStage(), RunStage(), AnalyzeStage(), ParityStage(),
+                               DiagnoseStage(), LatencyStage(), ProbeStage())
