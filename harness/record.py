@@ -40,7 +40,8 @@ RUN_CONTEXT: Fields = {"export_resolution": str, "device": str, "padded_to": str
 OUTCOME: Fields = {
     "status": str, "stage": str, "reason": str, "raw_status": str, "rule": str, "cell_s": float,
     "stage_times": Dict[str, float], "worker": int, "worker_max_rss_mib": int, "cache": str, "finished_at": str,
-    "resumable": bool, "exit_code": int, "exit_signal": str, "injected_fault": str,
+    "resumable": bool, "exit_code": int, "exit_signal": str, "timeout_s": float, "peak_rss_mib": int,
+    "injected_fault": str,
 }
 EXPORT: Fields = {
     "export_s": float, "check_s": float, "simplify_s": float, "exporter_name": str, "artifact": str,
