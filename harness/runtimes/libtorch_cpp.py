@@ -23,7 +23,7 @@ class LibTorchCpp(Runtime):
 
     name = "libtorch-cpp"
     format = "torchscript"
-    record_fields = {"cpp_build_cached": bool, "cpp_build_s": float}
+    record_fields = {"cpp_build_cached": bool, "cpp_build_s": float, "cpp_compiler": str, "cpp_build_key": str}
 
     @classmethod
     def identity(cls) -> Dict[str, object]:
