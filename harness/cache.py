@@ -58,10 +58,12 @@ def package_versions(names: Iterable[str] = _VERSIONED) -> Dict[str, Optional[st
 @functools.lru_cache(maxsize=None)
 def code_hash(*packages: str) -> str:
     """SHA-256 (first 16 hex digits) over every ``*.py``/``*.j2``/``*.cpp``/``CMakeLists.txt`` file of the
-    given top-level packages (the C++ runner's sources change libtorch-cpp results too)."""
+    given packages (folders relative to the repository root; a file path is hashed as itself; the C++
+    runner's sources change libtorch-cpp results too)."""
     h = hashlib.sha256()
     for pkg in packages:
-        for path in sorted((ROOT / pkg).rglob("*")):
+        top = ROOT / pkg
+        for path in [top] if top.is_file() else sorted(top.rglob("*")):
             if (path.suffix in (".py", ".j2", ".cpp") or path.name == "CMakeLists.txt") and "__pycache__" not in path.parts:
                 h.update(str(path.relative_to(ROOT)).encode())
                 h.update(path.read_bytes())

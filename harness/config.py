@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
@@ -22,11 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
 
 from .exporters import EXPORTERS
+from .models import MODELS, model_axes, model_settings, owner
 from .runtimes import RUNTIMES
 
 PRECISIONS = ("fp32", "fp16")
 STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error", "crash", "timeout")
-NA = "n/a"
+from .records import NA  # noqa: E402 - re-exported
 
 
 class ConfigError(ValueError):
@@ -58,13 +59,11 @@ def _check_hw(name: str, hw: Resolution) -> Resolution:
     return hw
 
 
-class Axes(_Strict):
-    """Axis values. Resolutions are ``[H, W]`` (multiples of 4) used for validation runs."""
+class CoreAxes(_Strict):
+    """The axes every model has. Resolutions are ``[H, W]`` (multiples of 4) used for validation runs; each
+    model adapter adds its own axes (:func:`_axes_model`), e.g. BGMv2's ``crop_method``."""
 
-    backbone: List[Literal["mobilenetv2", "resnet50", "resnet101"]]
-    crop_method: List[Literal["unfold", "roi_align", "gather"]]
-    replace_method: List[Literal["scatter_nd", "scatter_element"]]
-    refine_mode: List[Literal["sampling", "thresholding", "full"]]
+    model: List[str] = ["bgmv2"]  # names of model adapters (harness/models/)
     opset: List[int]
     precision: List[Literal["fp32", "fp16"]]
     exporter: List[str]  # names of exporter plug-ins (harness/exporters/)
@@ -75,14 +74,19 @@ class Axes(_Strict):
     # TF32 matmul/convolution on CUDA runtimes (off by default: it moves fp32 results by ~1e-3); CPU cells
     # always have tf32 false
     tf32: List[bool] = [False]
-    # export option (not in the official API): in-graph checks that make an exported graph refuse H/W not
-    # multiples of 4 and values outside [0, 1] (model/bgmv2/matting.py _ShapeGuard); cell id suffix -guard
-    input_guard: List[bool] = [False]
-    # how the refiner picks its patches: nonzero (official, data-dependent shapes) or static (TopK indices,
-    # fixed shapes; model/bgmv2/refiner.py select_static); cell id suffix -static; not for full mode
-    refine_patch_select: List[Literal["nonzero", "static"]] = ["nonzero"]
 
-    _v = field_validator("*")(_nonempty_unique)
+    @field_validator("*")
+    @classmethod
+    def _v(cls, v: Any, info) -> Any:
+        return v if v is None else _nonempty_unique(v, info)
+
+    @field_validator("model")
+    @classmethod
+    def _models(cls, v: List[str]) -> List[str]:
+        bad = [m for m in v if m not in MODELS]
+        if bad:
+            raise ValueError(f"unknown model {bad[0]!r}; expected one of {sorted(MODELS)} (harness/models/)")
+        return v
 
     @field_validator("opset")
     @classmethod
@@ -117,6 +121,30 @@ class Axes(_Strict):
                 raise ValueError(f"batch {b!r} must be >= 1")
         return v
 
+    @model_validator(mode="after")
+    def _model_axes(self) -> "CoreAxes":
+        """Each selected model has every axis it requires."""
+        for name in self.model:
+            for axis, f in MODELS[name].axes.model_fields.items():
+                if f.is_required() and getattr(self, axis) is None:
+                    raise ValueError(f"axes.{axis}: required by model {name!r} (harness/models/{name}.py)")
+        return self
+
+
+def _axes_model() -> type:
+    """:class:`CoreAxes` plus every registered model's axes (optional here: required only for the models
+    listed in ``axes.model``; a model's default applies when the axis is left out)."""
+    from typing import Annotated
+
+    fields: Dict[str, Any] = {}
+    for axis, f in model_axes().items():
+        typ = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+        fields[axis] = (Optional[typ], None if f.is_required() else f.default)
+    return create_model("Axes", __base__=CoreAxes, __doc__=CoreAxes.__doc__, **fields)
+
+
+Axes = _axes_model()
+
 
 class Latency(_Strict):
     """Latency protocol (harness/benchmark.py): warm up until both ``warmup_min_s`` seconds and
@@ -139,29 +167,29 @@ class Latency(_Strict):
                         self.measure_max_s, self.cv_warn)
 
 
-class Settings(_Strict):
-    """Model and run settings shared by all cells of a profile."""
+class CoreSettings(_Strict):
+    """Run settings shared by all cells of a profile; each model adapter adds its own (:func:`_settings_model`)."""
 
-    backbone_scale: float = Field(0.25, gt=0, le=0.5)
-    refine_sample_pixels: int = Field(32_000, ge=16)
-    refine_threshold: float = Field(0.1, ge=0, le=1)
-    refine_kernel_size: Literal[1, 3] = 3
-    refine_prevent_oversampling: bool = True
     export_resolution: Resolution = (256, 448)
     latency: Latency = Latency()
     count_macs: bool = False
     seed: int = 0
     # input-contract probes run on each cell's loaded artifact after its verdict (harness/probes.py)
     input_probes: List[Literal["size", "dtype", "channels", "range"]] = ["size", "dtype", "channels", "range"]
-    # static patch selection (refine_patch_select: static): thresholding refines at most refine_max_patches
-    # cells; TopK runs in chained steps of at most refine_topk_step (3840: TensorRT's TopK limit)
-    refine_max_patches: int = Field(3840, ge=1)
-    refine_topk_step: int = Field(3840, ge=1)
 
     @field_validator("export_resolution")
     @classmethod
     def _res(cls, v: Resolution) -> Resolution:
         return _check_hw("export_resolution", v)
+
+
+def _settings_model() -> type:
+    """:class:`CoreSettings` plus every registered model's settings (each with its default and bounds)."""
+    fields = {name: (f.annotation, f) for name, f in model_settings().items()}
+    return create_model("Settings", __base__=CoreSettings, __doc__=CoreSettings.__doc__, **fields)
+
+
+Settings = _settings_model()
 
 
 def _override_of(model: type, name: str, keep_constraints: bool) -> type:
@@ -271,7 +299,7 @@ class MatrixConfig(_Strict):
             if s not in SAMPLE_NAMES:
                 raise ValueError(f"samples: unknown sample {s!r}; expected some of {list(SAMPLE_NAMES)}")
         self._check_rules(universe)
-        self._check_sample_pixels()
+        self._check_models()
         return self
 
     def _check_profiles(self, universe: Dict[str, Any]) -> None:
@@ -291,7 +319,7 @@ class MatrixConfig(_Strict):
 
     def _check_rules(self, universe: Dict[str, Any]) -> None:
         """A rule names known stages, cell fields and values that occur, and matches at least one cell."""
-        rule_keys = set(Cell.__dataclass_fields__)
+        rule_keys = set(Cell.__dataclass_fields__)  # model, every model's axes, the common axes
         for k, rule in enumerate(self.rules):
             if rule.stage is not None and rule.stage not in STAGES:
                 raise ValueError(f"rules[{k}] ({rule.id}).stage: {rule.stage!r} is not one of {list(STAGES)}")
@@ -314,24 +342,16 @@ class MatrixConfig(_Strict):
                     f"crop_method/replace_method 'n/a'"
                 )
 
-    def _check_sample_pixels(self) -> None:
-        """Sampling mode needs ``refine_sample_pixels`` <= H*W of the export and every validation resolution."""
+    def _check_models(self) -> None:
+        """Each model's own cross-checks (:meth:`harness.models.ModelAdapter.check_profile`) on the resolved
+        settings and axes of the universe and of every profile."""
         for pname, prof in [("settings", None)] + list(self.profiles.items()):
-            st = self.settings.model_dump()
+            st, axes = self.settings.model_dump(), self.axes.model_dump()
             if prof is not None:
                 st.update({k: v for k, v in prof.settings.model_dump().items() if v is not None})
-            modes = (prof.axes.refine_mode if prof is not None and prof.axes.refine_mode else None) or self.axes.refine_mode
-            if "sampling" not in modes:
-                continue
-            res = (prof.axes.resolution if prof is not None and prof.axes.resolution else None) or self.axes.resolution
-            need = st["refine_sample_pixels"]
-            for name, hw in [("export_resolution", st["export_resolution"])] + [("resolution", r) for r in res]:
-                if hw[0] * hw[1] < need:
-                    where = "settings" if prof is None else f"profiles.{pname}"
-                    raise ValueError(
-                        f"{where}: refine_sample_pixels={need} exceeds {name} {list(hw)} ({hw[0] * hw[1]} px): "
-                        f"sampling mode cannot pick that many pixels; lower refine_sample_pixels or use >= {need} px"
-                    )
+                axes.update({k: v for k, v in prof.axes.model_dump().items() if v is not None})
+            for name in axes["model"]:
+                MODELS[name].check_profile(st, axes, "settings" if prof is None else f"profiles.{pname}")
 
 
 def _occurs(value: Any, allowed: List[Any]) -> bool:
@@ -340,44 +360,46 @@ def _occurs(value: Any, allowed: List[Any]) -> bool:
     return (tuple(value) if isinstance(value, list) else value) in norm
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One point of the matrix. ``opset`` is None for TorchScript; ``crop_method``/``replace_method``
-    are ``"n/a"`` in full mode (the refiner crops nothing there)."""
+CORE_CELL_FIELDS = ("precision", "exporter", "opset", "simplify", "runtime", "resolution", "batch", "tf32")
 
-    backbone: str
-    refine_mode: str
-    crop_method: str
-    replace_method: str
-    precision: str
-    exporter: str
-    opset: Optional[int]
-    simplify: bool
-    runtime: str
-    resolution: Resolution
-    batch: int
-    tf32: bool = False  # CUDA runtimes only: TF32 matmul/conv allowed (cell id ends in -tf32)
-    input_guard: bool = False  # export option: in-graph input checks (cell id ends in -guard)
-    refine_patch_select: str = "nonzero"  # static: TopK-derived patch indices (cell id ends in -static)
+
+class _CellMethods:
+    """Methods of :data:`Cell` (a dataclass generated from the registered models' axes)."""
 
     @property
     def cell_id(self) -> str:
-        """Stable, filesystem-safe id, e.g. ``mobilenetv2-sampling-roi_align-scatter_nd-onnx-sim-op17-fp16-onnxruntime-cpu-288x512-b1``."""
-        exp = self.exporter + ("-sim" if self.simplify else "")
-        op = f"-op{self.opset}" if self.opset is not None else ""
-        crop = "na" if self.crop_method == NA else self.crop_method
-        rep = "na" if self.replace_method == NA else self.replace_method
-        h, w = self.resolution
-        raw = f"{self.backbone}-{self.refine_mode}-{crop}-{rep}-{exp}{op}-{self.precision}-{self.runtime}-{h}x{w}-b{self.batch}"
-        raw += "-tf32" if self.tf32 else ""
-        raw += "-guard" if self.input_guard else ""
-        raw += "-static" if self.refine_patch_select == "static" else ""
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+        """Stable, filesystem-safe id from the cell's model adapter, e.g.
+        ``mobilenetv2-sampling-roi_align-scatter_nd-onnx-sim-op17-fp16-onnxruntime-cpu-288x512-b1``."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", owner(self).cell_id(self))
+
+    def own_fields(self) -> Tuple[str, ...]:
+        """``model``, the model's own axes and the common ones (the other models' axes are ``n/a`` here)."""
+        return ("model",) + owner(self).axis_names() + CORE_CELL_FIELDS
 
     def as_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
+        """The cell's own fields (:meth:`own_fields`), resolution as ``"HxW"``."""
+        d = {k: getattr(self, k) for k in self.own_fields()}
         d["resolution"] = f"{self.resolution[0]}x{self.resolution[1]}"
         return d
+
+
+def _cell_class() -> type:
+    """``Cell``: one point of the matrix, a frozen keyword-only dataclass with ``model``, every registered
+    model's axes (``n/a`` where they are not the cell's model's) and the common axes. ``opset`` is None
+    where the exporter has no opset (TorchScript)."""
+    from dataclasses import field as dc_field, make_dataclass
+
+    fields: List[Any] = [("model", str, dc_field(default="bgmv2"))]
+    fields += [(axis, Any, dc_field(default=NA)) for axis in model_axes()]
+    fields += [("precision", str), ("exporter", str), ("opset", Optional[int]), ("simplify", bool), ("runtime", str),
+               ("resolution", Tuple[int, int]), ("batch", int), ("tf32", bool, dc_field(default=False))]
+    cls = make_dataclass("Cell", fields, bases=(_CellMethods,), frozen=True, kw_only=True)
+    cls.__module__ = __name__  # picklable as harness.config.Cell (workers receive cells)
+    cls.__doc__ = _cell_class.__doc__.split(": ", 1)[1]
+    return cls
+
+
+Cell = _cell_class()
 
 
 @dataclass(frozen=True)
@@ -576,33 +598,28 @@ def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Opt
 
 
 def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
-    """Cross product of ``axes`` minus meaningless combinations, in a stable order."""
+    """Cross product of ``axes`` per model minus meaningless combinations, in a stable order: the model's
+    own (:meth:`harness.models.ModelAdapter.combinations` and ``allows``), an exporter's own opsets only
+    (onnx-dynamo: 18+), no simplify where the exporter has no simplifier, a runtime must consume the
+    exporter's artifact format, TF32 only on CUDA runtimes."""
     cells: List[Cell] = []
     seen = set()
-    for bb, mode, crop, rep, prec, exp, res, batch in itertools.product(
-        axes["backbone"], axes["refine_mode"], axes["crop_method"], axes["replace_method"],
-        axes["precision"], axes["exporter"], axes["resolution"], axes["batch"],
-    ):
-        if mode == "full":
-            crop, rep = NA, NA
-        exporter = EXPORTERS[exp]
-        fmt = exporter.format
-        # an exporter's own opsets only (onnx-dynamo: 18+; down-conversion is the version converter's job)
-        opsets = [o for o in axes["opset"] if o in exporter.opsets] if exporter.opsets else [None]
-        sims = axes["simplify"] if exporter.simplifiable else [False]
-        for op, sim, rt, tf, guard, sel in itertools.product(
-                opsets, sims, axes["runtime"], axes.get("tf32") or [False], axes.get("input_guard") or [False],
-                axes.get("refine_patch_select") or ["nonzero"]):
-            if RUNTIMES[rt].format != fmt or (tf and RUNTIMES[rt].device != "cuda"):
-                continue
-            if guard and exp == "eager":  # eager calls are always checked (model.matting.check_input_values)
-                continue
-            if sel == "static" and mode == "full":  # full mode selects nothing
-                continue
-            cell = Cell(bb, mode, crop, rep, prec, exp, op, bool(sim), rt, tuple(res), int(batch), bool(tf),
-                        bool(guard), sel)
-            if cell in seen or not pred(cell):
-                continue
-            seen.add(cell)
-            cells.append(cell)
+    for name in axes.get("model") or ["bgmv2"]:
+        adapter = MODELS[name]
+        for knobs, prec, exp, res, batch in itertools.product(
+                list(adapter.combinations(axes)), axes["precision"], axes["exporter"], axes["resolution"], axes["batch"]):
+            exporter = EXPORTERS[exp]
+            opsets = [o for o in axes["opset"] if o in exporter.opsets] if exporter.opsets else [None]
+            sims = axes["simplify"] if exporter.simplifiable else [False]
+            for op, sim, rt, tf in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False]):
+                if RUNTIMES[rt].format != exporter.format or (tf and RUNTIMES[rt].device != "cuda"):
+                    continue
+                if not adapter.allows(knobs, exp, rt):
+                    continue
+                cell = Cell(model=name, **knobs, precision=prec, exporter=exp, opset=op, simplify=bool(sim),
+                            runtime=rt, resolution=tuple(res), batch=int(batch), tf32=bool(tf))
+                if cell in seen or not pred(cell):
+                    continue
+                seen.add(cell)
+                cells.append(cell)
     return cells

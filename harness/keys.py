@@ -11,6 +11,7 @@ from .benchmark import cpu_flags, cpu_name
 from .cache import code_hash, file_hash, make_key
 from .config import Cell, Plan
 from .exporters import EXPORTERS
+from .models import owner
 from .runtimes import RUNTIMES
 
 
@@ -29,33 +30,46 @@ class CellKeys:
         self.weights_id: Dict[str, str] = {}
         self.weights_info: Dict[str, Any] = {}
 
-    def _calibration_key(self, backbone: str) -> Tuple[str, Dict[str, Any]]:
-        parts = {"backbone": backbone, "seed": self.s.seed, "backbone_scale": self.s.backbone_scale,
-                 "samples": list(self.plan.samples), "code": code_hash("model"),
+    def _calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
+        a = self._adapter_of_group(group)
+        parts = {**a.calibration_parts(group, self.s), "seed": self.s.seed, "samples": list(self.plan.samples),
+                 "code": code_hash(*a.code_dir),
                  "samples_hash": file_hash(sorted(data_mod.SAMPLES_DIR.glob("*_small_*")))}
         return make_key("weights", parts), parts
 
+    def weights_groups(self) -> Dict[str, Any]:
+        """``{weights group: model adapter}`` of the plan's cells (BGMv2: one group per backbone)."""
+        groups = {owner(c).weights_group(c): owner(c) for c in self.plan.cells}
+        return {g: groups[g] for g in sorted(groups)}
+
+    def _adapter_of_group(self, group: str) -> Any:
+        return self.weights_groups().get(group) or owner(self.plan.cells[0])
+
     def weights_ids(self) -> Dict[str, str]:
-        """Identity of the calibrated weights of every backbone, known before calibrating (so results
+        """Identity of the calibrated weights of every weights group, known before calibrating (so results
         can come from the cache without any model work). Checkpoint ids come from prepare_weights."""
-        for bb in sorted({c.backbone for c in self.plan.cells}):
-            self.weights_id.setdefault(bb, f"calibrated:{self._calibration_key(bb)[0][:16]}")
+        for g in self.weights_groups():
+            self.weights_id.setdefault(g, f"calibrated:{self._calibration_key(g)[0][:16]}")
         return dict(self.weights_id)
 
+    def weights_of(self, cell: Cell) -> str:
+        """The weights id of ``cell`` (its adapter's weights group)."""
+        return self.weights_id[owner(cell).weights_group(cell)]
+
     def weights_file_names(self) -> Dict[str, str]:
-        """File name of each backbone's calibrated weights in the output directory."""
-        backbones = sorted({c.backbone for c in self.plan.cells})
-        return {bb: "weights.pth" if len(backbones) == 1 else f"weights-{bb}.pth" for bb in backbones}
+        """File name of each weights group's calibrated weights in the output directory."""
+        groups = list(self.weights_groups())
+        return {g: "weights.pth" if len(groups) == 1 else f"weights-{g}.pth" for g in groups}
 
     def calibrated_info(self) -> Dict[str, Any]:
         """``environment.json``'s description of calibrated weights."""
         return {
             "source": "calibrated", "seed": self.s.seed, "files": sorted(self.weights_file_names().values()),
-            "recipe": "model/bgmv2/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples",
+            "recipe": "; ".join(sorted({a.calibration_recipe for a in self.weights_groups().values()})),
         }
 
     def link_cached_weights(self, cache: Any, out: Path) -> bool:
-        """Hard-link every backbone's cached calibrated weights into ``out``; False if one is not cached."""
+        """Hard-link every weights group's cached calibrated weights into ``out``; False if one is not cached."""
         from .cache import link_or_copy
 
         names = self.weights_file_names()
@@ -84,14 +98,9 @@ class CellKeys:
 
     # ---------------------------------------------------------------- keys
     def _model_parts(self, cell: Cell, precision: str) -> Dict[str, Any]:
-        s = self.s
-        return {
-            "weights": self.weights_id[cell.backbone], "backbone": cell.backbone, "crop": cell.crop_method,
-            "replace": cell.replace_method, "precision": precision, "backbone_scale": s.backbone_scale,
-            "refine_sample_pixels": s.refine_sample_pixels, "refine_threshold": s.refine_threshold,
-            "refine_kernel_size": s.refine_kernel_size,
-            "refine_prevent_oversampling": s.refine_prevent_oversampling, "model_code": code_hash("model"),
-        }
+        a = owner(cell)
+        return {"weights": self.weights_of(cell), **a.model_parts(cell, self.s, precision), "model": a.name,
+                "model_code": code_hash(*a.code_dir)}
 
     def field_value(self, cell: Cell, name: str, simplified: Optional[bool] = None) -> Any:
         """Value of a cell field or model setting named in :mod:`harness.targets` (``simplify`` can be
@@ -107,7 +116,7 @@ class CellKeys:
         producing code (the plug-in's module and the modules it builds on)."""
         exporter = EXPORTERS[cell.exporter]
         return {"baked": {f: self.field_value(cell, f, simplified) for f in exporter.bakes},
-                "weights": self.weights_id[cell.backbone], "model_code": code_hash("model"),
+                "weights": self.weights_of(cell), "model_code": code_hash(*owner(cell).code_dir),
                 "exporter_code": file_hash(_code_files(exporter))}
 
     def artifact_key(self, cell: Cell, simplified: bool) -> str:
@@ -131,12 +140,8 @@ class CellKeys:
     def base_record(self, cell: Cell) -> Dict[str, Any]:
         """The cell's axes and settings, as every record starts (also for crash/timeout records)."""
         rec: Dict[str, Any] = {"cell_id": cell.cell_id, **cell.as_dict()}
+        rec.update({n: getattr(self.s, n) for n in owner(cell).record_settings()})
         rec.update(
-            backbone_scale=self.s.backbone_scale,
-            refine_sample_pixels=self.s.refine_sample_pixels,
-            refine_threshold=self.s.refine_threshold,
-            refine_kernel_size=self.s.refine_kernel_size,
-            refine_prevent_oversampling=self.s.refine_prevent_oversampling,
             export_resolution=f"{self.s.export_resolution[0]}x{self.s.export_resolution[1]}",
             device=self.device,
         )

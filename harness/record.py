@@ -5,8 +5,8 @@ Every field a record can hold is declared once, by the part of the harness that 
 a stage that writes a misspelt or undeclared field, or a value of the wrong type, fails at once instead of
 adding a silent column. The sections, in column order:
 
-- identity: ``cell_id``, the cell's axes (:class:`harness.config.Cell`), the model settings the adapter
-  names, ``export_resolution``, ``device``;
+- identity: ``cell_id``, ``model``, the model's own axes (its adapter's ``axes``), the common axes
+  (:class:`harness.config.Cell`), the model settings the adapter names, ``export_resolution``, ``device``;
 - outcome: ``status``/``stage``/``reason`` (and, after the rules, ``raw_status``/``rule``), the timings
   of the cell (``cell_s``, ``stage_times`` in s) and where it ran (``worker``, its RSS in MiB);
 - parity/diagnosis/latency/export/load/run/analysis/probes: the typed results of the stages
@@ -30,11 +30,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 Fields = Dict[str, Any]  # field name -> type (every field is Optional with default None)
 
 IDENTITY: Fields = {"cell_id": str}
-# filled from the cell (harness.config.Cell): axis name -> type of its value in a record
-CELL_AXES: Fields = {
-    "backbone": str, "refine_mode": str, "crop_method": str, "replace_method": str, "precision": str,
-    "exporter": str, "opset": int, "simplify": bool, "runtime": str, "resolution": str, "batch": int,
-    "tf32": bool, "input_guard": bool, "refine_patch_select": str,
+# filled from the cell (harness.config.Cell): the common axes; the model's own come from its adapter
+CORE_AXES: Fields = {
+    "model": str, "precision": str, "exporter": str, "opset": int, "simplify": bool, "runtime": str,
+    "resolution": str, "batch": int, "tf32": bool,
 }
 RUN_CONTEXT: Fields = {"export_resolution": str, "device": str, "padded_to": str, "input_size": str}
 OUTCOME: Fields = {
@@ -91,7 +90,8 @@ def sections(model: str = "bgmv2") -> List[Tuple[str, Fields]]:
 
     adapter = MODELS[model]
     return [
-        ("identity", {**IDENTITY, **CELL_AXES, **adapter.settings_fields(), **RUN_CONTEXT}),
+        ("identity", {**IDENTITY, "model": str, **adapter.axis_fields(), **CORE_AXES, **adapter.settings_fields(),
+                      **RUN_CONTEXT}),
         ("outcome", OUTCOME),
         ("parity", adapter.record_fields()),
         ("diagnosis", DIAGNOSIS),
@@ -155,12 +155,13 @@ def columns(model: str = "bgmv2") -> List[str]:
     return list(record_model(model).model_fields)
 
 
-def new_record(model: str = "bgmv2", **fields: Any) -> RecordBase:
-    """A record of ``model`` with ``fields`` set (validated)."""
+def new_record(model: str = "bgmv2", /, **fields: Any) -> RecordBase:
+    """A record of the model adapter ``model`` with ``fields`` set (validated; ``fields`` may hold the
+    record's own ``model`` field)."""
     return record_model(model)().put(**fields)
 
 
 def validate(rec: Dict[str, Any], model: str = "bgmv2") -> Dict[str, Any]:
     """``rec`` checked against the record model and returned in declaration order with normalised types
     (numpy scalars become Python numbers). Raises :class:`RecordError` naming the first bad field."""
-    return new_record(model, **rec).as_dict()
+    return new_record(rec.get("model", model), **rec).as_dict()

@@ -11,6 +11,9 @@ from typing import Any, Dict, List, Optional
 
 
 
+NA = "n/a"  # the value of an axis that does not apply to a cell (e.g. BGMv2's crop_method in full mode)
+
+
 class RunError(RuntimeError):
     """A problem with the run as a whole (unwritable output dir, bad checkpoint); exit code 2."""
 

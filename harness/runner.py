@@ -19,9 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from model.bgmv2 import MattingRefine
-from model.bgmv2.calibration import calibrate
-from model.bgmv2.checkpoint import CheckpointError, guess_architecture, load_checkpoint, read_state_dict, sha256_of
+from model.bgmv2.checkpoint import CheckpointError, read_state_dict, sha256_of
 
 from . import inputs as data_mod
 from .cache import Cache, link_or_copy, make_key
@@ -38,7 +36,7 @@ from .records import (  # noqa: F401 - re-exported
     describe,
 )
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
-from .models import bgmv2
+from .models import bgmv2, owner
 from .parity import Selection
 from .verdict import judge_outputs
 from .runtimes import RUNTIMES, as_list
@@ -79,7 +77,6 @@ class Runner(CellKeys):
         self.on_partial: Callable[[Dict[str, Any]], None] = lambda rec: None
         self.current_cell: Optional[Cell] = None
         self.current_runtime: Any = None  # the runtime plug-in of the cell being run (closed after it)
-        self.adapter = bgmv2.ADAPTER
 
     # ---------------------------------------------------------------- setup (coordinator)
     def load_user_pair(self) -> None:
@@ -100,55 +97,45 @@ class Runner(CellKeys):
     def prepare_weights(self) -> Dict[str, Tuple[str, str]]:
         """Load the checkpoint or calibrate weights (cached), save them in ``out``.
 
-        Returns ``{backbone: (weights file, weights id)}`` for the workers.
-        Raises CheckpointError for a checkpoint that does not fit every backbone of the plan."""
+        Returns ``{weights group: (weights file, weights id)}`` for the workers (BGMv2: a group per backbone).
+        Raises the model's CheckpointError for a checkpoint that does not fit every group of the plan."""
         torch.manual_seed(self.s.seed)
-        backbones = sorted({c.backbone for c in self.plan.cells})
+        groups = self.weights_groups()
         files: Dict[str, Tuple[str, str]] = {}
         if self.opts.checkpoint is not None:
             sd = read_state_dict(self.opts.checkpoint)
-            looks = guess_architecture(sd) or "unknown"
             digest = sha256_of(self.opts.checkpoint)
-            for bb in backbones:
-                m = MattingRefine(bb)
-                load_checkpoint(m, sd)  # raises CheckpointError naming the mismatch
-                self.weights[bb] = m.state_dict()
-                self.weights_id[bb] = f"ckpt:{digest}:{bb}"
-                files[bb] = (str(Path(self.opts.checkpoint).resolve()), self.weights_id[bb])
+            looks = {a.checkpoint_kind(sd) for a in groups.values()}
+            for g, a in groups.items():
+                self.weights[g] = a.load_state(g, sd)  # raises CheckpointError naming the mismatch
+                self.weights_id[g] = f"ckpt:{digest}:{g}"
+                files[g] = (str(Path(self.opts.checkpoint).resolve()), self.weights_id[g])
             self.weights_info = {"source": "checkpoint", "path": str(self.opts.checkpoint), "sha256": digest,
-                                 "looks_like": looks}
+                                 "looks_like": " / ".join(sorted(looks))}
             return files
         Path(self.out).mkdir(parents=True, exist_ok=True)
-        for bb, name in self.weights_file_names().items():
-            key, parts = self._calibration_key(bb)
+        for g, name in self.weights_file_names().items():
+            key, parts = self._calibration_key(g)
             hit = self.cache.get("weights", key)
             if hit is not None:
-                self.weights[bb] = torch.load(hit / "weights.pth", weights_only=True)
+                self.weights[g] = torch.load(hit / "weights.pth", weights_only=True)
                 link_or_copy(hit / "weights.pth", self.out / name)
             else:
                 torch.manual_seed(self.s.seed)
-                m = MattingRefine(bb, backbone_scale=self.s.backbone_scale)
-                pairs = [data_mod.load_sample(n, data_mod._SHIPPED["small"]) for n in self.plan.samples]
-                src, bgr = data_mod.stack(pairs)
-                if src.shape[0] < 2:
-                    src, bgr = torch.cat([src, src.flip(-1)]), torch.cat([bgr, bgr.flip(-1)])
-                calibrate(m, [(src, bgr), (src.flip(-1), bgr.flip(-1))])
-                self.weights[bb] = m.state_dict()
-                torch.save(self.weights[bb], self.out / name)
-                self.cache.put("weights", key, {"weights.pth": self.out / name}, {"backbone": bb, **parts})
-            self.weights_id[bb] = f"calibrated:{key[:16]}"
-            files[bb] = (str((self.out / name).resolve()), self.weights_id[bb])
+                self.weights[g] = groups[g].calibrated_state(g, self.s, list(self.plan.samples))
+                torch.save(self.weights[g], self.out / name)
+                self.cache.put("weights", key, {"weights.pth": self.out / name}, {"group": g, **parts})
+            self.weights_id[g] = f"calibrated:{key[:16]}"
+            files[g] = (str((self.out / name).resolve()), self.weights_id[g])
         self.weights_info = self.calibrated_info()
         return files
 
     def use_weights(self, files: Dict[str, Tuple[str, str]]) -> None:
-        """In a worker: load the weights the coordinator prepared (``{backbone: (file, id)}``)."""
-        for bb, (path, wid) in files.items():
-            sd = read_state_dict(path)
-            m = MattingRefine(bb)
-            load_checkpoint(m, sd)
-            self.weights[bb] = m.state_dict()
-            self.weights_id[bb] = wid
+        """In a worker: load the weights the coordinator prepared (``{weights group: (file, id)}``)."""
+        groups = self.weights_groups()
+        for g, (path, wid) in files.items():
+            self.weights[g] = groups[g].load_state(g, read_state_dict(path))
+            self.weights_id[g] = wid
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, res: Tuple[int, int], batch: int) -> Inputs:
@@ -179,16 +166,17 @@ class Runner(CellKeys):
     # ---------------------------------------------------------------- models and references
     def model_kwargs(self, cell: Cell) -> Dict[str, Any]:
         """The model's constructor arguments for ``cell`` (:meth:`harness.models.bgmv2.BGMv2.model_kwargs`)."""
-        return self.adapter.model_kwargs(cell, self.s)
+        return owner(cell).model_kwargs(cell, self.s)
 
     def selection(self, cell: Cell) -> Selection:
         """How the cell's refiner selects cells (for the near-tie judge of :mod:`harness.parity`)."""
-        return self.adapter.selection(cell, self.s)
+        return owner(cell).selection(cell, self.s)
 
     def build_model(self, cell: Cell, precision: Optional[str] = None) -> Any:
         """The eager model of ``cell`` with the run's weights, in ``precision`` (default the cell's), eval."""
-        m = self.adapter.construct(self.model_kwargs(cell))
-        m.load_state_dict(self.weights[cell.backbone])
+        a = owner(cell)
+        m = a.construct(self.model_kwargs(cell))
+        m.load_state_dict(self.weights[a.weights_group(cell)])
         return m.to(DTYPES[precision or cell.precision]).eval()
 
     def reference(self, cell: Cell, precision: str, device: str = "cpu") -> List[np.ndarray]:
@@ -198,7 +186,7 @@ class Runner(CellKeys):
         equals the official selection."""
         from .runtimes import gpu_identity, set_tf32
 
-        cell = self.adapter.official(cell)
+        cell = owner(cell).official(cell)
         parts = self._model_parts(cell, precision)
         parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
                      threads=torch.get_num_threads())
@@ -316,7 +304,7 @@ class Runner(CellKeys):
         calibration recipe's seed and samples) and the exporter's name."""
         exporter = EXPORTERS[cell.exporter]
         parts = self.artifact_parts(cell, simplified)
-        return {"model": "bgmv2", "format": exporter.format, "exporter": cell.exporter, "weights": parts["weights"],
+        return {"model": cell.model, "format": exporter.format, "exporter": cell.exporter, "weights": parts["weights"],
                 "seed": self.s.seed, "samples": list(self.plan.samples), "settable": list(exporter.settable),
                 **parts["baked"]}
 
@@ -325,7 +313,7 @@ class Runner(CellKeys):
         ``settings.export_resolution`` with ``batch`` images, the I/O contract and the metadata to embed."""
         dt = DTYPES[cell.precision]
         _, src, bgr = data_mod.batch_of(self.s.export_resolution, batch)
-        a = self.adapter
+        a = owner(cell)
         return ExportRequest(model=self.build_model(cell), path=path, example=(src.to(dt), bgr.to(dt)),
                              input_names=a.input_names, output_names=a.output_names, dynamic_axes=a.dynamic_axes,
                              opset=cell.opset, precision=cell.precision, model_name=a.name,
@@ -376,17 +364,15 @@ class Runner(CellKeys):
     def runtime_settings(self, cell: Cell) -> Dict[str, Any]:
         """What a runtime's ``load`` gets for ``cell``: the hoisted model settings (TorchScript sets them on
         the loaded module), threads, precision, TF32 and the model's input/output names."""
+        a = owner(cell)
+        hoisted = {n: getattr(cell, n) if n in a.axis_names() else getattr(self.s, n) for n in a.hoisted}
         return {
-            "backbone_scale": self.s.backbone_scale,
-            "refine_mode": cell.refine_mode,
-            "refine_sample_pixels": self.s.refine_sample_pixels,
-            "refine_threshold": self.s.refine_threshold,
-            "refine_prevent_oversampling": self.s.refine_prevent_oversampling,
+            **hoisted,
             "threads": self.threads,
             "precision": cell.precision,
             "tf32": cell.tf32,
-            "input_names": self.adapter.input_names,
-            "output_names": self.adapter.output_names,
+            "input_names": a.input_names,
+            "output_names": a.output_names,
         }
 
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
@@ -400,7 +386,7 @@ class Runner(CellKeys):
         self.current_cell, self.current_runtime = cell, None
         self.stage_times: Dict[str, float] = {}
         t0 = time.perf_counter()
-        state = CellState(self, cell, self.out / "artifacts" / cell.cell_id, new_record(self.adapter.name,
+        state = CellState(self, cell, self.out / "artifacts" / cell.cell_id, new_record(cell.model,
                                                                                          **self.base_record(cell)))
         why = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
         if why:

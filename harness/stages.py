@@ -15,7 +15,7 @@ content-addressed artifact (a cached artifact costs ~0 s); their own seconds are
 
 The services the stages call (eager references, exports through the cache, localisation, runtime
 settings) are methods of :class:`harness.runner.Runner`; the model-specific parts go through its model
-adapter (``runner.adapter``).
+adapter (:func:`harness.models.owner` of the cell).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .models import owner
 from .records import describe
 
 
@@ -244,9 +245,9 @@ class RunStage(Stage):
         r, cell = state.runner, state.cell
         runtime = state.results["load"].runtime
         inp = r.inputs_for(cell)
-        feeds = r.adapter.feeds(*(t.to(r.dtype(cell)) for t in (inp.src, inp.bgr)))
+        feeds = owner(cell).feeds(*(t.to(r.dtype(cell)) for t in (inp.src, inp.bgr)))
         t = time.perf_counter()
-        outs = in_stage("run", lambda: as_list(r.timed("run", lambda: runtime.run(feeds)), r.adapter.output_names))
+        outs = in_stage("run", lambda: as_list(r.timed("run", lambda: runtime.run(feeds)), owner(cell).output_names))
         # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
         ms = getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3
         return Ran(inp, feeds, outs, ms, runtime.info())
@@ -276,7 +277,7 @@ class AnalyzeStage(Stage):
         if art.format != "onnx":
             return None
         observed = {n: tuple(t.shape) for n, t in ran.feeds.items()}
-        observed.update({n: o.shape for n, o in zip(r.adapter.output_names, ran.outputs)})
+        observed.update({n: o.shape for n, o in zip(owner(cell).output_names, ran.outputs)})
         try:
             return Analyzed(r.timed("analyze", lambda: r.analyze_onnx(art.path, cell, observed)))
         except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
@@ -311,7 +312,7 @@ class ParityStage(Stage):
         refs, ran = state.results["model"], state.results["run"]
         tol = r.plan.tolerances[cell.precision]
         try:
-            verdict = r.timed("parity", lambda: r.adapter.judge(ran.outputs, refs.ref32, refs.ref_same, tol, cell, r.s,
+            verdict = r.timed("parity", lambda: owner(cell).judge(ran.outputs, refs.ref32, refs.ref_same, tol, cell, r.s,
                                                                 ran.inputs.crop_to))
         except ShapeMismatch as e:
             state.outcome, state.stop = Outcome("fail", "parity", f"ShapeMismatch: {e}"), True
@@ -319,7 +320,7 @@ class ParityStage(Stage):
         except Exception as e:  # noqa: BLE001
             raise StageError("parity", e) from e
         state.outcome = Outcome("fail", "parity", verdict.reason) if not verdict.passed else Outcome()
-        truncated = r.adapter.cap_truncation(cell, r.s, refs.ref32)
+        truncated = owner(cell).cap_truncation(cell, r.s, refs.ref32)
         if truncated:  # the static selector refined fewer cells than the official one: never a pass
             state.outcome = Outcome("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
         return Judged(verdict, truncated)

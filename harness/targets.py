@@ -25,20 +25,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-# Cell fields and model settings that define the model an artifact computes.
-MODEL_CELL_FIELDS = ("backbone", "refine_mode", "crop_method", "replace_method", "precision", "input_guard",
-                     "refine_patch_select")
-MODEL_SETTINGS = ("backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
-                  "refine_prevent_oversampling", "refine_max_patches", "refine_topk_step")
+from .models import MODELS, model_axes, model_settings
+
+# Cell fields and model settings that define the model an artifact computes: the model, its precision and
+# every registered model adapter's own axes and settings (harness/models/<name>.py).
+MODEL_CELL_FIELDS = ("model",) + tuple(model_axes()) + ("precision",)
+MODEL_SETTINGS = tuple(model_settings())
 # Fields that only some exporters read.
 EXPORT_FIELDS = ("exporter", "opset", "simplify", "export_resolution")
 # Fields that never reach an exporter: they choose where and on what the artifact runs.
 RUN_FIELDS = ("runtime", "resolution", "batch", "tf32")
 ALL_FIELDS = MODEL_CELL_FIELDS + MODEL_SETTINGS + EXPORT_FIELDS + RUN_FIELDS
 
-# TorchScript's hoisted attributes (set with setattr after loading; harness.runtimes.HOISTED).
-TORCHSCRIPT_SETTABLE = ("refine_mode", "backbone_scale", "refine_sample_pixels", "refine_threshold",
-                        "refine_prevent_oversampling")
+# TorchScript's hoisted attributes (set with setattr after loading): each adapter's ``hoisted``.
+TORCHSCRIPT_SETTABLE = tuple(dict.fromkeys(f for m in MODELS.values() for f in m.hoisted))
 BASE_PACKAGES = ("torch", "torchvision", "numpy")
 
 

@@ -71,8 +71,8 @@ def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]
     """Settings from the artifact's metadata, overridden by flags, completed with the official defaults."""
     from .config import NA
 
-    s: Dict[str, Any] = {k: v for k, v in (meta or {}).items() if k in SETTING_FLAGS or k in ("export_resolution", "opset",
-                                                                                           "exporter", "simplify")}
+    s: Dict[str, Any] = {k: v for k, v in (meta or {}).items() if k in SETTING_FLAGS or k in (
+        "export_resolution", "opset", "exporter", "simplify", "input_guard", "refine_patch_select")}
     for k in SETTING_FLAGS:
         v = getattr(args, k, None)
         if v is not None:
@@ -131,9 +131,12 @@ def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes:
         "seed": (meta or {}).get("seed", cfg.settings.seed)})
     samples = tuple((meta or {}).get("samples") or cfg.samples)
     exporter = s["exporter"] if s["exporter"] in EXPORTERS else default_exporter(fmt)
-    cells = tuple(Cell(s["backbone"], s["refine_mode"], s["crop_method"], s["replace_method"], s["precision"],
-                       exporter, s.get("opset") if EXPORTERS[exporter].opsets else None, bool(s.get("simplify", False)), rt,
-                       tuple(res), b) for rt in runtimes for b in batches)
+    own = {k: s[k] for k in ("backbone", "refine_mode", "crop_method", "replace_method")}
+    own.update(input_guard=bool(s.get("input_guard", False)), refine_patch_select=s.get("refine_patch_select", "nonzero"))
+    cells = tuple(Cell(model="bgmv2", **own, precision=s["precision"], exporter=exporter,
+                       opset=s.get("opset") if EXPORTERS[exporter].opsets else None,
+                       simplify=bool(s.get("simplify", False)), runtime=rt, resolution=tuple(res), batch=b)
+                  for rt in runtimes for b in batches)
     return Plan("verify", settings, cells, dict(cfg.tolerances), tuple(cfg.rules), samples)
 
 
@@ -245,6 +248,7 @@ def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str,
     from .parity import ShapeMismatch
     from .records import describe
     from .runner import DTYPES, positional_call
+    from .models import owner
     from .runtimes import RUNTIMES
 
     rt = RUNTIMES[cell.runtime]()
@@ -263,7 +267,7 @@ def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str,
         outs = positional_call(rt)(src, bgr)
         rec["runtime_info"] = rt.info()
         stage = "parity"
-        v = runner.adapter.judge(outs, ref32, ref_same, runner.plan.tolerances[cell.precision], cell, runner.s)
+        v = owner(cell).judge(outs, ref32, ref_same, runner.plan.tolerances[cell.precision], cell, runner.s)
         if not v.passed:
             rec.update(status="fail", stage="parity", reason=v.reason)
         else:

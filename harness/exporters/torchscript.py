@@ -8,21 +8,21 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..targets import TORCHSCRIPT_SETTABLE
+from ..targets import MODEL_CELL_FIELDS, MODEL_SETTINGS, TORCHSCRIPT_SETTABLE
 from . import META_KEY, Artifact, Exporter, ExportRequest, eval_all, register_exporter, zip_read_metadata
 
 
 @register_exporter
 class TorchScriptExporter(Exporter):
-    """Scripts the model adapter's TorchScript module (BGMv2: :class:`model.bgmv2.MattingRefineTorchScript`) around the model (already in its precision). The
-    hoisted settings (``backbone_scale``, ``refine_mode``, ``refine_sample_pixels``, ``refine_threshold``,
-    ``refine_prevent_oversampling``) stay settable on the loaded module, so one file serves every refine mode."""
+    """Scripts the model adapter's TorchScript module (BGMv2: :class:`model.bgmv2.MattingRefineTorchScript`)
+    around the model (already in its precision). The adapter's ``hoisted`` fields (BGMv2: ``backbone_scale``,
+    ``refine_mode``, ``refine_sample_pixels``, ``refine_threshold``, ``refine_prevent_oversampling``) stay
+    settable on the loaded module, so one file serves every refine mode; the rest of the model is baked."""
 
     name = "torchscript"
     format = "torchscript"
     suffix = "model.pt"
-    bakes = ("backbone", "crop_method", "replace_method", "precision", "refine_kernel_size", "exporter",
-             "input_guard", "refine_patch_select", "refine_max_patches", "refine_topk_step")
+    bakes = tuple(f for f in MODEL_CELL_FIELDS + MODEL_SETTINGS if f not in TORCHSCRIPT_SETTABLE) + ("exporter",)
     settable = TORCHSCRIPT_SETTABLE
     ignores = ("opset", "simplify", "export_resolution")
 

@@ -1,47 +1,168 @@
 """Model adapters: what the harness needs to know about each model family, one module per model.
 
-An adapter (:class:`ModelAdapter`) names the model's inputs and outputs and their ONNX dynamic axes,
-builds the eager module for a cell, wraps it for TorchScript, turns validation inputs into feeds, and
-says how a candidate is judged where the model needs more than elementwise closeness (BGMv2's
-selection-aware near-tie judge). Exporters and runtimes only see names and modules, so a second model
-(RobustVideoMatting, issue 11) is a new adapter plus ``model/<name>/``. See docs/architecture.md.
+An adapter (:class:`ModelAdapter`) declares the model's own axes and settings (pydantic models whose
+fields join ``matrix.yaml``'s ``axes:`` and ``settings:``), names the model's inputs and outputs and their
+ONNX dynamic axes, expands its axes into cells and names them, builds the eager module for a cell, wraps it
+for TorchScript, provides weights and validation feeds, and says how a candidate is judged where the
+model needs more than elementwise closeness (BGMv2's selection-aware near-tie judge). Exporters and
+runtimes only see names and modules, so a second model (RobustVideoMatting, issue 11) is a new adapter
+plus ``model/<name>/``. See docs/architecture.md. This package imports neither torch nor the models.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+import itertools
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
+
+from pydantic import BaseModel
 
 
 class ModelAdapter:
-    """Base of the model adapters (class attributes; methods are overridden per model)."""
+    """Base of the model adapters (class attributes; methods are overridden per model).
+
+    ``axes``: a pydantic model whose fields are the model's axes (each a list of values, as in
+    ``matrix.yaml``); ``settings``: a pydantic model of the model's settings (each with a default);
+    ``hoisted``: settings and axes a TorchScript artifact keeps settable after loading (set with
+    ``setattr`` on the loaded module, so one file serves every value); ``code_dir``: the model's source
+    folder and adapter file (their hash enters the model's cache keys, so editing one model re-runs only its
+    cells); ``calibration_recipe``: how the seeded weights are made (``environment.json``)."""
 
     name: str = ""
     input_names: Tuple[str, ...] = ()
     output_names: Tuple[str, ...] = ()
     dynamic_axes: Dict[str, Dict[int, str]] = {}
+    axes: Type[BaseModel] = BaseModel
+    settings: Type[BaseModel] = BaseModel
+    hoisted: Tuple[str, ...] = ()
+    code_dir: Tuple[str, ...] = ("model",)
+    calibration_recipe: str = ""
+
+    # ------------------------------------------------------------------ schema and cells (torch-free)
+    def axis_names(self) -> Tuple[str, ...]:
+        """The model's own axes, in cell-id order."""
+        return tuple(self.axes.model_fields)
+
+    def setting_names(self) -> Tuple[str, ...]:
+        """The model's own settings."""
+        return tuple(self.settings.model_fields)
+
+    def combinations(self, axes: Dict[str, List[Any]]) -> Iterator[Dict[str, Any]]:
+        """The model's axis values to cross with the common axes: ``{axis: value}`` per combination, without
+        meaningless ones (default: the full cross product of :meth:`axis_names`)."""
+        names = self.axis_names()
+        for values in itertools.product(*(axes[n] for n in names)):
+            yield dict(zip(names, values))
+
+    def allows(self, knobs: Dict[str, Any], exporter: str, runtime: str) -> bool:
+        """False for a combination of the model's values with an exporter/runtime that means nothing."""
+        return True
+
+    def cell_id(self, cell: Any) -> str:
+        """The cell's stable id (before sanitising): the model's axis values, then the common axes."""
+        h, w = cell.resolution
+        exp = cell.exporter + ("-sim" if cell.simplify else "")
+        op = f"-op{cell.opset}" if cell.opset is not None else ""
+        own = "-".join(str(getattr(cell, n)) for n in self.axis_names())
+        return f"{self.name}-{own}-{exp}{op}-{cell.precision}-{cell.runtime}-{h}x{w}-b{cell.batch}" + (
+            "-tf32" if cell.tf32 else "")
+
+    def check_profile(self, settings: Dict[str, Any], axes: Dict[str, Any], where: str) -> None:
+        """Cross-checks of a profile's resolved settings and axes; raises ValueError starting with ``where``."""
+
+    def record_settings(self) -> Tuple[str, ...]:
+        """The settings every record of this model carries (default: all of them)."""
+        return self.setting_names()
+
+    def axis_fields(self) -> Dict[str, Any]:
+        """``{axis: type of one value}`` of the model's axes for the typed record (:mod:`harness.record`);
+        a ``List[Literal[...]]`` axis holds strings (``n/a`` included), ``List[bool]`` booleans."""
+        import typing
+
+        out: Dict[str, Any] = {}
+        for n, f in self.axes.model_fields.items():
+            (item,) = typing.get_args(f.annotation) or (str,)
+            if typing.get_origin(item) is typing.Literal:
+                kinds = {type(v) for v in typing.get_args(item)}
+                item = kinds.pop() if len(kinds) == 1 else Any
+            out[n] = str if item is not bool and item is not int else item
+        return out
+
+    def settings_fields(self) -> Dict[str, Any]:
+        """``{name: type}`` of :meth:`record_settings` for the typed record (:mod:`harness.record`)."""
+        return {n: self.settings.model_fields[n].annotation for n in self.record_settings()}
+
+    def record_fields(self) -> Dict[str, Any]:
+        """The fields this model's judge (and model-specific checks) write (``{name: type}``)."""
+        return {}
+
+    # ------------------------------------------------------------------ weights and keys (torch-free)
+    def weights_group(self, cell: Any) -> str:
+        """Cells of one group share one set of weights (BGMv2: the backbone)."""
+        return self.name
+
+    def model_parts(self, cell: Any, s: Any, precision: str) -> Dict[str, Any]:
+        """What the eager model of ``cell`` in ``precision`` depends on besides weights and code (cache keys)."""
+        return {"precision": precision, **{n: getattr(cell, n) for n in self.axis_names()},
+                **{n: getattr(s, n) for n in self.setting_names()}}
+
+    def calibration_parts(self, group: str, s: Any) -> Dict[str, Any]:
+        """What calibrated weights of ``group`` depend on besides the seed, samples and code."""
+        return {}
+
+    # ------------------------------------------------------------------ model (torch)
+    def blank_model(self, group: str, s: Any) -> Any:
+        """An untrained eager module of weights group ``group`` (what a checkpoint loads into)."""
+        raise NotImplementedError
+
+    def load_state(self, group: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """``state_dict`` checked against group ``group``'s model (strict); returns the model's own state_dict.
+        Raises the model's CheckpointError naming the mismatch."""
+        raise NotImplementedError
+
+    def checkpoint_kind(self, state_dict: Dict[str, Any]) -> str:
+        """What a checkpoint looks like (``environment.json``), or ``"unknown"``."""
+        return "unknown"
+
+    def calibrated_state(self, group: str, s: Any, samples: List[str]) -> Dict[str, Any]:
+        """Seeded, calibrated weights of ``group`` (the caller seeds torch with ``settings.seed``) made on the
+        shipped ``samples``: what the matrix uses without a checkpoint."""
+        raise NotImplementedError
 
     def construct(self, kwargs: Dict[str, Any]) -> Any:
         """The eager module from its constructor arguments (what the ``eager`` exporter stores)."""
+        raise NotImplementedError
+
+    def model_kwargs(self, cell: Any, s: Any) -> Dict[str, Any]:
+        """Constructor arguments of ``cell`` under settings ``s``."""
         raise NotImplementedError
 
     def torchscript_module(self, model: Any) -> Any:
         """The module to ``torch.jit.script`` for ``model`` (default: the model itself)."""
         return model
 
-    def settings_fields(self) -> Dict[str, Any]:
-        """The model settings every record of this model carries (``{name: type}``, :mod:`harness.record`)."""
-        return {}
-
-    def record_fields(self) -> Dict[str, Any]:
-        """The fields this model's judge (and model-specific checks) write (``{name: type}``)."""
-        return {}
+    def official(self, cell: Any) -> Any:
+        """The cell whose eager model is the reference (default: the cell itself)."""
+        return cell
 
 
 MODELS: Dict[str, ModelAdapter] = {}
 
 
 def register_model(adapter: ModelAdapter) -> ModelAdapter:
-    """Add an adapter instance to :data:`MODELS` under ``adapter.name``."""
+    """Add an adapter instance to :data:`MODELS` under ``adapter.name``.
+
+    Raises:
+        ValueError: no name, a name taken, or an axis/setting that another model declares with another type
+            (axes and settings share ``matrix.yaml``'s namespace)."""
+    if not adapter.name or adapter.name in MODELS:
+        raise ValueError(f"model adapter {type(adapter).__name__}: name {adapter.name!r} is empty or taken")
+    for other in MODELS.values():
+        for kind in ("axes", "settings"):
+            mine, theirs = getattr(adapter, kind).model_fields, getattr(other, kind).model_fields
+            for n in set(mine) & set(theirs):
+                if mine[n].annotation != theirs[n].annotation:
+                    raise ValueError(f"model {adapter.name!r}: {kind[:-1]} {n!r} is declared by model {other.name!r} "
+                                     f"with another type ({theirs[n].annotation}); rename it")
     MODELS[adapter.name] = adapter
     return adapter
 
@@ -56,4 +177,36 @@ def adapter(name: str) -> ModelAdapter:
     return MODELS[name]
 
 
-from . import bgmv2  # noqa: E402,F401 - registers itself
+def model_axes() -> Dict[str, Any]:
+    """Every registered model's axes: ``{axis: pydantic FieldInfo}`` (first declaration wins on a shared name)."""
+    out: Dict[str, Any] = {}
+    for m in MODELS.values():
+        for n, f in m.axes.model_fields.items():
+            out.setdefault(n, f)
+    return out
+
+
+def model_settings() -> Dict[str, Any]:
+    """Every registered model's settings: ``{name: pydantic FieldInfo}``."""
+    out: Dict[str, Any] = {}
+    for m in MODELS.values():
+        for n, f in m.settings.model_fields.items():
+            out.setdefault(n, f)
+    return out
+
+
+def owner(cell: Any) -> ModelAdapter:
+    """The adapter of ``cell`` (its ``model`` field)."""
+    return MODELS[getattr(cell, "model", "bgmv2")]
+
+
+def _discover() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()

@@ -8,11 +8,13 @@ Outputs (in this order, the official ``MattingRefine.forward``): ``pha`` ``(B,1,
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+import re
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import NA
+from ..records import NA
 from . import ModelAdapter, register_model
 
 INPUT_NAMES = ("src", "bgr")
@@ -31,6 +33,39 @@ DYNAMIC_AXES = {
 }
 
 
+class BGMv2Axes(BaseModel):
+    """BGMv2's axes (``matrix.yaml`` ``axes:``), in cell-id order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: List[Literal["mobilenetv2", "resnet50", "resnet101"]]
+    refine_mode: List[Literal["sampling", "thresholding", "full"]]
+    crop_method: List[Literal["unfold", "roi_align", "gather"]]
+    replace_method: List[Literal["scatter_nd", "scatter_element"]]
+    # export option (not in the official API): in-graph checks that make an exported graph refuse H/W not
+    # multiples of 4 and values outside [0, 1] (model/bgmv2/matting.py _ShapeGuard); cell id suffix -guard
+    input_guard: List[bool] = [False]
+    # how the refiner picks its patches: nonzero (official, data-dependent shapes) or static (TopK indices,
+    # fixed shapes; model/bgmv2/refiner.py select_static); cell id suffix -static; not for full mode
+    refine_patch_select: List[Literal["nonzero", "static"]] = ["nonzero"]
+
+
+class BGMv2Settings(BaseModel):
+    """BGMv2's settings (``matrix.yaml`` ``settings:``): the refiner's constructor arguments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone_scale: float = Field(0.25, gt=0, le=0.5)
+    refine_sample_pixels: int = Field(32_000, ge=16)
+    refine_threshold: float = Field(0.1, ge=0, le=1)
+    refine_kernel_size: Literal[1, 3] = 3
+    refine_prevent_oversampling: bool = True
+    # static patch selection (refine_patch_select: static): thresholding refines at most refine_max_patches
+    # cells; TopK runs in chained steps of at most refine_topk_step (3840: TensorRT's TopK limit)
+    refine_max_patches: int = Field(3840, ge=1)
+    refine_topk_step: int = Field(3840, ge=1)
+
+
 class BGMv2(ModelAdapter):
     """``MattingRefine`` built from a cell's fields and the profile's settings."""
 
@@ -38,6 +73,75 @@ class BGMv2(ModelAdapter):
     input_names = INPUT_NAMES
     output_names = OUTPUT_NAMES
     dynamic_axes = DYNAMIC_AXES
+    axes = BGMv2Axes
+    settings = BGMv2Settings
+    # TorchScript's hoisted attributes (model/bgmv2/matting.py MattingRefineTorchScript)
+    hoisted = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold", "refine_prevent_oversampling")
+    code_dir = ("model/bgmv2", "harness/models/bgmv2.py")
+    calibration_recipe = "model/bgmv2/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples"
+
+    def combinations(self, axes: Dict[str, List[Any]]) -> Iterator[Dict[str, Any]]:
+        """Full mode crops and replaces nothing (``crop_method``/``replace_method`` are ``n/a``) and selects
+        nothing (no static selector)."""
+        seen = set()
+        for knobs in super().combinations(axes):
+            if knobs["refine_mode"] == "full":
+                if knobs["refine_patch_select"] == "static":
+                    continue
+                knobs.update(crop_method=NA, replace_method=NA)
+            key = tuple(knobs.values())
+            if key not in seen:
+                seen.add(key)
+                yield knobs
+
+    def allows(self, knobs: Dict[str, Any], exporter: str, runtime: str) -> bool:
+        """Eager calls are always checked (model/bgmv2/matting.py check_input_values): no guarded eager cell."""
+        return not (knobs["input_guard"] and exporter == "eager")
+
+    def cell_id(self, cell: Any) -> str:
+        """E.g. ``mobilenetv2-sampling-roi_align-scatter_nd-onnx-sim-op17-fp16-onnxruntime-cpu-288x512-b1``
+        (suffixes ``-tf32``, ``-guard``, ``-static``); ``n/a`` is written ``na``."""
+        exp = cell.exporter + ("-sim" if cell.simplify else "")
+        op = f"-op{cell.opset}" if cell.opset is not None else ""
+        crop = "na" if cell.crop_method == NA else cell.crop_method
+        rep = "na" if cell.replace_method == NA else cell.replace_method
+        h, w = cell.resolution
+        raw = f"{cell.backbone}-{cell.refine_mode}-{crop}-{rep}-{exp}{op}-{cell.precision}-{cell.runtime}-{h}x{w}-b{cell.batch}"
+        raw += "-tf32" if cell.tf32 else ""
+        raw += "-guard" if cell.input_guard else ""
+        raw += "-static" if cell.refine_patch_select == "static" else ""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+
+    def check_profile(self, settings: Dict[str, Any], axes: Dict[str, Any], where: str) -> None:
+        """Sampling mode needs ``refine_sample_pixels`` <= H*W of the export and every validation resolution."""
+        if "sampling" not in axes["refine_mode"]:
+            return
+        need = settings["refine_sample_pixels"]
+        for name, hw in [("export_resolution", settings["export_resolution"])] + [("resolution", r) for r in axes["resolution"]]:
+            if hw[0] * hw[1] < need:
+                raise ValueError(
+                    f"{where}: refine_sample_pixels={need} exceeds {name} {list(hw)} ({hw[0] * hw[1]} px): "
+                    f"sampling mode cannot pick that many pixels; lower refine_sample_pixels or use >= {need} px"
+                )
+
+    def record_settings(self):
+        return ("backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
+                "refine_prevent_oversampling")
+
+    def weights_group(self, cell: Any) -> str:
+        """One set of weights per backbone."""
+        return cell.backbone
+
+    def model_parts(self, cell: Any, s: Any, precision: str) -> Dict[str, Any]:
+        """The eager model's identity for reference and result keys (the refine mode and the static selector
+        are keyed by the caller: references are always of the official selector)."""
+        return {"backbone": cell.backbone, "crop": cell.crop_method, "replace": cell.replace_method,
+                "precision": precision, "backbone_scale": s.backbone_scale,
+                "refine_sample_pixels": s.refine_sample_pixels, "refine_threshold": s.refine_threshold,
+                "refine_kernel_size": s.refine_kernel_size, "refine_prevent_oversampling": s.refine_prevent_oversampling}
+
+    def calibration_parts(self, group: str, s: Any) -> Dict[str, Any]:
+        return {"backbone": group, "backbone_scale": s.backbone_scale}
 
     def model_kwargs(self, cell: Any, s: Any) -> Dict[str, Any]:
         """``MattingRefine`` constructor arguments of ``cell`` under settings ``s`` (full mode's ``n/a``
@@ -58,11 +162,6 @@ class BGMv2(ModelAdapter):
             refine_topk_step=s.refine_topk_step,
         )
 
-    def settings_fields(self) -> Dict[str, Any]:
-        """The refiner settings every BGMv2 record carries (:meth:`harness.keys.CellKeys.base_record`)."""
-        return {"backbone_scale": float, "refine_sample_pixels": int, "refine_threshold": float,
-                "refine_kernel_size": int, "refine_prevent_oversampling": bool}
-
     def record_fields(self) -> Dict[str, Any]:
         """The selection-aware judge's fields (:func:`harness.verdict.record_fields`) and the static
         selector's ``patch_cap_truncated``."""
@@ -70,6 +169,43 @@ class BGMv2(ModelAdapter):
         from ..verdict import record_fields
 
         return {**record_fields(JUDGED_OUTPUTS), "patch_cap_truncated": str}
+
+    def blank_model(self, group: str, s: Any) -> Any:
+        """``MattingRefine(group)``: group is the backbone name."""
+        from model.bgmv2 import MattingRefine
+
+        return MattingRefine(group, backbone_scale=s.backbone_scale)
+
+    def load_state(self, group: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """Strict load into ``MattingRefine(group)`` (:func:`model.bgmv2.checkpoint.load_checkpoint`: raises
+        CheckpointError naming missing/unexpected keys or shapes)."""
+        from model.bgmv2 import MattingRefine
+        from model.bgmv2.checkpoint import load_checkpoint
+
+        m = MattingRefine(group)
+        load_checkpoint(m, state_dict)
+        return m.state_dict()
+
+    def checkpoint_kind(self, state_dict: Dict[str, Any]) -> str:
+        from model.bgmv2.checkpoint import guess_architecture
+
+        return guess_architecture(state_dict) or "unknown"
+
+    def calibrated_state(self, group: str, s: Any, samples: List[str]) -> Dict[str, Any]:
+        """Seeded init, then BatchNorm statistics calibrated on the shipped pairs at the small size and their
+        mirror images (:func:`model.bgmv2.calibration.calibrate`); a single sample is doubled by its mirror."""
+        import torch
+
+        from model.bgmv2.calibration import calibrate
+
+        from .. import inputs as data_mod
+
+        m = self.blank_model(group, s)
+        src, bgr = data_mod.stack([data_mod.load_sample(n, data_mod._SHIPPED["small"]) for n in samples])
+        if src.shape[0] < 2:
+            src, bgr = torch.cat([src, src.flip(-1)]), torch.cat([bgr, bgr.flip(-1)])
+        calibrate(m, [(src, bgr), (src.flip(-1), bgr.flip(-1))])
+        return m.state_dict()
 
     def construct(self, kwargs: Dict[str, Any]) -> Any:
         from model.bgmv2 import MattingRefine

@@ -256,7 +256,7 @@ def typed_record(rec: Dict[str, Any]) -> Dict[str, Any]:
     try:
         return validate(rec)
     except RecordError as e:
-        bad = new_record()
+        bad = new_record(rec.get("model", "bgmv2"))
         for k, v in rec.items():
             try:
                 bad.put(**{k: v})

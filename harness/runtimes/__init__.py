@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 Feeds = Dict[str, "Tensor"]
 Outputs = Dict[str, np.ndarray]
-# TorchScript's hoisted attributes, set with setattr after loading (harness/targets.py TORCHSCRIPT_SETTABLE)
-HOISTED = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold", "refine_prevent_oversampling")
+# TorchScript's hoisted attributes, set with setattr after loading: every model adapter's ``hoisted``
+from ..targets import TORCHSCRIPT_SETTABLE as HOISTED  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
