@@ -11,7 +11,7 @@ from .benchmark import cpu_flags, cpu_name
 from .cache import code_hash, file_hash, make_key
 from .config import Cell, Plan
 from .exporters import EXPORTERS
-from .models import owner
+from .models import MODELS, owner
 from .runtimes import RUNTIMES
 
 
@@ -81,19 +81,18 @@ class CellKeys:
         self.weights_info = self.calibrated_info()
         return True
 
-    def inputs_id(self, res: Tuple[int, int], batch: int) -> str:
+    def inputs_id(self, res: Tuple[int, int], batch: int, model: str = "bgmv2") -> str:
         """Identity of the validation inputs of a (resolution, batch) from file contents (no decoding)."""
         memo = self.__dict__.setdefault("_inputs_ids", {})
-        if (tuple(res), batch) not in memo:
-            memo[(tuple(res), batch)] = self._inputs_id(res, batch)
-        return memo[(tuple(res), batch)]
+        key = (model, tuple(res), batch)
+        if key not in memo:
+            memo[key] = self._inputs_id(res, batch, model)
+        return memo[key]
 
-    def _inputs_id(self, res: Tuple[int, int], batch: int) -> str:
+    def _inputs_id(self, res: Tuple[int, int], batch: int, model: str) -> str:
         if self.opts.src:
             return f"user:{file_hash([Path(self.opts.src), Path(self.opts.bgr)])}:pad={self.opts.pad}:b{batch}"
-        tag = "small" if res[0] <= data_mod._SHIPPED["small"][0] and res[1] <= data_mod._SHIPPED["small"][1] else "hd"
-        names = [self.plan.samples[k % len(self.plan.samples)] for k in range(batch)]
-        files = [p for n in names for p in sorted(data_mod.SAMPLES_DIR.glob(f"{n}_{tag}_*"))]
+        files = MODELS[model].input_files(tuple(res), batch, list(self.plan.samples))
         return f"samples:{file_hash(files)}:{res[0]}x{res[1]}:b{batch}"
 
     # ---------------------------------------------------------------- keys
@@ -131,7 +130,7 @@ class CellKeys:
         identity (GPU name and driver for CUDA cells, the C++ runner's toolchain)."""
         parts = self._model_parts(cell, cell.precision)
         rt = RUNTIMES[cell.runtime]
-        parts.update(cell=cell.cell_id, settings=self.s.model_dump(), inputs=self.inputs_id(cell.resolution, cell.batch),
+        parts.update(cell=cell.cell_id, settings=self.s.model_dump(), inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
                      tolerance=self.plan.tolerances[cell.precision].model_dump(), device=self.device,
                      code=code_hash("model", "harness"), runtime_identity=rt.identity(),
                      cpu_flags=cpu_flags())

@@ -36,7 +36,7 @@ from .records import (  # noqa: F401 - re-exported
     describe,
 )
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
-from .models import bgmv2, owner
+from .models import Inputs, bgmv2, owner  # noqa: F401 - Inputs re-exported
 from .parity import Selection
 from .verdict import judge_outputs
 from .runtimes import RUNTIMES, as_list
@@ -45,16 +45,6 @@ from .stages import PIPELINE, CellState, Outcome, StageError, in_stage
 _Stage, _in_stage = StageError, in_stage
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-
-
-@dataclass
-class Inputs:
-    """Validation inputs for one (resolution, batch): names and (B,3,H,W) float32 tensors."""
-
-    names: List[str]
-    src: torch.Tensor
-    bgr: torch.Tensor
-    crop_to: Optional[Tuple[int, int]] = None
 
 
 class Runner(CellKeys):
@@ -80,19 +70,14 @@ class Runner(CellKeys):
 
     # ---------------------------------------------------------------- setup (coordinator)
     def load_user_pair(self) -> None:
-        """Read ``--src``/``--bgr`` (raises InputError naming the problem)."""
+        """Read ``--src``/``--bgr`` and let each model of the plan check them (raises InputError naming the
+        problem)."""
         if self.opts.src or self.opts.bgr:
             if not (self.opts.src and self.opts.bgr):
                 raise data_mod.InputError("--src and --bgr must be given together")
             self.user_pair = data_mod.load_user_pair(self.opts.src, self.opts.bgr, pad=self.opts.pad)
-            h, w = self.user_pair.src.shape[1:]
-            h, w = h + (-h) % 4, w + (-w) % 4
-            need = self.s.refine_sample_pixels
-            if "sampling" in {c.refine_mode for c in self.plan.cells} and h * w < need:
-                raise data_mod.InputError(
-                    f"--src/--bgr are {w}x{h} (WxH) = {h * w} px, fewer than refine_sample_pixels={need}; "
-                    f"use images of at least {need} px or lower settings.refine_sample_pixels in the config"
-                )
+            for a in {owner(c).name: owner(c) for c in self.plan.cells}.values():
+                a.check_user_inputs(self.user_pair, [c for c in self.plan.cells if c.model == a.name], self.s)
 
     def prepare_weights(self) -> Dict[str, Tuple[str, str]]:
         """Load the checkpoint or calibrate weights (cached), save them in ``out``.
@@ -138,29 +123,15 @@ class Runner(CellKeys):
             self.weights_id[g] = wid
 
     # ---------------------------------------------------------------- inputs
-    def _inputs(self, res: Tuple[int, int], batch: int) -> Inputs:
-        key = (res, batch)
+    def _inputs(self, cell: Cell) -> Inputs:
+        """The validation inputs of ``cell``'s model at its resolution and batch (float32; cached)."""
+        a, res, batch = owner(cell), tuple(cell.resolution), cell.batch
+        key = (a.name, res, batch)
         if key not in self.inputs:
             if self.user_pair is not None:
-                src, bgr = self.user_pair.src, self.user_pair.bgr
-                crop = None
-                if self.opts.pad:
-                    src, crop = data_mod.pad_to_multiple(src)
-                    bgr, _ = data_mod.pad_to_multiple(bgr)
-                    if tuple(crop) == tuple(src.shape[1:]):
-                        crop = None
-                self.inputs[key] = Inputs(
-                    [self.user_pair.name] * batch,
-                    src.unsqueeze(0).repeat(batch, 1, 1, 1),
-                    bgr.unsqueeze(0).repeat(batch, 1, 1, 1),
-                    crop,
-                )
+                self.inputs[key] = a.user_inputs(self.user_pair, batch, self.opts.pad)
             else:
-                pairs = [
-                    data_mod.load_sample(self.plan.samples[k % len(self.plan.samples)], res) for k in range(batch)
-                ]
-                src, bgr = data_mod.stack(pairs)
-                self.inputs[key] = Inputs([p.name for p in pairs], src, bgr)
+                self.inputs[key] = a.validation_inputs(res, batch, list(self.plan.samples))
         return self.inputs[key]
 
     # ---------------------------------------------------------------- models and references
@@ -188,7 +159,7 @@ class Runner(CellKeys):
 
         cell = owner(cell).official(cell)
         parts = self._model_parts(cell, precision)
-        parts.update(refine_mode=cell.refine_mode, inputs=self.inputs_id(cell.resolution, cell.batch),
+        parts.update(inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
                      threads=torch.get_num_threads())
         if device != "cpu":
             parts.update(device=device, gpu=gpu_identity(), tf32=False)
@@ -200,14 +171,13 @@ class Runner(CellKeys):
                     self.refs[key] = [z[f"o{k}"] for k in range(len(z.files))]
             else:
                 try:
-                    inp = self._inputs(cell.resolution, cell.batch)
+                    a = owner(cell)
+                    feeds = {k: v.to(device) for k, v in a.cast(self._inputs(cell).feeds, precision).items()}
                     m = self.build_model(cell, precision).to(device)
-                    dt = DTYPES[precision]
                     if device != "cpu":
                         set_tf32(False)
                     with torch.inference_mode():
-                        outs = m(inp.src.to(device=device, dtype=dt), inp.bgr.to(device=device, dtype=dt))
-                        self.refs[key] = [o.float().cpu().numpy() for o in outs]
+                        self.refs[key] = [o.float().cpu().numpy() for o in a.call(m, feeds)]
                 except Exception as e:  # noqa: BLE001 - recorded as the cell's skip reason
                     self.refs[key] = e
                 else:
@@ -223,15 +193,19 @@ class Runner(CellKeys):
     def gmacs(self, cell: Cell) -> Optional[float]:
         """Multiply-accumulates per frame in GMac (``torch.utils.flop_counter``: convolutions and matmuls,
         like the paper's Table 3, which excludes interpolation and cropping), batch 1, fp32."""
-        key = (cell.backbone, cell.refine_mode, cell.crop_method, cell.replace_method, cell.resolution)
+        import dataclasses
+
+        one = dataclasses.replace(cell, batch=1)
+        key = make_key("gmacs", {**self._model_parts(one, "fp32"), "mode": str(self.model_kwargs(one)),
+                                 "res": list(cell.resolution)})
         memo = self.__dict__.setdefault("_gmacs", {})
         if key not in memo:
             from torch.utils.flop_counter import FlopCounterMode
 
-            inp = self._inputs(cell.resolution, 1)
-            m = self.build_model(cell, "fp32")
+            a = owner(cell)
+            m = self.build_model(one, "fp32")
             with FlopCounterMode(display=False) as fc, torch.inference_mode():
-                m(inp.src[:1], inp.bgr[:1])
+                a.call(m, self._inputs(one).feeds)
             memo[key] = round(fc.get_total_flops() / 2 / 1e9, 2)
         return memo[key]
 
@@ -252,7 +226,7 @@ class Runner(CellKeys):
         if ref_art.path.resolve() == Path(art.path).resolve() or (
                 ref_cell == cell and ref_art.path.read_bytes() == Path(art.path).read_bytes()):
             return "not localised: this graph is the fp32 export itself (the difference is against eager PyTorch)"
-        feeds = {"src": inp.src[:1].float().numpy(), "bgr": inp.bgr[:1].float().numpy()}
+        feeds = {k: v[:1].float().numpy() for k, v in inp.feeds.items()}
         try:
             found = first_divergence(Path(art.path), ref_art.path, feeds, atol, work)
         except Exception as e:  # noqa: BLE001 - localisation is a diagnosis, not a verdict
@@ -311,10 +285,9 @@ class Runner(CellKeys):
     def export_request(self, cell: Cell, path: Path, batch: int) -> ExportRequest:
         """The exporter's inputs for ``cell``: the eager model in the cell's precision, example inputs at
         ``settings.export_resolution`` with ``batch`` images, the I/O contract and the metadata to embed."""
-        dt = DTYPES[cell.precision]
-        _, src, bgr = data_mod.batch_of(self.s.export_resolution, batch)
         a = owner(cell)
-        return ExportRequest(model=self.build_model(cell), path=path, example=(src.to(dt), bgr.to(dt)),
+        feeds = a.cast(a.example_inputs(tuple(self.s.export_resolution), batch).feeds, cell.precision)
+        return ExportRequest(model=self.build_model(cell), path=path, example=tuple(feeds[n] for n in a.input_names),
                              input_names=a.input_names, output_names=a.output_names, dynamic_axes=a.dynamic_axes,
                              opset=cell.opset, precision=cell.precision, model_name=a.name,
                              model_kwargs=self.model_kwargs(cell), meta=self.artifact_metadata(cell, False))
@@ -430,9 +403,9 @@ class Runner(CellKeys):
         finally:
             self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.perf_counter() - t
 
-    def inputs_for(self, cell: Cell) -> "Inputs":
-        """The cell's validation inputs (float32, cached per resolution and batch)."""
-        return self._inputs(cell.resolution, cell.batch)
+    def inputs_for(self, cell: Cell) -> Inputs:
+        """The cell's validation inputs (float32, cached per model, resolution and batch)."""
+        return self._inputs(cell)
 
     @staticmethod
     def dtype(cell: Cell) -> Any:
@@ -450,9 +423,10 @@ class Runner(CellKeys):
                 "passes_vs_cuda_eager": on_gpu.passed}
 
 
-def positional_call(runtime: Any) -> Callable[..., List[np.ndarray]]:
-    """``(src, bgr) -> [pha, fgr, ...]`` around a runtime plug-in's named ``run`` (for the probes)."""
-    return lambda src, bgr: as_list(runtime.run({"src": src, "bgr": bgr}), bgmv2.OUTPUT_NAMES)
+def positional_call(runtime: Any, adapter: Any = bgmv2.ADAPTER) -> Callable[..., List[np.ndarray]]:
+    """``(*probe inputs) -> [outputs in order]`` around a runtime plug-in's named ``run`` for the probes
+    (BGMv2: ``(src, bgr) -> [pha, fgr, ...]``; the adapter's ``probe_inputs`` name the arguments)."""
+    return lambda *xs: as_list(runtime.run(dict(zip(adapter.probe_inputs, xs))), adapter.output_names)
 
 
 __all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "describe", "CheckpointError",

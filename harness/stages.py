@@ -215,7 +215,7 @@ class LoadStage(Stage):
 # ------------------------------------------------------------------------------------------ run
 @dataclass
 class Ran(StageResult):
-    """One call on the validation inputs: the inputs (``harness.runner.Inputs``), the named feeds, the
+    """One call on the validation inputs: the inputs (:class:`harness.models.Inputs`), the named feeds, the
     outputs in the model's output order (numpy), the call's wall time in ms and the runtime's ``info()``."""
 
     inputs: Any
@@ -245,7 +245,7 @@ class RunStage(Stage):
         r, cell = state.runner, state.cell
         runtime = state.results["load"].runtime
         inp = r.inputs_for(cell)
-        feeds = owner(cell).feeds(*(t.to(r.dtype(cell)) for t in (inp.src, inp.bgr)))
+        feeds = owner(cell).cast(inp.feeds, cell.precision)
         t = time.perf_counter()
         outs = in_stage("run", lambda: as_list(r.timed("run", lambda: runtime.run(feeds)), owner(cell).output_names))
         # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
@@ -460,9 +460,9 @@ class ProbeStage(Stage):
         from .probes import record_fields, run_probes
         from .runner import positional_call
 
-        r = state.runner
+        r, a = state.runner, owner(state.cell)
         probes = list(r.s.input_probes)
-        if not probes:
+        if not probes or not a.probe_inputs:  # the model declares no inputs to probe
             return None
         runtime, ran = state.results["load"].runtime, state.results["run"]
 
@@ -476,9 +476,9 @@ class ProbeStage(Stage):
             r.on_partial(snap)
 
         on_probe(probes[0], [])  # before the stage starts: a fault injected at its start finds the verdict
-        call = positional_call(runtime)
+        call = positional_call(runtime, a)
         try:
-            found = r.timed("probe", lambda: run_probes(call, ran.feeds["src"], ran.feeds["bgr"], ran.outputs,
+            found = r.timed("probe", lambda: run_probes(call, *(ran.feeds[n] for n in a.probe_inputs), ran.outputs,
                                                         probes, on_probe))
         except Exception as e:  # noqa: BLE001 - probing is information, never a reason to fail a cell
             return Probed({}, describe(e))

@@ -247,7 +247,7 @@ def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str,
     """Load, run and judge the artifact for one cell: the raw record and the input contract ("" when not probed)."""
     from .parity import ShapeMismatch
     from .records import describe
-    from .runner import DTYPES, positional_call
+    from .runner import positional_call
     from .models import owner
     from .runtimes import RUNTIMES
 
@@ -261,9 +261,8 @@ def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str,
         rt.prepare(runner.cache, tmp)
         rt.load(str(path), runner.runtime_settings(cell))
         stage = "run"
-        inp = runner._inputs(cell.resolution, cell.batch)
-        dt = DTYPES[cell.precision]
-        src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+        feeds = owner(cell).cast(runner.inputs_for(cell).feeds, cell.precision)
+        src, bgr = feeds["src"], feeds["bgr"]
         outs = positional_call(rt)(src, bgr)
         rec["runtime_info"] = rt.info()
         stage = "parity"

@@ -12,9 +12,22 @@ plus ``model/<name>/``. See docs/architecture.md. This package imports neither t
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 from pydantic import BaseModel
+
+
+@dataclass
+class Inputs:
+    """Validation inputs of one (resolution, batch): the sample name of each batch item, the named feeds in
+    float32 (``{input name: tensor}``; the adapter's :meth:`ModelAdapter.cast` makes them the cell's
+    precision) and, for zero-padded user images (``--pad``), the real ``(H, W)`` the outputs are judged in."""
+
+    names: List[str]
+    feeds: Dict[str, Any]
+    crop_to: Optional[Tuple[int, int]] = None
 
 
 class ModelAdapter:
@@ -108,6 +121,46 @@ class ModelAdapter:
     def calibration_parts(self, group: str, s: Any) -> Dict[str, Any]:
         """What calibrated weights of ``group`` depend on besides the seed, samples and code."""
         return {}
+
+    # ------------------------------------------------------------------ inputs
+    # the inputs the input-contract probes (harness/probes.py: size, dtype, channels, range) perturb, in the
+    # order the probes' positional call takes them; () = the model has no probes (the stage records nothing)
+    probe_inputs: Tuple[str, ...] = ()
+
+    def input_files(self, res: Tuple[int, int], batch: int, samples: List[str]) -> List[Path]:
+        """The shipped files the validation inputs of ``(res, batch)`` are made from (their bytes identify the
+        inputs in cache keys without decoding them)."""
+        raise NotImplementedError
+
+    def validation_inputs(self, res: Tuple[int, int], batch: int, samples: List[str]) -> Inputs:
+        """The validation inputs at ``res = (H, W)`` with ``batch`` items made from the shipped ``samples``
+        (cycled, so a batch holds different content)."""
+        raise NotImplementedError
+
+    def user_inputs(self, user: Any, batch: int, pad: bool) -> Inputs:
+        """The validation inputs from the user's own files (``--src``/``--bgr``: ``user`` is the loaded
+        :class:`harness.inputs.Pair`); ``pad``: zero-pad to the model's size multiple and judge the real size.
+        Raises :class:`harness.inputs.InputError` where the model cannot take them."""
+        raise NotImplementedError
+
+    def check_user_inputs(self, user: Any, cells: List[Any], s: Any) -> None:
+        """Raise :class:`harness.inputs.InputError` where the user's inputs cannot serve ``cells`` under ``s``."""
+
+    def example_inputs(self, res: Tuple[int, int], batch: int) -> Inputs:
+        """What exporters trace with (``settings.export_resolution``, the exporter's example batch)."""
+        return self.validation_inputs(res, batch, [])
+
+    def cast(self, feeds: Dict[str, Any], precision: str) -> Dict[str, Any]:
+        """``feeds`` in the tensors' dtype of ``precision`` (default: every floating tensor)."""
+        import torch
+
+        dt = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+        return {k: v.to(dt) if v.is_floating_point() else v for k, v in feeds.items()}
+
+    def call(self, model: Any, feeds: Dict[str, Any]) -> List[Any]:
+        """The eager model on named ``feeds``: its outputs in :attr:`output_names` order (default: positional
+        call in :attr:`input_names` order)."""
+        return list(model(*(feeds[n] for n in self.input_names)))
 
     # ------------------------------------------------------------------ model (torch)
     def blank_model(self, group: str, s: Any) -> Any:

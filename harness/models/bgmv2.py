@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import NA
-from . import ModelAdapter, register_model
+from . import Inputs, ModelAdapter, register_model
 
 INPUT_NAMES = ("src", "bgr")
 OUTPUT_NAMES = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm")
@@ -133,9 +133,9 @@ class BGMv2(ModelAdapter):
         return cell.backbone
 
     def model_parts(self, cell: Any, s: Any, precision: str) -> Dict[str, Any]:
-        """The eager model's identity for reference and result keys (the refine mode and the static selector
-        are keyed by the caller: references are always of the official selector)."""
-        return {"backbone": cell.backbone, "crop": cell.crop_method, "replace": cell.replace_method,
+        """The eager model's identity for reference and result keys (the static selector and the input guard
+        are not: references are always of the official model, :meth:`official`)."""
+        return {"backbone": cell.backbone, "refine_mode": cell.refine_mode, "crop": cell.crop_method, "replace": cell.replace_method,
                 "precision": precision, "backbone_scale": s.backbone_scale,
                 "refine_sample_pixels": s.refine_sample_pixels, "refine_threshold": s.refine_threshold,
                 "refine_kernel_size": s.refine_kernel_size, "refine_prevent_oversampling": s.refine_prevent_oversampling}
@@ -218,9 +218,53 @@ class BGMv2(ModelAdapter):
 
         return MattingRefineTorchScript(model)
 
-    def feeds(self, src: Any, bgr: Any) -> Dict[str, Any]:
-        """Named feeds from the validation pair (``(B,3,H,W)`` tensors in the cell's dtype)."""
-        return {"src": src, "bgr": bgr}
+    # the probes perturb the image pair (harness/probes.py)
+    probe_inputs = ("src", "bgr")
+
+    def input_files(self, res, batch, samples):
+        """The shipped ``<sample>_<small|hd>_*`` files of the batch's samples (small up to 288x512)."""
+        from .. import inputs as data_mod
+
+        tag = "small" if res[0] <= data_mod._SHIPPED["small"][0] and res[1] <= data_mod._SHIPPED["small"][1] else "hd"
+        names = [samples[k % len(samples)] for k in range(batch)]
+        return [p for n in names for p in sorted(data_mod.SAMPLES_DIR.glob(f"{n}_{tag}_*"))]
+
+    def validation_inputs(self, res, batch, samples):
+        """``src``/``bgr`` ``(B, 3, H, W)`` float32 in [0, 1]: shipped photo pairs resized to ``res``
+        (:func:`harness.inputs.load_sample`); no ``samples``: the shipped samples in their order."""
+        from .. import inputs as data_mod
+
+        samples = list(samples) or list(data_mod.SAMPLE_NAMES)
+        pairs = [data_mod.load_sample(samples[k % len(samples)], res) for k in range(batch)]
+        src, bgr = data_mod.stack(pairs)
+        return Inputs([p.name for p in pairs], {"src": src, "bgr": bgr})
+
+    def user_inputs(self, user, batch, pad):
+        """The user's pair repeated ``batch`` times; with ``pad`` zero-padded to multiples of 4 (judged in
+        the real size)."""
+        from .. import inputs as data_mod
+
+        src, bgr, crop = user.src, user.bgr, None
+        if pad:
+            src, crop = data_mod.pad_to_multiple(src)
+            bgr, _ = data_mod.pad_to_multiple(bgr)
+            if tuple(crop) == tuple(src.shape[1:]):
+                crop = None
+        return Inputs([user.name] * batch, {"src": src.unsqueeze(0).repeat(batch, 1, 1, 1),
+                                            "bgr": bgr.unsqueeze(0).repeat(batch, 1, 1, 1)}, crop)
+
+    def check_user_inputs(self, user, cells, s):
+        """Sampling mode needs at least ``refine_sample_pixels`` pixels in the (padded) image."""
+        from ..inputs import InputError
+
+        h, w = user.src.shape[1:]
+        h, w = h + (-h) % 4, w + (-w) % 4
+        need = s.refine_sample_pixels
+        if "sampling" in {c.refine_mode for c in cells} and h * w < need:
+            raise InputError(
+                f"--src/--bgr are {w}x{h} (WxH) = {h * w} px, fewer than refine_sample_pixels={need}; "
+                f"use images of at least {need} px or lower settings.refine_sample_pixels in the config"
+            )
 
     def selection(self, cell: Any, s: Any):
         """How the cell's refiner selects cells (for the near-tie judge of :mod:`harness.parity`)."""
