@@ -601,7 +601,8 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
     """Cross product of ``axes`` per model minus meaningless combinations, in a stable order: the model's
     own (:meth:`harness.models.ModelAdapter.combinations` and ``allows``), an exporter's own opsets only
     (onnx-dynamo: 18+), no simplify where the exporter has no simplifier, a runtime must consume the
-    exporter's artifact format, TF32 only on CUDA runtimes."""
+    exporter's artifact format, a plug-in limited to some models (its ``models``) only for those, TF32 only
+    on CUDA runtimes."""
     cells: List[Cell] = []
     seen = set()
     for name in axes.get("model") or ["bgmv2"]:
@@ -612,7 +613,10 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
             opsets = [o for o in axes["opset"] if o in exporter.opsets] if exporter.opsets else [None]
             sims = axes["simplify"] if exporter.simplifiable else [False]
             for op, sim, rt, tf in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False]):
-                if RUNTIMES[rt].format != exporter.format or (tf and RUNTIMES[rt].device != "cuda"):
+                runtime = RUNTIMES[rt]
+                if runtime.format != exporter.format or (tf and runtime.device != "cuda"):
+                    continue
+                if name not in (runtime.models or (name,)) or name not in (exporter.models or (name,)):
                     continue
                 if not adapter.allows(knobs, exp, rt):
                     continue

@@ -32,7 +32,7 @@ class CellKeys:
 
     def _calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
         a = self._adapter_of_group(group)
-        parts = {**a.calibration_parts(group, self.s), "seed": self.s.seed, "samples": list(self.plan.samples),
+        parts = {"model": a.name, "group": group, **a.calibration_parts(group, self.s), "seed": self.s.seed, "samples": list(self.plan.samples),
                  "code": code_hash(*a.code_dir),
                  "samples_hash": file_hash(sorted(data_mod.SAMPLES_DIR.glob("*_small_*")))}
         return make_key("weights", parts), parts

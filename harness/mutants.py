@@ -70,15 +70,19 @@ def _conv(model) -> str:
 
 
 def _swap(model) -> str:
+    from onnx import helper
+
     outs = {o.name: o for o in model.graph.output}
     if "pha" not in outs or "fgr" not in outs:
         raise MutationError("graph outputs are not named pha/fgr")
-    for node in model.graph.node:
-        for k, name in enumerate(node.output):
-            if name == "pha":
-                node.output[k] = "fgr"
-            elif name == "fgr":
-                node.output[k] = "pha"
+    inner = {"pha": "mutant_pha_inner", "fgr": "mutant_fgr_inner"}
+    for node in model.graph.node:  # every use, so an output that feeds another (fgr = src * pha) stays acyclic
+        for names in (node.input, node.output):
+            for k, name in enumerate(names):
+                if name in inner:
+                    names[k] = inner[name]
+    model.graph.node.extend([helper.make_node("Identity", [inner["fgr"]], ["pha"], name="mutant_swap_pha"),
+                             helper.make_node("Identity", [inner["pha"]], ["fgr"], name="mutant_swap_fgr")])
     pha_type, fgr_type = outs["pha"].type.SerializeToString(), outs["fgr"].type.SerializeToString()
     outs["pha"].type.ParseFromString(fgr_type)
     outs["fgr"].type.ParseFromString(pha_type)
@@ -97,7 +101,7 @@ def _nan(model) -> str:
             if name == "pha":
                 node.output[k] = "pha_before_nan"
     dtype = np.float16 if out.type.tensor_type.elem_type == 10 else np.float32
-    idx = numpy_helper.from_array(np.array([[0, 0, 5, 7], [0, 0, 10, 20], [0, 0, 100, 200]], dtype=np.int64), "nan_idx")
+    idx = numpy_helper.from_array(np.array([[0, 0, 5, 7], [0, 0, 10, 20], [0, 0, 30, 40]], dtype=np.int64), "nan_idx")
     upd = numpy_helper.from_array(np.full(3, np.nan, dtype=dtype), "nan_upd")
     model.graph.initializer.extend([idx, upd])
     model.graph.node.append(helper.make_node("ScatterND", ["pha_before_nan", "nan_idx", "nan_upd"], ["pha"],

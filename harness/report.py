@@ -93,31 +93,41 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _adapter(r: Dict[str, Any]) -> Any:
+    """The model adapter of a record (records written before the ``model`` field are BGMv2's)."""
+    from .models import MODELS
+
+    return MODELS[r.get("model") or "bgmv2"]
+
+
 def _target(r: Dict[str, Any]) -> str:
-    """What produced a record's artifact, e.g. ``onnx+onnxsim+guard+static`` (exporter and export options)."""
-    return (r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + ("+guard" if r.get("input_guard") else "")
-            + ("+static" if r.get("refine_patch_select") == "static" else ""))
+    """What produced a record's artifact, e.g. ``onnx+onnxsim+guard+static`` (exporter and export options:
+    the model adapter's :meth:`~harness.models.ModelAdapter.export_tags`)."""
+    return r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + _adapter(r).export_tags(r)
 
 
 def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Compatibility grids: one per (backbone, exporter+simplify, runtime, resolution, batch)."""
+    """Compatibility grids: one per (model, its ``grid_group_axes`` (BGMv2: backbone), exporter+options,
+    runtime, resolution, batch); rows are the model's ``grid_row_axes`` (BGMv2: crop x replace x mode),
+    columns opset x precision."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
-        target = _target(r)
+        a = _adapter(r)
         runtime = str(r.get("runtime")) + (" (TF32)" if r.get("tf32") else "")
-        key = (r.get("backbone"), target, runtime, r.get("resolution"), r.get("batch"))
+        key = (a.name, tuple(r.get(x) for x in a.grid_group_axes), _target(r), runtime, r.get("resolution"),
+               r.get("batch"))
         groups.setdefault(key, []).append(r)
     grids = []
-    for (bb, target, rt, res, batch), recs in sorted(groups.items(), key=lambda kv: [str(x) for x in kv[0]]):
+    for (model, lead, target, rt, res, batch), recs in sorted(groups.items(), key=lambda kv: [str(x) for x in kv[0]]):
+        a = _adapter(recs[0])
         cols = sorted({(r.get("opset") or 0, r.get("precision")) for r in recs})
-        rows = sorted({(r.get("crop_method"), r.get("replace_method"), r.get("refine_mode")) for r in recs})
-        cells = {((r.get("crop_method"), r.get("replace_method"), r.get("refine_mode")),
-                  (r.get("opset") or 0, r.get("precision"))): r for r in recs}
-        table = []
-        for row in rows:
-            table.append({"row": row, "cells": [cells.get((row, col)) for col in cols]})
+        row_of = lambda r: tuple(r.get(x) for x in a.grid_row_axes)  # noqa: E731
+        rows = sorted({row_of(r) for r in recs}, key=lambda row: [str(x) for x in row])
+        cells = {(row_of(r), (r.get("opset") or 0, r.get("precision"))): r for r in recs}
+        table = [{"row": row, "cells": [cells.get((row, col)) for col in cols]} for row in rows]
         grids.append({
-            "title": f"{bb} · {target} → {rt} · {res} · batch {batch}",
+            "title": " · ".join([*map(str, lead or (model,)), f"{target} → {rt}", str(res), f"batch {batch}"]),
+            "row_headers": [a.grid_headers.get(x, x) for x in a.grid_row_axes],
             "cols": [(f"opset {o}" if o else "—", p) for o, p in cols],
             "rows": table,
         })

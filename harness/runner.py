@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -37,8 +36,6 @@ from .records import (  # noqa: F401 - re-exported
 )
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
 from .models import Inputs, bgmv2, owner  # noqa: F401 - Inputs re-exported
-from .parity import Selection
-from .verdict import judge_outputs
 from .runtimes import RUNTIMES, as_list
 from .stages import PIPELINE, CellState, Outcome, StageError, in_stage
 
@@ -108,6 +105,8 @@ class Runner(CellKeys):
             else:
                 torch.manual_seed(self.s.seed)
                 self.weights[g] = groups[g].calibrated_state(g, self.s, list(self.plan.samples))
+                # a new file, never written through: the old one may be a hard link into the cache
+                (self.out / name).unlink(missing_ok=True)
                 torch.save(self.weights[g], self.out / name)
                 self.cache.put("weights", key, {"weights.pth": self.out / name}, {"group": g, **parts})
             self.weights_id[g] = f"calibrated:{key[:16]}"
@@ -138,10 +137,6 @@ class Runner(CellKeys):
     def model_kwargs(self, cell: Cell) -> Dict[str, Any]:
         """The model's constructor arguments for ``cell`` (:meth:`harness.models.bgmv2.BGMv2.model_kwargs`)."""
         return owner(cell).model_kwargs(cell, self.s)
-
-    def selection(self, cell: Cell) -> Selection:
-        """How the cell's refiner selects cells (for the near-tie judge of :mod:`harness.parity`)."""
-        return owner(cell).selection(cell, self.s)
 
     def build_model(self, cell: Cell, precision: Optional[str] = None) -> Any:
         """The eager model of ``cell`` with the run's weights, in ``precision`` (default the cell's), eval."""
@@ -261,6 +256,9 @@ class Runner(CellKeys):
                 if f.name != "meta.json":
                     link_or_copy(f, cell_dir / f.name)
             return Artifact(target, meta["format"], meta["exporter"], meta["seconds"], dict(meta["meta"], cached=True))
+        # files left here by an earlier run may be hard links into the cache: remove them, never write through
+        for old in cell_dir.glob(Path(name).stem + ".*"):
+            old.unlink()
         try:
             art = make(target)
         except _Stage as e:
@@ -413,13 +411,16 @@ class Runner(CellKeys):
         return DTYPES[cell.precision]
 
     def judge_vs_cuda_eager(self, cell: Cell, outs: List[np.ndarray], tol: Any) -> Dict[str, Any]:
-        """Record fields of the judge against eager on the same GPU (TF32 off), or why it failed (information)."""
+        """Record fields of the model's judge against eager on the same GPU (TF32 off), or why it failed
+        (information)."""
         try:
-            on_gpu = judge_outputs(outs, self.reference(cell, cell.precision, "cuda"), None, tol, self.selection(cell))
+            on_gpu = owner(cell).judge(outs, self.reference(cell, cell.precision, "cuda"), None, tol, cell, self.s)
         except Exception as e:  # noqa: BLE001 - information only
             return {"cuda_eager_error": describe(e)}
-        return {"max_abs_pha_vs_cuda_eager": on_gpu.best.outputs["pha"].max_abs,
-                "judged_max_abs_pha_vs_cuda_eager": on_gpu.best.outputs["pha"].judged_max_abs,
+        pha = "pha" if "pha" in owner(cell).output_names else owner(cell).output_names[0]
+        return {"max_abs_pha_vs_cuda_eager": on_gpu.record.get(f"max_abs_{pha}"),
+                "judged_max_abs_pha_vs_cuda_eager": on_gpu.record.get(f"judged_max_abs_{pha}",
+                                                                      on_gpu.record.get(f"max_abs_{pha}")),
                 "passes_vs_cuda_eager": on_gpu.passed}
 
 

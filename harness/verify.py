@@ -177,6 +177,9 @@ def _verify(args: argparse.Namespace) -> int:
         raise VerifyError(str(e)) from None
     if meta is not None and meta.get("format") not in (None, fmt):
         raise VerifyError(f"{args.artifact!r}: its metadata says format {meta.get('format')!r}, the suffix says {fmt!r}")
+    if meta is not None and meta.get("model", "bgmv2") != "bgmv2":
+        raise VerifyError(f"{args.artifact!r}: exported from model {meta.get('model')!r}; verify judges BGMv2 "
+                          f"artifacts (model 'bgmv2') only: run that model's cells with `python -m harness run`")
     s = _settings(args, fmt, meta)
     if args.runtime:
         names = list(args.runtime)

@@ -58,3 +58,34 @@ def test_put_is_atomic_and_disabled_cache_misses(tmp_path):
     assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
     off = Cache(tmp_path / "c", enabled=False)
     assert off.get("artifact", key) is None and off.put("artifact", key, {}, {}) is None
+
+
+def test_a_new_export_never_writes_through_a_cached_artifact(tmp_path):
+    """A re-run into the same --out after a change that gives the cell a new artifact key: the files left in
+    the cell's folder are hard links into the cache, so writing the new export through them would turn the
+    old key's entry into the new file (a stale hit that returns the wrong graph if the code goes back)."""
+    from harness.exporters import Artifact
+    from harness.runner import Runner
+
+    plan = expand(load_config(MATRIX), "smoke")
+    cache = Cache(tmp_path / "cache")
+    runner = Runner(plan, RunOptions(out_dir=tmp_path / "out"), cache, threads=1)
+    cell_dir = tmp_path / "out" / "artifacts" / "cell"
+    cell_dir.mkdir(parents=True)
+
+    def maker(text):
+        def make(path):
+            path.write_text(text)
+            path.with_suffix(".log").write_text(text + " log")
+            return Artifact(path, "onnx", "onnx", 0.1, {})
+        return make
+
+    old_key, new_key = "a" * 64, "b" * 64
+    runner._artifact(cell_dir, old_key, maker("old graph"), "model.onnx")
+    assert (cell_dir / "model.onnx").stat().st_nlink >= 2  # hard-linked into the cache (same file system)
+    runner._artifact(cell_dir, new_key, maker("new graph"), "model.onnx")
+    assert (cell_dir / "model.onnx").read_text() == "new graph"
+    hit = cache.get("artifact", old_key)
+    assert (hit / "model.onnx").read_text() == "old graph" and (hit / "model.log").read_text() == "old graph log"
+    runner._artifact(cell_dir, old_key, maker("must not be made"), "model.onnx")  # the old key: its own file
+    assert (cell_dir / "model.onnx").read_text() == "old graph"

@@ -96,6 +96,8 @@ class Exporter:
     example_batch: ClassVar[int] = 1
     # record fields the plug-in reports under Artifact.meta["record"] ({name: type}, harness/record.py)
     record_fields: ClassVar[Dict[str, Any]] = {}
+    # the model adapters this exporter can export (None: any); cells of other models are not made
+    models: ClassVar[Optional[Tuple[str, ...]]] = None
 
     @classmethod
     def spec(cls) -> ExporterSpec:

@@ -105,8 +105,11 @@ class ModelAdapter:
         return {n: self.settings.model_fields[n].annotation for n in self.record_settings()}
 
     def record_fields(self) -> Dict[str, Any]:
-        """The fields this model's judge (and model-specific checks) write (``{name: type}``)."""
-        return {}
+        """The fields this model's judge (and model-specific checks) write (``{name: type}``); default: those
+        of the elementwise judge (:func:`harness.verdict.elementwise_fields`)."""
+        from ..verdict import elementwise_fields
+
+        return elementwise_fields(self.output_names)
 
     # ------------------------------------------------------------------ weights and keys (torch-free)
     def weights_group(self, cell: Any) -> str:
@@ -121,6 +124,17 @@ class ModelAdapter:
     def calibration_parts(self, group: str, s: Any) -> Dict[str, Any]:
         """What calibrated weights of ``group`` depend on besides the seed, samples and code."""
         return {}
+
+    # ------------------------------------------------------------------ report
+    # the report's compatibility grids: one grid per value of grid_group_axes (with exporter, runtime,
+    # resolution, batch), one row per combination of grid_row_axes (columns: opset x precision)
+    grid_group_axes: Tuple[str, ...] = ()
+    grid_row_axes: Tuple[str, ...] = ()
+    grid_headers: Dict[str, str] = {}
+
+    def export_tags(self, record: Dict[str, Any]) -> str:
+        """Suffix naming the model's export options of a record in the report (e.g. BGMv2's ``+guard``)."""
+        return ""
 
     # ------------------------------------------------------------------ inputs
     # the inputs the input-contract probes (harness/probes.py: size, dtype, channels, range) perturb, in the
@@ -197,6 +211,21 @@ class ModelAdapter:
         """The cell whose eager model is the reference (default: the cell itself)."""
         return cell
 
+    def judge(self, outs: List[Any], ref32: List[Any], ref_same: Optional[List[Any]], tol: Any, cell: Any, s: Any,
+              crop_to: Optional[Tuple[int, int]] = None) -> Any:
+        """The cell's verdict (:class:`harness.verdict.Verdict`) from its outputs (numpy, :attr:`output_names`
+        order) against eager fp32 (``ref32``) and eager in the cell's precision (``ref_same``, None for fp32).
+        Default: value by value (:func:`harness.verdict.elementwise_verdict`). Raises
+        :class:`harness.parity.ShapeMismatch` for outputs of another count or shape."""
+        from ..verdict import elementwise_verdict
+
+        return elementwise_verdict(outs, ref32, ref_same, tol, self.output_names, cell.precision)
+
+    def cap_truncation(self, cell: Any, s: Any, ref32: List[Any]) -> str:
+        """Why a model-specific cap made the cell compute less than the official model ("" when it did not;
+        a non-empty answer fails the cell). Default: no cap."""
+        return ""
+
 
 MODELS: Dict[str, ModelAdapter] = {}
 
@@ -253,13 +282,30 @@ def owner(cell: Any) -> ModelAdapter:
     return MODELS[getattr(cell, "model", "bgmv2")]
 
 
+PLUGINS_ENV = "MATRIX_PLUGINS"
+
+
 def _discover() -> None:
+    """Import every adapter module of this package (a new file registers itself), then the modules named in
+    ``$MATRIX_PLUGINS`` (comma-separated, importable: plug-ins kept outside the harness, e.g. a model of your
+    own; they may register models, exporters and runtimes). Runs before the config schema, the cell class and
+    the exporters' field classification are built from the registry, so an outside model joins all three."""
     import importlib
+    import os
     import pkgutil
 
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # a bad value of the variable, not a harness bug: no traceback
+            import sys
+
+            sys.stderr.write(f"error: ${PLUGINS_ENV}: cannot import plug-in module {name!r} ({e}); expected "
+                             f"comma-separated importable module names, e.g. mypackage.my_model\n")
+            raise SystemExit(2) from None
 
 
 _discover()

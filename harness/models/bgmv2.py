@@ -218,6 +218,15 @@ class BGMv2(ModelAdapter):
 
         return MattingRefineTorchScript(model)
 
+    grid_group_axes = ("backbone",)
+    grid_row_axes = ("crop_method", "replace_method", "refine_mode")
+    grid_headers = {"crop_method": "crop", "replace_method": "replace", "refine_mode": "mode"}
+
+    def export_tags(self, record: Dict[str, Any]) -> str:
+        """``+guard`` (input_guard), ``+static`` (refine_patch_select static)."""
+        return ("+guard" if record.get("input_guard") else "") + (
+            "+static" if record.get("refine_patch_select") == "static" else "")
+
     # the probes perturb the image pair (harness/probes.py)
     probe_inputs = ("src", "bgr")
 

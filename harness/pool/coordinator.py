@@ -66,24 +66,27 @@ def _tail(path: Path, offset: int, lines: int = 8, limit: int = 1200) -> str:
     return out[-limit:]
 
 
+def _export_key(c: Any) -> tuple:
+    """The fields that decide the cell's plain export: its model and the values of the fields its exporter
+    bakes (harness/targets.py; ``simplify`` excluded: the plain export feeds the onnxsim cell), so cells that
+    share an artifact share a key (BGMv2: one TorchScript file serves every refine mode)."""
+    from ..exporters import EXPORTERS
+
+    baked = [f for f in EXPORTERS[c.exporter].bakes if f != "simplify" and hasattr(c, f)]
+    return (c.model, c.exporter) + tuple(str(getattr(c, f)) for f in baked)
+
+
 def _order(cells) -> List[Any]:
     """Cells sharing an artifact next to each other; stable otherwise."""
-    return sorted(
-        cells,
-        key=lambda c: (c.backbone, c.exporter, c.precision, c.opset or 0, c.crop_method, c.replace_method,
-                       c.refine_mode, c.simplify, c.runtime, c.resolution, c.batch),
-    )
+    return sorted(cells, key=lambda c: (_export_key(c), c.simplify, c.runtime, c.resolution, c.batch))
 
 
 def group_cells(cells) -> List[List[Any]]:
-    """Cells grouped by the export they share (same backbone, exporter, crop, replace, precision,
-    and for ONNX the refine mode and opset), in a stable order; a group runs on one worker."""
+    """Cells grouped by the export they share (:func:`_export_key`), in a stable order; a group runs on one
+    worker, which makes the export once and hands it to the group's other cells through the cache."""
     groups: Dict[tuple, List[Any]] = {}
     for c in _order(cells):
-        key = (c.backbone, c.exporter, c.crop_method, c.replace_method, c.precision)
-        if c.exporter in ("onnx", "onnx-dynamo"):
-            key += (c.refine_mode, c.opset)
-        groups.setdefault(key, []).append(c)
+        groups.setdefault(_export_key(c), []).append(c)
     return list(groups.values())
 
 

@@ -106,6 +106,9 @@ class Runtime:
     packages: ClassVar[Tuple[str, ...]] = ()
     # record fields :meth:`prepare` returns ({name: type}, harness/record.py)
     record_fields: ClassVar[Dict[str, Any]] = {}
+    # the model adapters whose I/O this runtime can carry (None: any, through named feeds); cells of other
+    # models are not made (harness/config.py _cells)
+    models: ClassVar[Optional[Tuple[str, ...]]] = None
 
     input_names: Tuple[str, ...] = ("src", "bgr")
     output_names: Tuple[str, ...] = ()

@@ -23,6 +23,7 @@ class LibTorchCpp(Runtime):
 
     name = "libtorch-cpp"
     format = "torchscript"
+    models = ("bgmv2",)  # harness/cpp/runner.cpp speaks BGMv2's (src, bgr) -> six outputs
     record_fields = {"cpp_build_cached": bool, "cpp_build_s": float, "cpp_compiler": str, "cpp_build_key": str}
 
     @classmethod
