@@ -52,11 +52,25 @@ def _nonempty_unique(v: list, info) -> list:
 Resolution = Tuple[int, int]
 
 
-def _check_hw(name: str, hw: Resolution) -> Resolution:
+def _check_hw(name: str, hw: Resolution, multiple: int = 1) -> Resolution:
+    """``hw`` if H and W are positive multiples of ``multiple`` (the models' :func:`size_multiple`)."""
     h, w = hw
-    if h <= 0 or w <= 0 or h % 4 or w % 4:
-        raise ValueError(f"{name} [{h}, {w}]: H and W must be positive multiples of 4")
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        raise ValueError(f"{name} [{h}, {w}]: H and W must be positive multiples of {multiple}"
+                         if multiple > 1 else f"{name} [{h}, {w}]: H and W must be positive")
     return hw
+
+
+def size_multiple(models: Optional[List[str]] = None) -> int:
+    """The multiple every H and W must be for ``models`` (default: every registered model): the least common
+    multiple of their adapters' ``size_multiple`` (BGMv2: 4)."""
+    import math
+
+    out = 1
+    for name in models or list(MODELS):
+        if name in MODELS:
+            out = math.lcm(out, MODELS[name].size_multiple)
+    return out
 
 
 class CoreAxes(_Strict):
@@ -108,9 +122,10 @@ class CoreAxes(_Strict):
 
     @field_validator("resolution")
     @classmethod
-    def _res(cls, v: List[Resolution]) -> List[Resolution]:
+    def _res(cls, v: List[Resolution], info) -> List[Resolution]:
+        multiple = size_multiple(info.data.get("model"))
         for hw in v:
-            _check_hw("resolution", hw)
+            _check_hw("resolution", hw, multiple)
         return v
 
     @field_validator("batch")
@@ -180,7 +195,7 @@ class CoreSettings(_Strict):
     @field_validator("export_resolution")
     @classmethod
     def _res(cls, v: Resolution) -> Resolution:
-        return _check_hw("export_resolution", v)
+        return _check_hw("export_resolution", v)  # the models' multiple: MatrixConfig._check_models
 
 
 def _settings_model() -> type:
@@ -350,8 +365,10 @@ class MatrixConfig(_Strict):
             if prof is not None:
                 st.update({k: v for k, v in prof.settings.model_dump().items() if v is not None})
                 axes.update({k: v for k, v in prof.axes.model_dump().items() if v is not None})
+            where = "settings" if prof is None else f"profiles.{pname}"
+            _check_hw(f"{where}: export_resolution", st["export_resolution"], size_multiple(axes["model"]))
             for name in axes["model"]:
-                MODELS[name].check_profile(st, axes, "settings" if prof is None else f"profiles.{pname}")
+                MODELS[name].check_profile(st, axes, where)
 
 
 def _occurs(value: Any, allowed: List[Any]) -> bool:

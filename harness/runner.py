@@ -172,7 +172,7 @@ class Runner(CellKeys):
                     if device != "cpu":
                         set_tf32(False)
                     with torch.inference_mode():
-                        self.refs[key] = [o.float().cpu().numpy() for o in a.call(m, feeds)]
+                        self.refs[key] = [o.float().cpu().numpy() for o in a.call(m, feeds, cell)]
                 except Exception as e:  # noqa: BLE001 - recorded as the cell's skip reason
                     self.refs[key] = e
                 else:
@@ -200,7 +200,7 @@ class Runner(CellKeys):
             a = owner(cell)
             m = self.build_model(one, "fp32")
             with FlopCounterMode(display=False) as fc, torch.inference_mode():
-                a.call(m, self._inputs(one).feeds)
+                a.call(m, self._inputs(one).feeds, one)
             memo[key] = round(fc.get_total_flops() / 2 / 1e9, 2)
         return memo[key]
 
@@ -285,8 +285,10 @@ class Runner(CellKeys):
         ``settings.export_resolution`` with ``batch`` images, the I/O contract and the metadata to embed."""
         a = owner(cell)
         feeds = a.cast(a.example_inputs(tuple(self.s.export_resolution), batch).feeds, cell.precision)
-        return ExportRequest(model=self.build_model(cell), path=path, example=tuple(feeds[n] for n in a.input_names),
-                             input_names=a.input_names, output_names=a.output_names, dynamic_axes=a.dynamic_axes,
+        ins, outs, dyn = a.io(cell)
+        return ExportRequest(model=self.build_model(cell), path=path, example=tuple(feeds[n] for n in ins),
+                             input_names=ins, output_names=outs, dynamic_axes=dyn,
+                             dynamic_shapes=lambda **kw: a.dynamic_shapes(cell, **kw),
                              opset=cell.opset, precision=cell.precision, model_name=a.name,
                              model_kwargs=self.model_kwargs(cell), meta=self.artifact_metadata(cell, False))
 
@@ -342,8 +344,8 @@ class Runner(CellKeys):
             "threads": self.threads,
             "precision": cell.precision,
             "tf32": cell.tf32,
-            "input_names": a.input_names,
-            "output_names": a.output_names,
+            "input_names": a.io(cell)[0],
+            "output_names": a.io(cell)[1],
         }
 
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
@@ -417,7 +419,8 @@ class Runner(CellKeys):
             on_gpu = owner(cell).judge(outs, self.reference(cell, cell.precision, "cuda"), None, tol, cell, self.s)
         except Exception as e:  # noqa: BLE001 - information only
             return {"cuda_eager_error": describe(e)}
-        pha = "pha" if "pha" in owner(cell).output_names else owner(cell).output_names[0]
+        names = owner(cell).io(cell)[1]
+        pha = "pha" if "pha" in names else names[0]
         return {"max_abs_pha_vs_cuda_eager": on_gpu.record.get(f"max_abs_{pha}"),
                 "judged_max_abs_pha_vs_cuda_eager": on_gpu.record.get(f"judged_max_abs_{pha}",
                                                                       on_gpu.record.get(f"max_abs_{pha}")),

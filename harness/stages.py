@@ -240,14 +240,12 @@ class RunStage(Stage):
     name = "run"
 
     def __call__(self, state: CellState) -> Ran:
-        from .runtimes import as_list
-
         r, cell = state.runner, state.cell
         runtime = state.results["load"].runtime
         inp = r.inputs_for(cell)
         feeds = owner(cell).cast(inp.feeds, cell.precision)
         t = time.perf_counter()
-        outs = in_stage("run", lambda: as_list(r.timed("run", lambda: runtime.run(feeds)), owner(cell).output_names))
+        outs = in_stage("run", lambda: r.timed("run", lambda: owner(cell).run_candidate(runtime, feeds, cell)))
         # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
         ms = getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3
         return Ran(inp, feeds, outs, ms, runtime.info())
@@ -277,7 +275,7 @@ class AnalyzeStage(Stage):
         if art.format != "onnx":
             return None
         observed = {n: tuple(t.shape) for n, t in ran.feeds.items()}
-        observed.update({n: o.shape for n, o in zip(owner(cell).output_names, ran.outputs)})
+        observed.update({n: o.shape for n, o in zip(owner(cell).io(cell)[1], ran.outputs)})
         try:
             return Analyzed(r.timed("analyze", lambda: r.analyze_onnx(art.path, cell, observed)))
         except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell

@@ -65,8 +65,8 @@ class ExportRequest:
     at ``settings.export_resolution`` for BGMv2); ``input_names``/``output_names``/``dynamic_axes``: the
     model adapter's I/O contract; ``opset``: the cell's opset (None where the exporter has none);
     ``model_name``: the model adapter (:mod:`harness.models`); ``model_kwargs``: the constructor arguments (for
-    exporters that store them); ``meta``: what the
-    artifact should carry about itself (:meth:`Exporter.write_metadata`)."""
+    exporters that store them); ``meta``: what the artifact should carry about itself
+    (:meth:`Exporter.write_metadata`); :meth:`shapes`: the inputs' ``torch.export`` dynamic shapes."""
 
     model: Any
     path: Path
@@ -79,6 +79,14 @@ class ExportRequest:
     model_name: str = "bgmv2"
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
+    # the model adapter's torch.export dynamic shapes (:meth:`harness.models.ModelAdapter.dynamic_shapes`)
+    dynamic_shapes: Optional[Callable[..., Dict[str, Any]]] = None
+
+    def shapes(self, max_batch: int = 64, max_hw: Tuple[int, int] = (8192, 8192)) -> Dict[str, Any]:
+        """``torch.export`` dynamic shapes of the inputs: the adapter's, else :func:`export_dynamic_shapes`."""
+        if self.dynamic_shapes is not None:
+            return self.dynamic_shapes(max_batch=max_batch, max_hw=max_hw)
+        return export_dynamic_shapes(tuple(self.input_names), max_batch, max_hw)
 
 
 class Exporter:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..targets import MODEL_CELL_FIELDS, MODEL_SETTINGS
-from . import (Artifact, Exporter, ExportRequest, StageError, eval_all, export_cause, export_dynamic_shapes,
+from . import (Artifact, Exporter, ExportRequest, StageError, eval_all, export_cause,
                quiet_export, register_exporter, zip_extra_metadata, zip_read_metadata)
 
 
@@ -42,7 +42,7 @@ class AOTInductorExporter(Exporter):
         def build() -> None:
             with torch.no_grad():
                 program = torch.export.export(req.model, req.example,
-                                              dynamic_shapes=export_dynamic_shapes(tuple(req.input_names)))
+                                              dynamic_shapes=req.shapes())
                 times["t1"] = time.perf_counter()
                 torch._inductor.aoti_compile_and_package(program, package_path=str(req.path))
 

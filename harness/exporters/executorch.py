@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..targets import MODEL_CELL_FIELDS, MODEL_SETTINGS
-from . import (Artifact, Exporter, ExportRequest, StageError, eval_all, export_cause, export_dynamic_shapes,
+from . import (Artifact, Exporter, ExportRequest, StageError, eval_all, export_cause,
                module_version, quiet_export, register_exporter)
 
 MAX_BATCH = 2
@@ -72,7 +72,7 @@ class ExecuTorchExporter(Exporter):
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            shapes = export_dynamic_shapes(tuple(req.input_names), MAX_BATCH, MAX_HW)
+            shapes = req.shapes(MAX_BATCH, MAX_HW)
             program = torch.export.export(req.model, req.example, dynamic_shapes=shapes)
         t1 = time.perf_counter()
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import (Artifact, ExportRequest, StageError, eval_all, export_cause, export_dynamic_shapes, quiet_export,
+from . import (Artifact, ExportRequest, StageError, eval_all, export_cause, quiet_export,
                register_exporter)
 from ._onnx import OnnxExporter
 
@@ -26,7 +26,7 @@ class OnnxDynamoExporter(OnnxExporter):
         import torch
 
         eval_all(req.model)
-        shapes = export_dynamic_shapes(tuple(req.input_names))
+        shapes = req.shapes()
         t0 = time.perf_counter()
         try:
             quiet_export(req.path, lambda: torch.onnx.export(

@@ -49,6 +49,8 @@ class ModelAdapter:
     hoisted: Tuple[str, ...] = ()
     code_dir: Tuple[str, ...] = ("model",)
     calibration_recipe: str = ""
+    # every H and W (validation resolutions, export_resolution) must be a multiple of this (BGMv2: 4)
+    size_multiple: int = 1
 
     # ------------------------------------------------------------------ schema and cells (torch-free)
     def axis_names(self) -> Tuple[str, ...]:
@@ -125,6 +127,30 @@ class ModelAdapter:
         """What calibrated weights of ``group`` depend on besides the seed, samples and code."""
         return {}
 
+    # ------------------------------------------------------------------ I/O of a cell
+    def io(self, cell: Any) -> Tuple[Tuple[str, ...], Tuple[str, ...], Dict[str, Dict[int, str]]]:
+        """``(input names, output names, ONNX dynamic axes)`` of the cell's artifact (default: the class
+        attributes; a model whose export options change its inputs, e.g. a baked scalar input, overrides it)."""
+        return self.input_names, self.output_names, self.dynamic_axes
+
+    def dynamic_shapes(self, cell: Any, max_batch: int = 64, max_hw: Tuple[int, int] = (8192, 8192)) -> Dict[str, Any]:
+        """``torch.export`` dynamic shapes of the cell's inputs (default: every input ``(B, C, H, W)`` with
+        batch 1..``max_batch`` and H, W multiples of :attr:`size_multiple` from 32 up to ``max_hw``)."""
+        import torch
+
+        m = max(self.size_multiple, 1)
+        batch = torch.export.Dim("batch", min=1, max=max_batch)
+        hd = torch.export.Dim(f"height_div{m}", min=max(32 // m, 2), max=max_hw[0] // m)
+        wd = torch.export.Dim(f"width_div{m}", min=max(32 // m, 2), max=max_hw[1] // m)
+        return {n: {0: batch, 2: m * hd if m > 1 else hd, 3: m * wd if m > 1 else wd} for n in self.io(cell)[0]}
+
+    def run_candidate(self, runtime: Any, feeds: Dict[str, Any], cell: Any) -> List[Any]:
+        """The candidate's outputs (numpy, output order) on the validation ``feeds`` through a loaded runtime
+        plug-in (default: one call; a recurrent model runs its frames here, feeding its states back)."""
+        from ..runtimes import as_list
+
+        return as_list(runtime.run(feeds), self.io(cell)[1])
+
     # ------------------------------------------------------------------ report
     # the report's compatibility grids: one grid per value of grid_group_axes (with exporter, runtime,
     # resolution, batch), one row per combination of grid_row_axes (columns: opset x precision)
@@ -171,10 +197,11 @@ class ModelAdapter:
         dt = {"fp32": torch.float32, "fp16": torch.float16}[precision]
         return {k: v.to(dt) if v.is_floating_point() else v for k, v in feeds.items()}
 
-    def call(self, model: Any, feeds: Dict[str, Any]) -> List[Any]:
-        """The eager model on named ``feeds``: its outputs in :attr:`output_names` order (default: positional
-        call in :attr:`input_names` order)."""
-        return list(model(*(feeds[n] for n in self.input_names)))
+    def call(self, model: Any, feeds: Dict[str, Any], cell: Any = None) -> List[Any]:
+        """The eager model on named ``feeds``: its outputs in output-name order (default: one positional call
+        in input-name order; a recurrent model runs its frames here)."""
+        names = self.io(cell)[0] if cell is not None else self.input_names
+        return list(model(*(feeds[n] for n in names)))
 
     # ------------------------------------------------------------------ model (torch)
     def blank_model(self, group: str, s: Any) -> Any:
