@@ -286,22 +286,24 @@ def adapter(name: str) -> ModelAdapter:
     return MODELS[name]
 
 
-def model_axes() -> Dict[str, Any]:
-    """Every registered model's axes: ``{axis: pydantic FieldInfo}`` (first declaration wins on a shared name)."""
+def _declared(kind: str) -> Dict[str, Any]:
+    """``{name: pydantic FieldInfo}`` of every registered model's ``kind`` (``axes`` or ``settings``); the
+    first declaration wins on a shared name (:func:`register_model` refuses shared names of another type)."""
     out: Dict[str, Any] = {}
     for m in MODELS.values():
-        for n, f in m.axes.model_fields.items():
+        for n, f in getattr(m, kind).model_fields.items():
             out.setdefault(n, f)
     return out
+
+
+def model_axes() -> Dict[str, Any]:
+    """Every registered model's axes: ``{axis: pydantic FieldInfo}``."""
+    return _declared("axes")
 
 
 def model_settings() -> Dict[str, Any]:
     """Every registered model's settings: ``{name: pydantic FieldInfo}``."""
-    out: Dict[str, Any] = {}
-    for m in MODELS.values():
-        for n, f in m.settings.model_fields.items():
-            out.setdefault(n, f)
-    return out
+    return _declared("settings")
 
 
 def owner(cell: Any) -> ModelAdapter:
