@@ -13,7 +13,8 @@ import pytest
 
 def test_latency(benchmark, bench_runner, bench_cell):
     from harness.exporters import EXPORTERS
-    from harness.runner import DTYPES, positional_call
+    from harness.models import owner
+    from harness.runner import positional_call
     from harness.runtimes import RUNTIMES, Runtime
 
     cell = bench_cell
@@ -32,9 +33,8 @@ def test_latency(benchmark, bench_runner, bench_cell):
         pytest.skip(f"{cell.runtime} times itself inside its own process (see the matrix report); pytest-benchmark "
                     "would time the transfer to that process, not inference")
     rt.load(str(art.path), bench_runner.runtime_settings(cell))
-    inp = bench_runner._inputs(cell.resolution, cell.batch)
-    dt = DTYPES[cell.precision]
-    src, bgr = inp.src.to(dt), inp.bgr.to(dt)
+    feeds = owner(cell).cast(bench_runner.inputs_for(cell).feeds, cell.precision)
+    src, bgr = feeds["src"], feeds["bgr"]
     run = positional_call(rt)
     outs = run(src, bgr)
     max_abs = float(abs(outs[0].astype("float32") - ref[0]).max())
