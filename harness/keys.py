@@ -32,8 +32,8 @@ class CellKeys:
 
     def _calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
         a = self._adapter_of_group(group)
-        parts = {"model": a.name, "group": group, **a.calibration_parts(group, self.s), "seed": self.s.seed, "samples": list(self.plan.samples),
-                 "code": code_hash(*a.code_dir),
+        parts = {"model": a.name, "group": group, **a.calibration_parts(group, self.s), "seed": self.s.seed,
+                 "samples": list(self.plan.samples), "code": code_hash(*a.code_dir),
                  "samples_hash": file_hash(sorted(data_mod.SAMPLES_DIR.glob("*_small_*")))}
         return make_key("weights", parts), parts
 
@@ -130,10 +130,11 @@ class CellKeys:
         identity (GPU name and driver for CUDA cells, the C++ runner's toolchain)."""
         parts = self._model_parts(cell, cell.precision)
         rt = RUNTIMES[cell.runtime]
-        parts.update(cell=cell.cell_id, settings=self.s.model_dump(), inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
+        # the model's own code is in _model_parts (its adapter's code_dir): editing one model re-runs its cells only
+        parts.update(cell=cell.cell_id, settings=self.s.model_dump(),
+                     inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
                      tolerance=self.plan.tolerances[cell.precision].model_dump(), device=self.device,
-                     code=code_hash("model", "harness"), runtime_identity=rt.identity(),
-                     cpu_flags=cpu_flags())
+                     code=code_hash("harness"), runtime_identity=rt.identity(), cpu_flags=cpu_flags())
         return make_key("result", parts, packages=EXPORTERS[cell.exporter].packages + rt.packages)
 
     def base_record(self, cell: Cell) -> Dict[str, Any]:

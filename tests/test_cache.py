@@ -89,3 +89,22 @@ def test_a_new_export_never_writes_through_a_cached_artifact(tmp_path):
     assert (hit / "model.onnx").read_text() == "old graph" and (hit / "model.log").read_text() == "old graph log"
     runner._artifact(cell_dir, old_key, maker("must not be made"), "model.onnx")  # the old key: its own file
     assert (cell_dir / "model.onnx").read_text() == "old graph"
+
+
+def test_a_model_file_change_reruns_only_that_models_cells(monkeypatch, tmp_path):
+    """Result and artifact keys hash the cell's own model code (its adapter's ``code_dir``), not every model's:
+    editing another model's file leaves BGMv2's cells cached; editing model/bgmv2 re-runs them."""
+    from harness import keys as keys_mod
+
+    salt: dict = {}
+    real = cache_mod.code_hash
+    monkeypatch.setattr(keys_mod, "code_hash", lambda *paths: real(*paths) + "".join(salt.get(p, "") for p in paths))
+    plan = expand(load_config(MATRIX), "smoke")
+    keys = CellKeys(plan, RunOptions(out_dir=tmp_path), threads=2)
+    keys.weights_ids()
+    cell = plan.cells[0]
+    before = (keys.result_key(cell), keys.artifact_key(cell, False))
+    salt["tests/plugins/toymatte.py"] = "edited"  # another model's source
+    assert (keys.result_key(cell), keys.artifact_key(cell, False)) == before
+    salt["model/bgmv2"] = "edited"
+    assert keys.result_key(cell) != before[0] and keys.artifact_key(cell, False) != before[1]
