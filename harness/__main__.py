@@ -10,6 +10,7 @@ reported; ``--resume DIR`` continues).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -143,8 +144,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return _fail(str(e))
     if args.list:
-        for c in plan.cells:
-            print(c.cell_id)
+        try:
+            sys.stdout.write("".join(c.cell_id + "\n" for c in plan.cells))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `--list | head`: the reader is gone, which is not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     problem = _run_args_problem(args)
     if problem:
