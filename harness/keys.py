@@ -31,7 +31,7 @@ class CellKeys:
         self.weights_info: Dict[str, Any] = {}
 
     def _calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
-        a = self._adapter_of_group(group)
+        a = self.weights_groups()[group]
         parts = {"model": a.name, "group": group, **a.calibration_parts(group, self.s), "seed": self.s.seed,
                  "samples": list(self.plan.samples), "code": code_hash(*a.code_dir),
                  "samples_hash": file_hash(sorted(data_mod.SAMPLES_DIR.glob("*_small_*")))}
@@ -39,11 +39,10 @@ class CellKeys:
 
     def weights_groups(self) -> Dict[str, Any]:
         """``{weights group: model adapter}`` of the plan's cells (BGMv2: one group per backbone)."""
-        groups = {owner(c).weights_group(c): owner(c) for c in self.plan.cells}
-        return {g: groups[g] for g in sorted(groups)}
-
-    def _adapter_of_group(self, group: str) -> Any:
-        return self.weights_groups().get(group) or owner(self.plan.cells[0])
+        if "_groups" not in self.__dict__:  # the plan is fixed: one pass over its cells (207,900 in `full`)
+            groups = {owner(c).weights_group(c): owner(c) for c in self.plan.cells}
+            self._groups = {g: groups[g] for g in sorted(groups)}
+        return dict(self._groups)
 
     def weights_ids(self) -> Dict[str, str]:
         """Identity of the calibrated weights of every weights group, known before calibrating (so results

@@ -72,14 +72,18 @@ class ModelAdapter:
         """False for a combination of the model's values with an exporter/runtime that means nothing."""
         return True
 
-    def cell_id(self, cell: Any) -> str:
-        """The cell's stable id (before sanitising): the model's axis values, then the common axes."""
+    @staticmethod
+    def common_id(cell: Any) -> str:
+        """The common axes' part of a cell id, e.g. ``onnx-sim-op17-fp16-onnxruntime-cpu-288x512-b1-tf32``."""
         h, w = cell.resolution
         exp = cell.exporter + ("-sim" if cell.simplify else "")
         op = f"-op{cell.opset}" if cell.opset is not None else ""
+        return f"{exp}{op}-{cell.precision}-{cell.runtime}-{h}x{w}-b{cell.batch}" + ("-tf32" if cell.tf32 else "")
+
+    def cell_id(self, cell: Any) -> str:
+        """The cell's stable id (the caller sanitises it): the model, its axis values, then :meth:`common_id`."""
         own = "-".join(str(getattr(cell, n)) for n in self.axis_names())
-        return f"{self.name}-{own}-{exp}{op}-{cell.precision}-{cell.runtime}-{h}x{w}-b{cell.batch}" + (
-            "-tf32" if cell.tf32 else "")
+        return f"{self.name}-{own}-{self.common_id(cell)}"
 
     def check_profile(self, settings: Dict[str, Any], axes: Dict[str, Any], where: str) -> None:
         """Cross-checks of a profile's resolved settings and axes; raises ValueError starting with ``where``."""

@@ -8,7 +8,6 @@ Outputs (in this order, the official ``MattingRefine.forward``): ``pha`` ``(B,1,
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence
 
 import numpy as np
@@ -102,16 +101,10 @@ class BGMv2(ModelAdapter):
     def cell_id(self, cell: Any) -> str:
         """E.g. ``mobilenetv2-sampling-roi_align-scatter_nd-onnx-sim-op17-fp16-onnxruntime-cpu-288x512-b1``
         (suffixes ``-tf32``, ``-guard``, ``-static``); ``n/a`` is written ``na``."""
-        exp = cell.exporter + ("-sim" if cell.simplify else "")
-        op = f"-op{cell.opset}" if cell.opset is not None else ""
         crop = "na" if cell.crop_method == NA else cell.crop_method
         rep = "na" if cell.replace_method == NA else cell.replace_method
-        h, w = cell.resolution
-        raw = f"{cell.backbone}-{cell.refine_mode}-{crop}-{rep}-{exp}{op}-{cell.precision}-{cell.runtime}-{h}x{w}-b{cell.batch}"
-        raw += "-tf32" if cell.tf32 else ""
-        raw += "-guard" if cell.input_guard else ""
-        raw += "-static" if cell.refine_patch_select == "static" else ""
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+        return (f"{cell.backbone}-{cell.refine_mode}-{crop}-{rep}-{self.common_id(cell)}"
+                + ("-guard" if cell.input_guard else "") + ("-static" if cell.refine_patch_select == "static" else ""))
 
     def check_profile(self, settings: Dict[str, Any], axes: Dict[str, Any], where: str) -> None:
         """Sampling mode needs ``refine_sample_pixels`` <= H*W of the export and every validation resolution."""
