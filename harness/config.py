@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -123,7 +123,10 @@ class CoreAxes(_Strict):
     @field_validator("resolution")
     @classmethod
     def _res(cls, v: List[Resolution], info) -> List[Resolution]:
-        multiple = size_multiple(info.data.get("model"))
+        """Each resolution must suit at least one selected model (its size multiple); a model's cells are made
+        only at the resolutions that suit it (:func:`_cells`), e.g. RVM's odd 721x1283 next to BGMv2's sizes."""
+        models = [m for m in (info.data.get("model") or list(MODELS)) if m in MODELS] or ["bgmv2"]
+        multiple = min(MODELS[m].size_multiple for m in models) if models[0] in MODELS else 1
         for hw in v:
             _check_hw("resolution", hw, multiple)
         return v
@@ -348,9 +351,16 @@ class MatrixConfig(_Strict):
                 if bad:
                     raise ValueError(f"rules[{k}] ({rule.id}).when.{key}: value {bad[0]!r} never occurs; "
                                      f"axes.{key} is {universe[key]!r}")
-        cells = _cells(universe)
         for k, rule in enumerate(self.rules):
-            if not any(matching_rule(c, (rule,)) for c in cells):
+            # the universe narrowed to the rule's values, walked lazily until a first match (the whole
+            # universe is hundreds of thousands of cells once RVM's axes join BGMv2's)
+            sub = dict(universe)
+            for key, val in rule.when.items():
+                if key in sub and isinstance(sub[key], list):
+                    vals = val if isinstance(val, list) else [val]
+                    keep = [u for u in sub[key] if any(_occurs(v, [u]) for v in vals)]
+                    sub[key] = keep or sub[key]
+            if not any(matching_rule(c, (rule,)) for c in _iter_cells(sub)):
                 raise ValueError(
                     f"rules[{k}].when: rule {rule.id!r} matches no cell of the axes (each value occurs, but "
                     f"not together: {rule.when}); TorchScript has no opset/simplify and full mode has "
@@ -571,7 +581,7 @@ def _filter(expr: Optional[str]):
             if k is None:
                 if vals[0] not in cell.cell_id:
                     return False
-            elif str(d[k]).lower() not in [v.lower() for v in vals]:
+            elif k not in d or str(d[k]).lower() not in [v.lower() for v in vals]:  # another model's axis: no match
                 return False
         return True
 
@@ -615,12 +625,16 @@ def expand(config: MatrixConfig, profile: Optional[str] = None, filter_expr: Opt
 
 
 def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
+    """:func:`_iter_cells` as a list."""
+    return list(_iter_cells(axes, pred))
+
+
+def _iter_cells(axes: Dict[str, Any], pred=lambda cell: True) -> Iterator[Cell]:
     """Cross product of ``axes`` per model minus meaningless combinations, in a stable order: the model's
     own (:meth:`harness.models.ModelAdapter.combinations` and ``allows``), an exporter's own opsets only
     (onnx-dynamo: 18+), no simplify where the exporter has no simplifier, a runtime must consume the
     exporter's artifact format, a plug-in limited to some models (its ``models``) only for those, TF32 only
     on CUDA runtimes."""
-    cells: List[Cell] = []
     seen = set()
     for name in axes.get("model") or ["bgmv2"]:
         adapter = MODELS[name]
@@ -629,6 +643,8 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
             exporter = EXPORTERS[exp]
             opsets = [o for o in axes["opset"] if o in exporter.opsets] if exporter.opsets else [None]
             sims = axes["simplify"] if exporter.simplifiable else [False]
+            if res[0] % adapter.size_multiple or res[1] % adapter.size_multiple:  # not a size this model takes
+                continue
             for op, sim, rt, tf in itertools.product(opsets, sims, axes["runtime"], axes.get("tf32") or [False]):
                 runtime = RUNTIMES[rt]
                 if runtime.format != exporter.format or (tf and runtime.device != "cuda"):
@@ -642,5 +658,4 @@ def _cells(axes: Dict[str, Any], pred=lambda cell: True) -> List[Cell]:
                 if cell in seen or not pred(cell):
                     continue
                 seen.add(cell)
-                cells.append(cell)
-    return cells
+                yield cell

@@ -4,7 +4,9 @@ dynamic dimensions, and *target readiness* flags with reasons.
 The readiness rules come from what users hit deploying BackgroundMattingV2 (shared/spec/field-notes.md,
 themes T1, T3, T5, T8); each reason names the op or property and the evidence:
 
-- TensorRT: TopK with K > 3840 or a K that is not a constant (BMV2 #131, row 7); ``double`` tensors
+- TensorRT: TopK with K > 3840 or a K that is not a constant (BMV2 #131, row 7); Resize scales computed
+  from a graph input's values (a shape tensor to TensorRT, which must be Int32: RVM #219,
+  NVIDIA/TensorRT#2301; spec rvm-model.md section 4); ``double`` tensors
   (TRT-port comments, row 8); one dynamic dim name on tensors whose sizes differ (RVM #238, row 20;
   FastDeploy PR#400, row 19); data-dependent NonZero / If / Loop (T1).
 - CoreML (coremltools ONNX path): ScatterElements, If, Range "Unsupported ONNX ops" (BMV2 #104, row 5);
@@ -44,6 +46,10 @@ class GraphReport:
     topk_k: List[Optional[int]]
     double_tensors: List[str]
     readiness: Dict[str, Tuple[bool, List[str]]] = field(default_factory=dict)
+    # per Resize: where its scales/sizes come from: "constant", "shapes" (Shape arithmetic on tensors) or
+    # "input:<name>" (computed from a graph input's values, e.g. RVM's float downsample_ratio)
+    resize_scales: List[str] = field(default_factory=list)
+    input_dtypes: Dict[str, str] = field(default_factory=dict)
 
     def data_dependent(self) -> Dict[str, int]:
         """Counts of the data-dependent op types present."""
@@ -63,6 +69,8 @@ class GraphReport:
             "dynamic_dims": "; ".join(f"{k}[{','.join(map(str, v))}]" for k, v in self.dynamic_dims.items()),
             "data_dependent_ops": ", ".join(f"{k}x{v}" for k, v in self.data_dependent().items()),
             "topk_k": ",".join("dynamic" if k is None else str(k) for k in self.topk_k),
+            "resize_scales": ", ".join(f"{k}x{v}" for k, v in sorted(Counter(self.resize_scales).items())),
+            "input_dtypes": ", ".join(f"{k}:{v}" for k, v in self.input_dtypes.items()),
         })
         for target, (ok, reasons) in self.readiness.items():
             rec[f"ready_{target}"] = ok
@@ -74,7 +82,8 @@ def record_fields() -> Dict[str, Any]:
     """Declaration of the fields :meth:`GraphReport.as_record` writes (``{name: type}``, :mod:`harness.record`),
     with and without the ``before_sim_`` prefix."""
     fields: Dict[str, Any] = {"onnx_nodes": int, "onnx_ops": str, "onnx_size_mib": float, "onnx_opset": int,
-                              "dynamic_dims": str, "data_dependent_ops": str, "topk_k": str}
+                              "dynamic_dims": str, "data_dependent_ops": str, "topk_k": str, "resize_scales": str,
+                              "input_dtypes": str}
     for target in TARGETS:
         fields.update({f"ready_{target}": bool, f"ready_{target}_why": str})
     fields.update(before_sim_onnx_nodes=int, before_sim_onnx_ops=str)
@@ -125,8 +134,48 @@ def analyze(path: str, observed_shapes: Optional[Dict[str, Sequence[int]]] = Non
     dyn = {vi.name: _dims(vi) for vi in list(g.input) + list(g.output)}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     rep = GraphReport(len(g.node), os.path.getsize(path) / 2**20, opset, dict(ops), dyn, topk, doubles)
+    rep.resize_scales = _resize_provenance(g, consts)
+    names = {"FLOAT": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "BFLOAT16": "bfloat16"}
+    inits = {x.name for x in g.initializer}
+    rep.input_dtypes = {}
+    for i in g.input:
+        if i.name not in inits:
+            kind = onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type)
+            rep.input_dtypes[i.name] = names.get(kind, kind.lower())
     rep.readiness = readiness(rep, observed_shapes)
     return rep
+
+
+def _resize_provenance(graph, consts: Dict[str, Any]) -> List[str]:
+    """For each Resize: ``input:<name>`` when its scales/sizes are computed from a graph input's *values*
+    (walking producers, but not through ``Shape``, whose output depends on a tensor's shape only), ``shapes``
+    when computed from tensor shapes, ``constant`` when folded."""
+    producer = {o: n for n in graph.node for o in n.output}
+    inputs = {i.name for i in graph.input} - set(consts)
+
+    def origin(name: str, seen: set) -> str:
+        if name in inputs:
+            return f"input:{name}"
+        if name in consts or not name or name in seen:
+            return "constant"
+        seen.add(name)
+        node = producer.get(name)
+        if node is None:
+            return "constant"
+        if node.op_type in ("Shape", "Size"):
+            return "shapes"
+        found = [origin(i, seen) for i in node.input]
+        for kind in found:
+            if kind.startswith("input:"):
+                return kind
+        return "shapes" if "shapes" in found else "constant"
+
+    out = []
+    for n in graph.node:
+        if n.op_type == "Resize":
+            srcs = [origin(i, set()) for i in list(n.input)[1:] if i]
+            out.append(next((k for k in srcs if k.startswith("input:")), "shapes" if "shapes" in srcs else "constant"))
+    return out
 
 
 def _shared_dim_conflicts(dyn: Dict[str, List[Any]], observed: Optional[Dict[str, Sequence[int]]]) -> List[str]:
@@ -165,6 +214,11 @@ def readiness(rep: GraphReport, observed: Optional[Dict[str, Sequence[int]]] = N
         if dd.get(op):
             trt.append(f"{op}x{dd[op]}: data-dependent shapes/control flow (field notes T1)")
     trt += _shared_dim_conflicts(rep.dynamic_dims, observed)
+    for src in sorted({k for k in rep.resize_scales if k.startswith("input:")}):
+        name = src.split(":", 1)[1]
+        trt.append(f"Resize scales computed from graph input {name!r} ({rep.input_dtypes.get(name, '?')}): TensorRT "
+                   f"treats it as a shape tensor and refuses it ('network input that is shape tensor must have type "
+                   f"Int32'; RVM #219, NVIDIA/TensorRT#2301) — bake the value into the graph")
     out["tensorrt"] = (not trt, trt)
     coreml = [f"{op}x{dd[op]}: unsupported or slow in coremltools (BMV2 #104, #94)"
               for op in ("ScatterElements", "ScatterND", "If", "Range", "NonZero", "RoiAlign", "Loop") if dd.get(op)]

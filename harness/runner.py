@@ -221,7 +221,7 @@ class Runner(CellKeys):
         if ref_art.path.resolve() == Path(art.path).resolve() or (
                 ref_cell == cell and ref_art.path.read_bytes() == Path(art.path).read_bytes()):
             return "not localised: this graph is the fp32 export itself (the difference is against eager PyTorch)"
-        feeds = {k: v[:1].float().numpy() for k, v in inp.feeds.items()}
+        feeds = {k: v[:1].float().numpy() for k, v in owner(cell).single_call(inp.feeds, cell).items()}
         try:
             found = first_divergence(Path(art.path), ref_art.path, feeds, atol, work)
         except Exception as e:  # noqa: BLE001 - localisation is a diagnosis, not a verdict
@@ -284,7 +284,7 @@ class Runner(CellKeys):
         """The exporter's inputs for ``cell``: the eager model in the cell's precision, example inputs at
         ``settings.export_resolution`` with ``batch`` images, the I/O contract and the metadata to embed."""
         a = owner(cell)
-        feeds = a.cast(a.example_inputs(tuple(self.s.export_resolution), batch).feeds, cell.precision)
+        feeds = a.cast(a.example_inputs(tuple(self.s.export_resolution), batch, cell).feeds, cell.precision)
         ins, outs, dyn = a.io(cell)
         return ExportRequest(model=self.build_model(cell), path=path, example=tuple(feeds[n] for n in ins),
                              input_names=ins, output_names=outs, dynamic_axes=dyn,

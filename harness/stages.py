@@ -274,10 +274,13 @@ class AnalyzeStage(Stage):
         art, ran = state.results["export"].artifact, state.results["run"]
         if art.format != "onnx":
             return None
-        observed = {n: tuple(t.shape) for n, t in ran.feeds.items()}
-        observed.update({n: o.shape for n, o in zip(owner(cell).io(cell)[1], ran.outputs)})
+        a = owner(cell)
+        observed = {n: tuple(t.shape) for n, t in a.single_call(ran.feeds, cell).items()}
+        observed.update({n: o.shape for n, o in zip(a.io(cell)[1], a.single_outputs(ran.outputs, cell))})
         try:
-            return Analyzed(r.timed("analyze", lambda: r.analyze_onnx(art.path, cell, observed)))
+            fields = r.timed("analyze", lambda: r.analyze_onnx(art.path, cell, observed))
+            fields.update(a.analyze_artifact(cell, Path(art.path), observed))
+            return Analyzed(fields)
         except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
             return Analyzed({}, describe(e))
 
@@ -394,7 +397,8 @@ class LatencyStage(Stage):
         from .benchmark import measure
 
         r, cell = state.runner, state.cell
-        runtime, feeds = state.results["load"].runtime, state.results["run"].feeds
+        runtime = state.results["load"].runtime
+        feeds = owner(cell).single_call(state.results["run"].feeds, cell)  # one call (a recurrent model: one frame)
         lat_cfg, proto = r.s.latency, r.s.latency.protocol()
         cuda = runtime.device == "cuda"
         device = f"cuda: {state.results['run'].runtime_info.get('gpu', '?')}" if cuda else r.device

@@ -24,7 +24,9 @@ from .test_config import MATRIX
 
 @pytest.fixture(scope="module")
 def full_keys(tmp_path_factory):
-    plan = expand(load_config(MATRIX), "full")
+    config = load_config(MATRIX)
+    plan = expand(config, "full")  # BGMv2's full profile, plus RVM's
+    plan = dataclasses.replace(plan, cells=plan.cells + expand(config, "rvm-full").cells)
     keys = CellKeys(plan, RunOptions(out_dir=tmp_path_factory.mktemp("k")), threads=2)
     keys.weights_ids()
     return plan, keys
@@ -130,11 +132,19 @@ def test_near_misses_share_keys_where_they_must(full_keys):
     """Not over-keyed: runtime, validation resolution and batch never make a new artifact."""
     plan, keys = full_keys
     groups = {}
+    rvm = {}
     for c in plan.cells:
-        if c.exporter == "onnx" and c.opset == 17 and not c.simplify:
+        if c.exporter == "onnx" and c.opset == 17 and not c.simplify and c.model == "bgmv2":
             groups.setdefault((c.backbone, c.refine_mode, c.crop_method, c.replace_method, c.precision, c.input_guard,
                                  c.refine_patch_select), set()).add(
                 keys.artifact_key(c, False))
+        elif c.exporter == "onnx" and c.opset == 17 and not c.simplify and c.model == "rvm":
+            rvm.setdefault((c.rvm_variant, c.rvm_refiner, c.downsample_ratio, c.ratio_mode, c.dim_names, c.precision),
+                           set()).add(keys.artifact_key(c, False))
     assert groups and all(len(v) == 1 for v in groups.values())
+    # RVM: one graph per variant x refiner x ratio x ratio mode x dim naming x precision, whatever the runtime,
+    # resolution or batch; and every such config has its own graph
+    assert rvm and all(len(v) == 1 for v in rvm.values())
+    assert len({k for v in rvm.values() for k in v}) == len(rvm)
     for a, b in itertools.combinations(list(groups.values())[:6], 2):
         assert a != b

@@ -24,7 +24,7 @@ def _plan(tmp_path: Path, axes: dict, extra_runtimes: tuple = ()):
     """A plan of one profile ``plug`` restricting matrix.yaml's axes (new runtimes added to the universe)."""
     raw = yaml.safe_load((ROOT / "matrix.yaml").read_text())
     raw["axes"]["runtime"] += list(extra_runtimes)
-    base = {"backbone": ["mobilenetv2"], "resolution": [[288, 512]], "batch": [1], "tf32": [False], "opset": [17],
+    base = {"model": ["bgmv2"], "backbone": ["mobilenetv2"], "resolution": [[288, 512]], "batch": [1], "tf32": [False], "opset": [17],
             "input_guard": [False], "refine_patch_select": ["nonzero"], "precision": ["fp32"], "simplify": [False],
             "crop_method": ["gather"], "replace_method": ["scatter_nd"]}
     raw["profiles"] = {"plug": {"axes": {**base, **axes}, "settings": {"latency": FAST_LATENCY}}}

@@ -38,6 +38,8 @@ class TorchScriptExporter(Exporter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script deprecation notice
             scripted = torch.jit.script(wrapper)
+        if adapter(req.model_name).torchscript_freeze:  # BatchNorm folded, attributes inlined (RVM's own scripts)
+            scripted = torch.jit.freeze(scripted)
         extra = {f"{META_KEY}.json": json.dumps(req.meta, sort_keys=True, default=str)} if req.meta else {}
         scripted.save(str(req.path), _extra_files=extra)
         eval_all(req.model)

@@ -100,10 +100,12 @@ class ModelAdapter:
         out: Dict[str, Any] = {}
         for n, f in self.axes.model_fields.items():
             (item,) = typing.get_args(f.annotation) or (str,)
+            if typing.get_origin(item) is typing.Annotated:  # e.g. Annotated[float, Field(gt=0)]
+                item = typing.get_args(item)[0]
             if typing.get_origin(item) is typing.Literal:
                 kinds = {type(v) for v in typing.get_args(item)}
                 item = kinds.pop() if len(kinds) == 1 else Any
-            out[n] = str if item is not bool and item is not int else item
+            out[n] = item if item in (bool, int, float) else str
         return out
 
     def settings_fields(self) -> Dict[str, Any]:
@@ -148,6 +150,22 @@ class ModelAdapter:
         wd = torch.export.Dim(f"width_div{m}", min=max(32 // m, 2), max=max_hw[1] // m)
         return {n: {0: batch, 2: m * hd if m > 1 else hd, 3: m * wd if m > 1 else wd} for n in self.io(cell)[0]}
 
+    def single_call(self, feeds: Dict[str, Any], cell: Any) -> Dict[str, Any]:
+        """The named feeds of one call of the artifact, from the cell's validation ``feeds`` (in its precision):
+        what latency is measured on and the graph analysis observes (default: ``feeds``; a recurrent model
+        returns its first frame with its initial states)."""
+        return feeds
+
+    def single_outputs(self, outs: List[Any], cell: Any) -> List[Any]:
+        """The outputs of that one call from :meth:`run_candidate`'s (default: ``outs``)."""
+        return outs
+
+    def analyze_artifact(self, cell: Any, path: Path, observed: Dict[str, Tuple[int, ...]]) -> Dict[str, Any]:
+        """Model-specific static checks of an ONNX artifact at ``path`` (next to it, files it writes for the
+        user, e.g. RVM's TensorRT profile) given the shapes one call observed (``{tensor name: shape}``); record
+        fields (declared in :meth:`record_fields`). Default: none."""
+        return {}
+
     def run_candidate(self, runtime: Any, feeds: Dict[str, Any], cell: Any) -> List[Any]:
         """The candidate's outputs (numpy, output order) on the validation ``feeds`` through a loaded runtime
         plug-in (default: one call; a recurrent model runs its frames here, feeding its states back)."""
@@ -190,8 +208,8 @@ class ModelAdapter:
     def check_user_inputs(self, user: Any, cells: List[Any], s: Any) -> None:
         """Raise :class:`harness.inputs.InputError` where the user's inputs cannot serve ``cells`` under ``s``."""
 
-    def example_inputs(self, res: Tuple[int, int], batch: int) -> Inputs:
-        """What exporters trace with (``settings.export_resolution``, the exporter's example batch)."""
+    def example_inputs(self, res: Tuple[int, int], batch: int, cell: Any = None) -> Inputs:
+        """What exporters trace ``cell`` with (``settings.export_resolution``, the exporter's example batch)."""
         return self.validation_inputs(res, batch, [])
 
     def cast(self, feeds: Dict[str, Any], precision: str) -> Dict[str, Any]:
@@ -237,6 +255,10 @@ class ModelAdapter:
     def torchscript_module(self, model: Any) -> Any:
         """The module to ``torch.jit.script`` for ``model`` (default: the model itself)."""
         return model
+
+    # torch.jit.freeze the scripted module before saving (folds BatchNorm, inlines attributes: what RVM's
+    # inference scripts do); never for a model with hoisted settable attributes, which freezing would bake
+    torchscript_freeze: bool = False
 
     def official(self, cell: Any) -> Any:
         """The cell whose eager model is the reference (default: the cell itself)."""
