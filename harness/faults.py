@@ -27,7 +27,7 @@ from typing import List, Tuple
 
 ENV = "MATRIX_FAULTS"
 KINDS = ("segfault", "abort", "hang", "oom", "raise", "exit", "enospc", "perturb",
-         "mutate-topk", "mutate-conv", "mutate-swap", "mutate-nan", "mutate-roialign", "mutate-resize", "mutate-threshold")
+         "mutate-topk", "mutate-conv", "mutate-swap", "mutate-nan", "mutate-roialign", "mutate-resize", "mutate-threshold", "mutate-state")
 
 
 class InjectedFault(RuntimeError):

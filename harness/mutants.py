@@ -9,6 +9,8 @@ matrix run judges a mutated artifact exactly as it would judge a real export.
 - ``swap``: the ``pha`` and ``fgr`` outputs exchanged              - ``nan``: NaN written into 3 alpha pixels
 - ``roialign``: RoiAlign's coordinate_transformation_mode flipped  - ``resize``: a bilinear Resize made nearest
 - ``threshold``: the thresholding constant nudged by +0.01
+- ``state``: every recurrent state output (``r<k>o``, RVM) scaled by 0.98 (a state-feedback bug: frame 1's
+  matte is right, the error grows as the states are fed back)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-MUTANTS = ("topk", "conv", "swap", "nan", "roialign", "resize", "threshold")
+MUTANTS = ("topk", "conv", "swap", "nan", "roialign", "resize", "threshold", "state")
 
 
 class MutationError(ValueError):
@@ -147,7 +149,30 @@ def _threshold(model) -> str:
     raise MutationError("no Greater-than-threshold node (not a thresholding-mode graph)")
 
 
-_APPLY: Dict[str, Callable] = {"topk": _topk, "conv": _conv, "swap": _swap, "nan": _nan, "roialign": _roialign,
+def _state(model) -> str:
+    import re
+
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    outs = [o for o in model.graph.output if re.fullmatch(r"r\d+o", o.name)]
+    if not outs:
+        raise MutationError("no recurrent state outputs (r<k>o)")
+    for out in outs:
+        dtype = np.float16 if out.type.tensor_type.elem_type == 10 else np.float32
+        inner = f"{out.name}_before_mutant"
+        for node in model.graph.node:
+            for names in (node.input, node.output):
+                for k, name in enumerate(names):
+                    if name == out.name:
+                        names[k] = inner
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0.98, dtype=dtype), f"{out.name}_mutant_gain"))
+        model.graph.node.append(helper.make_node("Mul", [inner, f"{out.name}_mutant_gain"], [out.name],
+                                                 name=f"mutant_state_{out.name}"))
+    return f"recurrent states {', '.join(o.name for o in outs)} x 0.98"
+
+
+_APPLY: Dict[str, Callable] = {"state": _state, "topk": _topk, "conv": _conv, "swap": _swap, "nan": _nan, "roialign": _roialign,
                                "resize": _resize, "threshold": _threshold}
 
 

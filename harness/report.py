@@ -172,6 +172,57 @@ def _findings(records: List[Dict[str, Any]]) -> List[str]:
             reasons[key] = reasons.get(key, 0) + 1
     for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
         out.append(f"{n} cells — {k}")
+    return out + rvm_findings(records)
+
+
+def rvm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per RVM cell that ran its frames: the config, verdict, per-frame error curve (max abs over the
+    six outputs), drift, the ``[1,1,1,1]`` state check and the TensorRT-style readiness of its graph."""
+    rows = []
+    for r in records:
+        if r.get("model") != "rvm" or not r.get("frame_err_max"):
+            continue
+        curve = r["frame_err_max"]
+        rows.append({"cell_id": r["cell_id"], "status": r["status"], "exporter": r.get("exporter"),
+                     "runtime": r.get("runtime"), "precision": r.get("precision"), "opset": r.get("opset"),
+                     "ratio": r.get("downsample_ratio"), "ratio_mode": r.get("ratio_mode") if str(r.get("exporter", "")).startswith("onnx") else "",
+                     "dims": r.get("dim_names") if str(r.get("exporter", "")).startswith("onnx") else "",
+                     "simplify": r.get("simplify"), "first": curve[0], "last": curve[-1], "worst": max(curve),
+                     "drift": r.get("drift", ""), "tiny_state": r.get("tiny_state", ""),
+                     "trt": r.get("ready_tensorrt"), "trt_why": r.get("ready_tensorrt_why", ""),
+                     "collisions": r.get("dim_collisions", ""), "trtexec": r.get("trtexec", "")})
+    return sorted(rows, key=lambda x: x["cell_id"])
+
+
+def rvm_findings(records: List[Dict[str, Any]]) -> List[str]:
+    """The RVM question in one line per answer: which ONNX exports match eager over the recurrent frames *and*
+    pass the TensorRT-style static checks (no Resize scales from a graph input, no dim name standing for two
+    sizes), and why the others do not."""
+    onnx = [r for r in records if r.get("model") == "rvm" and str(r.get("exporter", "")).startswith("onnx")]
+    if not onnx:
+        return []
+
+    def cfg(r: Dict[str, Any]) -> str:
+        return (f"{r['exporter']}{'+onnxsim' if r.get('simplify') else ''} op{r.get('opset')} {r.get('precision')} "
+                f"ratio {r.get('ratio_mode')} ({r.get('downsample_ratio')}) dims {r.get('dim_names')}")
+
+    good = sorted({cfg(r) for r in onnx if r["status"] in ("pass", "xpass") and r.get("ready_tensorrt")})
+    out = []
+    if good:
+        out.append(f"RVM on TensorRT-style constraints: {len(good)} ONNX configs match eager over 10 frames and pass "
+                   f"the static checks, e.g. {'; '.join(good[:3])}")
+    else:
+        out.append("RVM on TensorRT-style constraints: no ONNX config both matches eager and passes the static checks")
+    why: Dict[str, int] = {}
+    for r in onnx:
+        if r["status"] in ("pass", "xpass") and r.get("ready_tensorrt") is False:
+            for reason in str(r.get("ready_tensorrt_why", "")).split("; "):
+                key = ("a runtime downsample_ratio input feeds Resize scales (shape tensor)" if "Resize scales" in reason
+                       else "shared dim names stand for different sizes" if "stands for different sizes" in reason
+                       else reason.split(" (")[0])
+                why[key] = why.get(key, 0) + 1
+    for k, n in sorted(why.items(), key=lambda kv: -kv[1]):
+        out.append(f"RVM: {n} passing ONNX cells are not TensorRT-ready: {k}")
     return out
 
 
@@ -450,7 +501,32 @@ def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
     fig = _speed_parity_scatter(plt, timed)
     if fig is not None:
         out["scatter"] = png(fig)
+    fig = _recurrent_plot(plt, records)
+    if fig is not None:
+        out["recurrent"] = png(fig)
     return out
+
+
+def _recurrent_plot(plt: Any, records: List[Dict[str, Any]]) -> Any:
+    """RVM's per-frame error curves (max abs over the six outputs vs eager, log scale), one line per exported
+    config (runtimes of one artifact overlap), the fp32 atol as a dashed line; None without RVM records."""
+    rows = [r for r in records if r.get("model") == "rvm" and r.get("frame_err_max")]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, prec in zip(axes, ("fp32", "fp16")):
+        sel = [r for r in rows if r.get("precision") == prec]
+        for r in sel[:40]:
+            ys = [max(v, 1e-9) for v in r["frame_err_max"]]
+            ax.plot(range(1, len(ys) + 1), ys, color="tab:green" if r["status"] in ("pass", "xpass") else "tab:red",
+                    alpha=0.5, linewidth=1)
+        ax.set_title(f"RVM {prec}: {len(sel)} cells")
+        ax.set_xlabel("frame (states fed back)")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("max abs error vs eager")
+    fig.tight_layout()
+    return fig
 
 
 def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
@@ -616,7 +692,7 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
         plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
         readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
-        contract=contract_rows(records),
+        contract=contract_rows(records), rvm=rvm_rows(records),
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 

@@ -142,7 +142,7 @@ class Runner(CellKeys):
         """The eager model of ``cell`` with the run's weights, in ``precision`` (default the cell's), eval."""
         a = owner(cell)
         m = a.construct(self.model_kwargs(cell))
-        m.load_state_dict(self.weights[a.weights_group(cell)])
+        m.load_state_dict(a.cell_state(cell, self.weights[a.weights_group(cell)]))
         return m.to(DTYPES[precision or cell.precision]).eval()
 
     def reference(self, cell: Cell, precision: str, device: str = "cpu") -> List[np.ndarray]:

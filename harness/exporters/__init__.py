@@ -265,9 +265,10 @@ def export_dynamic_shapes(names: Tuple[str, ...] = ("src", "bgr"), max_batch: in
     return {n: {0: batch, 2: 4 * h4, 3: 4 * w4} for n in names}
 
 
-def export_cause(exc: BaseException) -> str:
+def export_cause(exc: BaseException, model_name: str = "bgmv2") -> str:
     """The informative part of a torch.export-based failure: the data-dependent guard (or other root
-    error) and the first frame in our model code, instead of a wrapper's "step 1/3" banner."""
+    error), the model adapter's explanation of it (its ``export_hints``) and the first frame in our model
+    code, instead of a wrapper's "step 1/3" banner."""
     import re
 
     text = "\n".join(str(e) for e in _chain(exc))
@@ -275,14 +276,14 @@ def export_cause(exc: BaseException) -> str:
     cause = next((ln for ln in lines if "GuardOnDataDependentSymNode" in ln or "Could not guard on data-dependent" in ln),
                  None) or next((ln for ln in lines if re.search(r"(Unsupported|ConstraintViolation|not supported|"
                                                                  r"No decomposition|DispatchError)", ln)), None)
-    frame = next((ln for ln in lines if re.search(r"model/(?:bgmv2/)?(refiner|matting|decoder|backbones)\.py", ln)), None)
+    frame = next((ln for ln in lines if re.search(r"model/\w+/\w+\.py", ln)), None)
     if cause is None:
         return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
     cause = re.sub(r"^<class '([\w.]+)'>: ", lambda m: m.group(1).split(".")[-1] + ": ", cause)[:300]
-    hint = ""
-    if "data-dependent" in cause:
-        hint = (" — the refiner's patch count comes from nonzero() on the error map, so its size is data-dependent;"
-                " full refine mode exports")
+    from ..models import MODELS
+
+    hints = getattr(MODELS.get(model_name), "export_hints", {}) or {}
+    hint = next((f" — {text}" for pattern, text in hints.items() if re.search(pattern, cause)), "")
     return f"{cause}{hint}" + (f" (at {frame[:160]})" if frame else "")
 
 

@@ -49,7 +49,7 @@ class AOTInductorExporter(Exporter):
         try:
             quiet_export(req.path, build)
         except Exception as e:  # noqa: BLE001 - re-raised with its cause in words
-            raise StageError(export_cause(e)) from None
+            raise StageError(export_cause(e, req.model_name)) from None
         finally:
             eval_all(req.model)
         t2 = time.perf_counter()

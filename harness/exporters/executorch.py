@@ -58,7 +58,7 @@ class ExecuTorchExporter(Exporter):
         try:
             quiet_export(req.path, lambda: self._build(req, facts))
         except Exception as e:  # noqa: BLE001 - re-raised with its cause in words
-            raise StageError(export_cause(e)) from None
+            raise StageError(export_cause(e, req.model_name)) from None
         finally:
             eval_all(req.model)
         facts["edge_ir_check"] = False

@@ -34,7 +34,7 @@ class OnnxDynamoExporter(OnnxExporter):
                 input_names=list(req.input_names), output_names=list(req.output_names), dynamic_shapes=shapes,
                 external_data=False, verbose=False))
         except Exception as e:  # noqa: BLE001 - re-raised with its cause in words
-            raise StageError(export_cause(e)) from None
+            raise StageError(export_cause(e, req.model_name)) from None
         finally:
             eval_all(req.model)
         return Artifact(Path(req.path), "onnx", "onnx-dynamo", time.perf_counter() - t0, {"opset": req.opset})

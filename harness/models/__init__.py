@@ -235,6 +235,11 @@ class ModelAdapter:
         Raises the model's CheckpointError naming the mismatch."""
         raise NotImplementedError
 
+    def cell_state(self, cell: Any, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """The part of the weights group's ``state_dict`` that ``cell``'s model loads (strictly); default: all
+        of it (RVM's parameter-free refiner drops ``refiner.*``)."""
+        return state_dict
+
     def checkpoint_kind(self, state_dict: Dict[str, Any]) -> str:
         """What a checkpoint looks like (``environment.json``), or ``"unknown"``."""
         return "unknown"
@@ -255,6 +260,10 @@ class ModelAdapter:
     def torchscript_module(self, model: Any) -> Any:
         """The module to ``torch.jit.script`` for ``model`` (default: the model itself)."""
         return model
+
+    # {regular expression on a torch.export failure's cause: what it means for this model} (the first match is
+    # appended to the cell's reason; harness.exporters.export_cause)
+    export_hints: Dict[str, str] = {}
 
     # torch.jit.freeze the scripted module before saving (folds BatchNorm, inlines attributes: what RVM's
     # inference scripts do); never for a model with hoisted settable attributes, which freezing would bake

@@ -78,6 +78,8 @@ class BGMv2(ModelAdapter):
     hoisted = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold", "refine_prevent_oversampling")
     code_dir = ("model/bgmv2", "harness/models/bgmv2.py")
     size_multiple = 4  # the coarse pass at backbone_scale and the refiner's 4x4 patches (spec bgmv2-model.md)
+    export_hints = {"data-dependent": "the refiner's patch count comes from nonzero() on the error map, so its size "
+                                      "is data-dependent; full refine mode exports"}
     calibration_recipe = "model/bgmv2/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples"
 
     def combinations(self, axes: Dict[str, List[Any]]) -> Iterator[Dict[str, Any]]:

@@ -148,6 +148,9 @@ class RVM(ModelAdapter):
     grid_row_axes = ("downsample_ratio", "ratio_mode", "dim_names")
     grid_headers = {"downsample_ratio": "ratio", "ratio_mode": "ratio mode", "dim_names": "dims"}
     probe_inputs = ()
+    export_hints = {"data-dependent|SymFloat": "the runtime downsample_ratio is read with .item(), an unbacked "
+                                               "SymFloat under torch.export (spec rvm-model.md section 5 C.1); bake "
+                                               "the ratio (ratio_mode: baked) for the dynamo exporter"}
 
     # ------------------------------------------------------------------ cells
     def combinations(self, axes: Dict[str, List[Any]]) -> Iterator[Dict[str, Any]]:
@@ -277,6 +280,13 @@ class RVM(ModelAdapter):
         m = MattingNetwork(self._variant(group), "deep_guided_filter")
         load_checkpoint(m, state_dict)
         return m.state_dict()
+
+    def cell_state(self, cell: Any, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """The FastGuidedFilter model loads the DGF weights minus ``refiner.*`` (what upstream's scripts do with
+        ``strict=False``; spec §1.1)."""
+        if cell.rvm_refiner == "fgf":
+            return {k: v for k, v in state_dict.items() if not k.startswith("refiner.")}
+        return state_dict
 
     def checkpoint_kind(self, state_dict: Dict[str, Any]) -> str:
         keys = set(state_dict)
