@@ -218,3 +218,26 @@ def test_profile_include_values_must_be_in_the_universe(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"profiles\.smoke\.include\[0\]\.crop_method: value 'bogus' is not in axes"):
         load_config(path)
+
+
+def test_ci_profile_rvm_section():
+    """RVM in ci (profiles.ci.include): mobilenetv3 at 288x512; the TensorRT question (runtime vs baked ratio x
+    unique vs shared dim names x opsets 12/17 x onnxsim) on onnxruntime and OpenVINO; FGF, fp16, TorchScript,
+    eager, dynamo; portrait, odd size and batch 2. No RVM cell for AOTInductor, ExecuTorch or libtorch-cpp."""
+    cells = [c for c in expand(load_config(MATRIX), "ci").cells if c.model == "rvm"]
+    assert len(cells) == 48
+    assert {c.rvm_variant for c in cells} == {"mobilenetv3"} and {c.rvm_refiner for c in cells} == {"dgf", "fgf"}
+    onnx = [c for c in cells if c.exporter == "onnx"]
+    assert {(c.ratio_mode, c.dim_names) for c in onnx} == {("input", "unique"), ("input", "shared"),
+                                                           ("baked", "unique"), ("baked", "shared")}
+    assert {c.opset for c in onnx} == {12, 17} and {c.simplify for c in onnx} == {False, True}
+    assert {c.runtime for c in onnx} == {"onnxruntime-cpu", "openvino-cpu"}
+    assert {c.exporter for c in cells} == {"eager", "torchscript", "onnx", "onnx-dynamo"}
+    assert {c.precision for c in cells} == {"fp32", "fp16"}
+    assert {tuple(c.resolution) for c in cells} == {(288, 512), (512, 288), (721, 1283)}
+    assert {c.batch for c in cells} == {1, 2} and {c.downsample_ratio for c in cells} == {0.25, 0.375, 0.5}
+    # the non-ONNX exporters have no dim names and take the ratio as an input: not in their ids
+    ts = [c for c in cells if c.exporter == "torchscript"]
+    assert all(c.ratio_mode == "input" and "-input-" not in c.cell_id for c in ts)
+    # BGMv2 cells are not made at RVM's odd size
+    assert not [c for c in expand(load_config(MATRIX), "ci").cells if c.model == "bgmv2" and c.resolution[0] % 4]
