@@ -216,10 +216,11 @@ def rvm_findings(records: List[Dict[str, Any]]) -> List[str]:
     why: Dict[str, int] = {}
     for r in onnx:
         if r["status"] in ("pass", "xpass") and r.get("ready_tensorrt") is False:
-            for reason in str(r.get("ready_tensorrt_why", "")).split("; "):
-                key = ("a runtime downsample_ratio input feeds Resize scales (shape tensor)" if "Resize scales" in reason
-                       else "shared dim names stand for different sizes" if "stands for different sizes" in reason
-                       else reason.split(" (")[0])
+            text = str(r.get("ready_tensorrt_why", ""))
+            keys = [k for k, found in (
+                ("a runtime downsample_ratio input feeds Resize scales (a float shape tensor)", "Resize scales" in text),
+                ("one dim name stands for different sizes (shared names)", "stands for different sizes" in text)) if found]
+            for key in keys or [text.split(" (")[0][:120]]:
                 why[key] = why.get(key, 0) + 1
     for k, n in sorted(why.items(), key=lambda kv: -kv[1]):
         out.append(f"RVM: {n} passing ONNX cells are not TensorRT-ready: {k}")
