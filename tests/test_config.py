@@ -225,13 +225,13 @@ def test_ci_profile_rvm_section():
     unique vs shared dim names x opsets 12/17 x onnxsim) on onnxruntime and OpenVINO; FGF, fp16, TorchScript,
     eager, dynamo; portrait, odd size and batch 2. No RVM cell for AOTInductor, ExecuTorch or libtorch-cpp."""
     cells = [c for c in expand(load_config(MATRIX), "ci").cells if c.model == "rvm"]
-    assert len(cells) == 48
+    assert len(cells) == 50
     assert {c.rvm_variant for c in cells} == {"mobilenetv3"} and {c.rvm_refiner for c in cells} == {"dgf", "fgf"}
     onnx = [c for c in cells if c.exporter == "onnx"]
     assert {(c.ratio_mode, c.dim_names) for c in onnx} == {("input", "unique"), ("input", "shared"),
                                                            ("baked", "unique"), ("baked", "shared")}
     assert {c.opset for c in onnx} == {12, 17} and {c.simplify for c in onnx} == {False, True}
-    assert {c.runtime for c in onnx} == {"onnxruntime-cpu", "openvino-cpu"}
+    assert {c.runtime for c in onnx} == {"onnxruntime-cpu", "openvino-cpu", "openvino-cpu-static"}
     assert {c.exporter for c in cells} == {"eager", "torchscript", "onnx", "onnx-dynamo"}
     assert {c.precision for c in cells} == {"fp32", "fp16"}
     assert {tuple(c.resolution) for c in cells} == {(288, 512), (512, 288), (721, 1283)}

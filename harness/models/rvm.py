@@ -452,7 +452,8 @@ class RVM(ModelAdapter):
     def run_candidate(self, runtime: Any, feeds: Dict[str, Any], cell: Any) -> List[Any]:
         """The artifact over the frames, full-size zero states first, its own ``r*o`` fed back as ``r*i``;
         outputs stacked ``(T, ...)`` (numpy). Also runs frame 1 with ``[1, 1, 1, 1]`` zero states where the graph
-        broadcasts states (ONNX), recording whether the outputs are identical (``self.last_tiny_state``)."""
+        broadcasts states (ONNX; before the frames), recording whether the outputs are identical
+        (``self.last_tiny_state``)."""
         import torch
 
         from ..runtimes import as_list
@@ -466,25 +467,33 @@ class RVM(ModelAdapter):
             outs = as_list(runtime.run(self.frame_feeds(cell, src, st)), OUTPUT_NAMES)
             return [np.asarray(o) for o in outs]
 
+        tiny = self._tiny_run(runtime, cell, src_seq[0])  # first, so the frames are the last shapes a runtime saw
         per, states = [], None
         for t in range(src_seq.shape[0]):
             outs = step(src_seq[t], states)
             per.append(outs)
             states = [torch.from_numpy(np.ascontiguousarray(o)).to(dtype) for o in outs[2:]]
-        self.last_tiny_state = self._tiny_state(runtime, cell, src_seq[0], per[0])
+        self.last_tiny_state = self._tiny_state(tiny, per[0])
         return [np.stack([np.asarray(p[k], dtype=np.float32) for p in per]) for k in range(len(OUTPUT_NAMES))]
 
-    def _tiny_state(self, runtime: Any, cell: Any, src: Any, first: List[Any]) -> str:
-        """``identical`` / ``differs: max abs X`` / ``refused: <error>`` for frame 1 with ``[1, 1, 1, 1]`` zero
-        states against full-size zero states (only graphs that broadcast states: ONNX exports)."""
+    def _tiny_run(self, runtime: Any, cell: Any, src: Any) -> Any:
+        """Frame 1 with ``[1, 1, 1, 1]`` zero states (ONNX exports only: they broadcast states): its outputs, the
+        error text where the graph refuses them, or None for other exporters."""
         if cell.exporter not in ONNX_EXPORTERS:
-            return "n/a"
+            return None
         from ..runtimes import as_list
 
         try:
-            outs = as_list(runtime.run(self.frame_feeds(cell, src, self.zero_states(cell, src, tiny=True))), OUTPUT_NAMES)
+            return as_list(runtime.run(self.frame_feeds(cell, src, self.zero_states(cell, src, tiny=True))), OUTPUT_NAMES)
         except Exception as e:  # noqa: BLE001 - recorded
             return f"refused: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+    @staticmethod
+    def _tiny_state(outs: Any, first: List[Any]) -> str:
+        """``identical`` / ``differs: max abs X`` / ``refused: <error>`` / ``n/a``: frame 1 with ``[1, 1, 1, 1]``
+        zero states (:meth:`_tiny_run`) against full-size zero states."""
+        if outs is None or isinstance(outs, str):
+            return outs or "n/a"
         diff = max(float(np.max(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32))))
                    for a, b in zip(outs, first))
         return "identical" if diff == 0 else f"differs: max abs {diff:.3g}"
