@@ -103,7 +103,9 @@ def _adapter(r: Dict[str, Any]) -> Any:
 def _target(r: Dict[str, Any]) -> str:
     """What produced a record's artifact, e.g. ``onnx+onnxsim+guard+static`` (exporter and export options:
     the model adapter's :meth:`~harness.models.ModelAdapter.export_tags`)."""
-    return r.get("exporter", "") + ("+onnxsim" if r.get("simplify") else "") + _adapter(r).export_tags(r)
+    a = _adapter(r)
+    sim = "+onnxsim" if r.get("simplify") and "simplify" not in a.grid_row_axes else ""  # a row of its own (RVM)
+    return r.get("exporter", "") + sim + a.export_tags(r)
 
 
 def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

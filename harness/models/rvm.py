@@ -144,9 +144,12 @@ class RVM(ModelAdapter):
     code_dir = ("model/rvm", "harness/models/rvm.py")
     size_multiple = 1
     calibration_recipe = "model/rvm/calibration.py: seeded init, BatchNorm stats and heads calibrated on shipped photos"
-    grid_group_axes = ("rvm_variant", "rvm_refiner")
-    grid_row_axes = ("downsample_ratio", "ratio_mode", "dim_names")
-    grid_headers = {"downsample_ratio": "ratio", "ratio_mode": "ratio mode", "dim_names": "dims"}
+    # one grid per variant x exporter x runtime (x resolution, batch); rows refiner x ratio x ratio mode x dim
+    # naming x onnxsim, columns opset x precision
+    grid_group_axes = ("rvm_variant",)
+    grid_row_axes = ("rvm_refiner", "downsample_ratio", "ratio_mode", "dim_names", "simplify")
+    grid_headers = {"rvm_refiner": "refiner", "downsample_ratio": "ratio", "ratio_mode": "ratio mode",
+                    "dim_names": "dims", "simplify": "onnxsim"}
     probe_inputs = ()
     export_hints = {"data-dependent|SymFloat": "the runtime downsample_ratio is read with .item(), an unbacked "
                                                "SymFloat under torch.export (spec rvm-model.md section 5 C.1); bake "
@@ -189,10 +192,6 @@ class RVM(ModelAdapter):
                                      f"{math.floor(hw[1] * r)} at resolution {list(hw)}; RVM needs >= 32 px per side "
                                      f"(stride 16): use a larger ratio or resolution")
 
-    def export_tags(self, record: Dict[str, Any]) -> str:
-        if record.get("exporter") in ONNX_EXPORTERS:
-            return f"+{record.get('ratio_mode')}+{record.get('dim_names')}"
-        return ""
 
     def record_fields(self) -> Dict[str, Any]:
         """The elementwise judge's fields plus the recurrent ones: per-frame max abs error (``frame_err_*``,
