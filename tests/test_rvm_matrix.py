@@ -88,6 +88,9 @@ def test_the_report_shows_the_recurrent_section_and_answers_the_tensorrt_questio
     out, _, _ = rvm_smoke
     html = (out / "report.html").read_text()
     assert "RVM: recurrent parity and TensorRT readiness" in html and "RVM per-frame error" in html
+    # one grid per variant x exporter x runtime; ratio mode, dim naming and onnxsim are its rows
+    assert "mobilenetv3 · onnx → onnxruntime-cpu · 288x512 · batch 1" in html
+    assert all(f"<th>{h}</th>" in html for h in ("refiner", "ratio", "ratio mode", "dims", "onnxsim"))
     summary = (out / "summary.md").read_text()
     assert "RVM on TensorRT-style constraints: 1 ONNX configs match eager over 10 frames" in summary
     assert "ratio baked (0.5) dims unique" in summary
