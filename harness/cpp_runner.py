@@ -257,35 +257,41 @@ class RunnerProcess:
             raise RunnerError(f"libtorch-cpp: {reply.get('error', reply)}")
         return reply
 
-    def _inputs(self, src: np.ndarray, bgr: np.ndarray) -> Tuple[str, str]:
-        np.save(self.workdir / "src.npy", np.ascontiguousarray(src))
-        np.save(self.workdir / "bgr.npy", np.ascontiguousarray(bgr))
-        return str(self.workdir / "src.npy"), str(self.workdir / "bgr.npy")
+    def _inputs(self, arrays: Sequence[np.ndarray]) -> List[str]:
+        paths = []
+        for k, a in enumerate(arrays):
+            path = self.workdir / f"in{k}.npy"
+            np.save(path, np.ascontiguousarray(a))
+            paths.append(str(path))
+        return paths
 
     def set_threads(self, n: int) -> None:
         """Intra-op threads for the following requests (``at::set_num_threads``)."""
         if n and n != self.ready.get("threads"):
             self.ready["threads"] = int(self.request("threads", str(int(n)))["threads"])
 
-    def run(self, src: np.ndarray, bgr: np.ndarray) -> Tuple[List[np.ndarray], float]:
-        """One inference on ``(B,3,H,W)`` arrays (the artifact's dtype); returns the outputs and the
+    def run(self, *arrays: np.ndarray) -> Tuple[List[np.ndarray], float]:
+        """One inference on the artifact's inputs in ``forward()``'s order (BGMv2: ``src``, ``bgr`` ``(B,3,H,W)``;
+        RVM: ``src``, ``r1i..r4i``, ``downsample_ratio``), in the artifact's dtype; returns the outputs and the
         forward time measured inside the runner (ms)."""
-        s, b = self._inputs(src, bgr)
+        paths = self._inputs(arrays)
         out = self.workdir / f"out-{self.n}"
         self.n += 1
         out.mkdir()
-        reply = self.request("run", s, b, str(out))
+        reply = self.request("run", *paths, str(out))
         outs = [np.load(out / f"out{k}.npy") for k in range(int(reply["outputs"]))]
         shutil.rmtree(out, ignore_errors=True)
         return outs, float(reply["ms"])
 
-    def bench(self, src: np.ndarray, bgr: np.ndarray, what: str, protocol: Any) -> Dict[str, Any]:
-        """Run the latency protocol inside the runner (``what``: ``end-to-end`` or ``compute``).
+    def bench(self, *args: Any) -> Dict[str, Any]:
+        """``bench(*arrays, what, protocol)``: run the latency protocol inside the runner on the inputs (as
+        :meth:`run`); ``what``: ``end-to-end`` or ``compute``.
 
         Returns the reply: ``samples_ms``, ``warmup_runs``, ``warmup_s``, ``measure_s``, ``clock``."""
-        s, b = self._inputs(src, bgr)
+        *arrays, what, protocol = args
+        paths = self._inputs(arrays)
         p = protocol
-        return self.request("bench", s, b, what, repr(float(p.warmup_min_s)), str(int(p.warmup_min_runs)),
+        return self.request("bench", *paths, what, repr(float(p.warmup_min_s)), str(int(p.warmup_min_runs)),
                             repr(float(p.measure_min_s)), str(int(p.measure_min_runs)), repr(float(p.measure_max_s)))
 
     def close(self) -> None:

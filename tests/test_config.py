@@ -223,9 +223,10 @@ def test_profile_include_values_must_be_in_the_universe(tmp_path):
 def test_ci_profile_rvm_section():
     """RVM in ci (profiles.ci.include): mobilenetv3 at 288x512; the TensorRT question (runtime vs baked ratio x
     unique vs shared dim names x opsets 12/17 x onnxsim) on onnxruntime and OpenVINO; FGF, fp16, TorchScript,
-    eager, dynamo; portrait, odd size and batch 2. No RVM cell for AOTInductor, ExecuTorch or libtorch-cpp."""
+    eager, dynamo; portrait, odd size and batch 2. No RVM cell for AOTInductor or ExecuTorch."""
     cells = [c for c in expand(load_config(MATRIX), "ci").cells if c.model == "rvm"]
-    assert len(cells) == 50
+    assert len(cells) == 52
+    assert {c.runtime for c in cells if c.exporter == "torchscript"} == {"torchscript-cpu", "libtorch-cpp"}
     assert {c.rvm_variant for c in cells} == {"mobilenetv3"} and {c.rvm_refiner for c in cells} == {"dgf", "fgf"}
     onnx = [c for c in cells if c.exporter == "onnx"]
     assert {(c.ratio_mode, c.dim_names) for c in onnx} == {("input", "unique"), ("input", "shared"),

@@ -1,6 +1,6 @@
 // matting_runner: the `libtorch-cpp` runtime of matting-export-matrix.
 //
-// Loads one TorchScript BackgroundMattingV2 artifact (harness/exporters.py: export_torchscript) with
+// Loads one TorchScript artifact (BackgroundMattingV2, RobustVideoMatting: harness/exporters/torchscript.py) with
 // torch::jit::load, sets its hoisted attributes with Module::setattr (backbone_scale, refine_mode,
 // refine_sample_pixels, refine_threshold, refine_prevent_oversampling), then serves requests read
 // from stdin, one per line, fields separated by TAB; every reply is one JSON line on stdout.
@@ -11,10 +11,11 @@
 //                 or {"ready": false, "error": "...", "ops_errors": [...]} and exit code 3
 //     --ops-library: a shared library registering custom operators (torchvision's C++ ops for
 //     roi_align artifacts); one that fails to load is listed in ops_errors, fatal only if needed.
-//   run <TAB> src.npy <TAB> bgr.npy <TAB> OUT_DIR
-//     one inference; writes OUT_DIR/out0.npy .. out5.npy (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)
+//   run <TAB> in1.npy [<TAB> in2.npy ...] <TAB> OUT_DIR
+//     one inference on the inputs in forward()'s order (BGMv2: src, bgr; RVM: src, r1i..r4i,
+//     downsample_ratio); writes OUT_DIR/out0.npy .. (BGMv2: pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)
 //     reply {"ok": true, "ms": ..., "outputs": N}
-//   bench <TAB> src.npy <TAB> bgr.npy <TAB> end-to-end|compute <TAB> warmup_min_s <TAB> warmup_min_runs
+//   bench <TAB> in1.npy [<TAB> in2.npy ...] <TAB> end-to-end|compute <TAB> warmup_min_s <TAB> warmup_min_runs
 //         <TAB> measure_min_s <TAB> measure_min_runs <TAB> measure_max_s
 //     the harness's latency protocol (harness/benchmark.py), timed here with steady_clock;
 //     reply {"ok": true, "clock": "steady_clock", "samples_ms": [...], "warmup_runs": ..., ...}
@@ -246,9 +247,10 @@ void set_attribute(torch::jit::Module& m, const std::string& name, const std::st
   }
 }
 
-std::vector<torch::Tensor> forward(torch::jit::Module& m, const torch::Tensor& src, const torch::Tensor& bgr) {
+std::vector<torch::Tensor> forward(torch::jit::Module& m, const std::vector<torch::Tensor>& ins) {
   c10::InferenceMode guard;
-  c10::IValue out = m.forward({src, bgr});
+  std::vector<c10::IValue> args(ins.begin(), ins.end());
+  c10::IValue out = m.forward(args);
   std::vector<torch::Tensor> outs;
   if (out.isTuple()) {
     for (const auto& e : out.toTupleRef().elements()) outs.push_back(e.toTensor());
@@ -261,8 +263,10 @@ std::vector<torch::Tensor> forward(torch::jit::Module& m, const torch::Tensor& s
 }
 
 // One end-to-end call: host inputs copied into fresh tensors, outputs copied out contiguously.
-void end_to_end(torch::jit::Module& m, const torch::Tensor& src, const torch::Tensor& bgr) {
-  auto outs = forward(m, src.clone(), bgr.clone());
+void end_to_end(torch::jit::Module& m, const std::vector<torch::Tensor>& ins) {
+  std::vector<torch::Tensor> fresh;
+  for (const auto& t : ins) fresh.push_back(t.clone());
+  auto outs = forward(m, fresh);
   for (auto& o : outs) {
     auto host = o.contiguous().clone();
     (void)host;
@@ -277,31 +281,32 @@ std::vector<std::string> split_tabs(const std::string& line) {
 }
 
 std::string do_run(torch::jit::Module& m, const std::vector<std::string>& f) {
-  if (f.size() != 4) throw std::runtime_error("run expects: run<TAB>src.npy<TAB>bgr.npy<TAB>OUT_DIR");
-  auto src = read_npy(f[1]);
-  auto bgr = read_npy(f[2]);
+  if (f.size() < 3) throw std::runtime_error("run expects: run<TAB>in1.npy[<TAB>in2.npy...]<TAB>OUT_DIR");
+  std::vector<torch::Tensor> ins;
+  for (size_t i = 1; i + 1 < f.size(); ++i) ins.push_back(read_npy(f[i]));
   auto t0 = Clock::now();
-  auto outs = forward(m, src, bgr);
+  auto outs = forward(m, ins);
   double ms = ms_since(t0);
-  for (size_t i = 0; i < outs.size(); ++i) write_npy(f[3] + "/out" + std::to_string(i) + ".npy", outs[i]);
+  for (size_t i = 0; i < outs.size(); ++i) write_npy(f.back() + "/out" + std::to_string(i) + ".npy", outs[i]);
   return "{\"ok\": true, \"ms\": " + num(ms) + ", \"outputs\": " + std::to_string(outs.size()) + "}";
 }
 
 std::string do_bench(torch::jit::Module& m, const std::vector<std::string>& f) {
-  if (f.size() != 9)
+  if (f.size() < 8)
     throw std::runtime_error(
-        "bench expects: bench, src.npy, bgr.npy, end-to-end|compute, warmup_min_s, warmup_min_runs, "
+        "bench expects: bench, in1.npy[, in2.npy...], end-to-end|compute, warmup_min_s, warmup_min_runs, "
         "measure_min_s, measure_min_runs, measure_max_s (TAB-separated)");
-  auto src = read_npy(f[1]);
-  auto bgr = read_npy(f[2]);
-  const std::string& what = f[3];
+  const size_t n = f.size();
+  std::vector<torch::Tensor> ins;
+  for (size_t i = 1; i + 6 < n; ++i) ins.push_back(read_npy(f[i]));
+  const std::string& what = f[n - 6];
   if (what != "end-to-end" && what != "compute")
     throw std::runtime_error("bench latency definition '" + what + "'; expected end-to-end or compute");
-  const double warm_s = std::stod(f[4]), meas_min_s = std::stod(f[6]), meas_max_s = std::stod(f[8]);
-  const long warm_runs = std::stol(f[5]), meas_runs = std::stol(f[7]);
+  const double warm_s = std::stod(f[n - 5]), meas_min_s = std::stod(f[n - 3]), meas_max_s = std::stod(f[n - 1]);
+  const long warm_runs = std::stol(f[n - 4]), meas_runs = std::stol(f[n - 2]);
   auto call = [&] {
-    if (what == "compute") forward(m, src, bgr);
-    else end_to_end(m, src, bgr);
+    if (what == "compute") forward(m, ins);
+    else end_to_end(m, ins);
   };
   auto t0 = Clock::now();
   long n_warm = 0;

@@ -23,7 +23,9 @@ class LibTorchCpp(Runtime):
 
     name = "libtorch-cpp"
     format = "torchscript"
-    models = ("bgmv2",)  # harness/cpp/runner.cpp speaks BGMv2's (src, bgr) -> six outputs
+    # harness/cpp/matting_runner.cpp feeds forward() the artifact's inputs in order and returns its tuple: the
+    # models whose TorchScript artifact takes tensors only (BGMv2: src, bgr; RVM: src, r1i..r4i, ratio)
+    models = ("bgmv2", "rvm")
     record_fields = {"cpp_build_cached": bool, "cpp_build_s": float, "cpp_compiler": str, "cpp_build_key": str}
 
     @classmethod
