@@ -19,7 +19,8 @@ class LibTorchCpp(Runtime):
 
     Built once and cached (:mod:`harness.cpp_runner`); ``skip`` where CMake or a C++ compiler is
     missing. ``roi_align`` artifacts need torchvision's operators in C++ (see that module's notes). The
-    binary speaks BGMv2's two inputs and six outputs."""
+    binary feeds ``forward()`` the artifact's tensor inputs in order (BGMv2: two, RVM: six) and returns its
+    outputs."""
 
     name = "libtorch-cpp"
     format = "torchscript"
