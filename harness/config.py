@@ -331,6 +331,12 @@ class MatrixConfig(_Strict):
                         continue
                     if not values:
                         raise ValueError(f"{where}.{axis}: empty list")
+                    if axis == "resolution":  # sizes the block's models take (before "not in axes")
+                        models = block.model_dump().get("model") or prof.axes.model_dump().get("model") or universe["model"]
+                        multiple = min(MODELS[m].size_multiple for m in models if m in MODELS) if any(
+                            m in MODELS for m in models) else 1
+                        for hw in values:
+                            _check_hw(f"{where}.resolution", hw, multiple)
                     bad = [v for v in values if not _occurs(v, universe[axis])]
                     if bad:
                         raise ValueError(f"{where}.{axis}: value {bad[0]!r} is not in axes.{axis} {universe[axis]!r}")
