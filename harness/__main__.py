@@ -58,9 +58,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue the run in DIR: run only cells without a record (same config required)")
     again.add_argument("--rerun-failed", metavar="DIR", default=None,
                        help="re-run the cells in DIR whose status is fail, error, crash or timeout")
+    r.add_argument("--baseline", metavar="DIR", default=None,
+                   help="after the run, compare with the run in DIR (`harness diff DIR OUT`): diff.md/diff.html in "
+                        "OUT; a regression (new failure, lost config, new xpass, significantly slower) exits 1")
+    r.add_argument("--exit-zero", action="store_true",
+                   help="exit 0 even with unexpected results or a baseline regression (bad input still exits 2)")
+    from .diff import add_parser as add_diff
     from .verify import add_parser as add_verify
 
     add_verify(sub)
+    add_diff(sub)
     rep = sub.add_parser("report", help="rebuild report.html/results.csv/summary.md from DIR/results.jsonl")
     rep.add_argument("dir")
     rep.add_argument("--benchmark-json", default=None, metavar="FILE",
@@ -153,6 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = _run_args_problem(args)
     if problem:
         return _fail(problem)
+    if args.baseline is not None and not (Path(args.baseline) / "results.jsonl").is_file():
+        return _fail(f"--baseline {args.baseline!r} has no results.jsonl (a directory written by "
+                     f"`python -m harness run`, e.g. reports/baseline)")
     t0 = time.perf_counter()
     try:
         summary, runner = run_plan(plan, _run_options(args, timeouts))
@@ -219,6 +229,7 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float) 
         "wall_s": wall_s, "run_wall_s": summary.wall_s, "stage_s": summary.stage_s, "jobs": summary.jobs,
         "worker_threads": runner.threads, "cache": summary.cache, "interrupted": summary.interrupted,
         "counts": summary.counts(),
+        "rules": {r.id: {"reason": r.reason, "evidence": r.evidence} for r in plan.rules},
     }
     try:
         paths = write_report(Path(args.out), summary.records, meta)
@@ -236,7 +247,19 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float) 
         print(f"interrupted by {summary.interrupted}: {len(summary.records)} of {len(plan.cells)} cells finished; "
               f"continue with: python -m harness run --resume {args.out}", file=sys.stderr)
         return 130 if summary.interrupted == "SIGINT" else 143
-    return 1 if summary.unexpected else 0
+    code = 1 if summary.unexpected else 0
+    if summary.unexpected:
+        print(f"{summary.unexpected} unexpected result(s): see {paths['md']} (junit: {paths['junit']})",
+              file=sys.stderr)
+    if args.baseline is not None:
+        from .diff import diff_dirs, to_markdown, write
+
+        res = diff_dirs(Path(args.baseline), Path(args.out))
+        dpaths = write(res, Path(args.out))
+        sys.stdout.write(to_markdown(res))
+        print(f"diff against {args.baseline}: {dpaths['html']}")
+        code = max(code, 1 if res.regression else 0)
+    return 0 if args.exit_zero else code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -265,6 +288,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "diff":
+        from .diff import cmd_diff
+
+        return cmd_diff(args)
     if args.command == "verify":
         from .verify import run_verify
 

@@ -11,7 +11,7 @@ import math
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .benchmark import cpu_flags, cpu_name
 from .cache import package_versions
@@ -157,24 +157,9 @@ def _tooltip(r: Dict[str, Any]) -> str:
 
 
 def _findings(records: List[Dict[str, Any]]) -> List[str]:
-    """Short, data-driven observations for the summary (fastest passing config, failure classes)."""
-    out = []
-    passing = [r for r in records if r["status"] in ("pass", "xpass") and r.get("p50_ms") is not None]
-    by_rt: Dict[tuple, Dict[str, Any]] = {}
-    for r in passing:
-        key = (r["runtime"], r["precision"], r.get("resolution"))
-        if key not in by_rt or r["p50_ms"] < by_rt[key]["p50_ms"]:
-            by_rt[key] = r
-    for (rt, prec, res), r in sorted(by_rt.items()):
-        out.append(f"Fastest passing {rt} {prec} at {res}: `{r['cell_id']}` p50 {r['p50_ms']:.1f} ms")
-    reasons: Dict[str, int] = {}
-    for r in records:
-        if r["status"] in ("fail", "error", "xfail", "crash", "timeout"):
-            key = f"{r['status']} at {r.get('stage')}: {str(r.get('reason', '')).split(' [expected')[0][:140]}"
-            reasons[key] = reasons.get(key, 0) + 1
-    for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
-        out.append(f"{n} cells — {k}")
-    return out + rvm_findings(records)
+    """Data-driven observations for the summary beyond the decision table (harness/decide.py) and the
+    failures-by-cause table: RVM's recurrent findings."""
+    return rvm_findings(records)
 
 
 def rvm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -407,7 +392,8 @@ TARGET_AXES = ("crop_method", "replace_method", "refine_mode", "opset", "simplif
 def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per deployment target (runtime x exporter x precision): how many configurations that ran here
     pass, which values of each knob work (``unfold 8/8 · roi_align 0/8``: passing / run), and the
-    end-to-end p50 of the passing ones (min and median, ms). ``skip`` cells are counted apart: they
+    fastest end-to-end p50 of the passing ones per refine mode / downsample ratio (``p50_best``, ms: modes
+    compute different things, so they are never pooled). ``skip`` cells are counted apart: they
     say nothing about the target, only about this machine."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
@@ -432,9 +418,14 @@ def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             if len(vals) > 0:
                 key = (lambda kv: int(kv[0])) if axis == "opset" else (lambda kv: kv[0])
                 row[axis] = " · ".join(f"{v} {a}/{b}" for v, (a, b) in sorted(vals.items(), key=key))
-        p50 = [r["p50_ms"] for r in ok if r.get("p50_ms") is not None]
-        if p50:
-            row["p50_min_ms"], row["p50_median_ms"] = float(np.min(p50)), float(np.median(p50))
+        best: Dict[str, float] = {}
+        for r in ok:
+            if r.get("p50_ms") is None:
+                continue
+            sem = _semantic(r) or "all"
+            best[sem] = min(best.get(sem, float("inf")), float(r["p50_ms"]))
+        if best:
+            row["p50_best"] = " · ".join(f"{k.split(' ')[-1]} {v:.1f}" for k, v in sorted(best.items()))
         bad: Dict[str, int] = {}
         for r in ran:
             if r["status"] not in ("pass", "xpass"):
@@ -475,7 +466,7 @@ def paper_table(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
+def _plots(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """Base64 PNGs: latency distribution per runtime and precision; speed vs parity scatter.
     Empty with a ``skipped`` entry when matplotlib is missing or nothing was timed."""
     timed = [r for r in records if r.get("p50_ms") is not None]
@@ -501,7 +492,7 @@ def _plots(records: List[Dict[str, Any]]) -> Dict[str, str]:
     fig = _latency_boxplot(plt, timed)
     if fig is not None:
         out["latency"] = png(fig)
-    fig = _speed_parity_scatter(plt, timed)
+    fig = _speed_parity_scatter(plt, timed, env)
     if fig is not None:
         out["scatter"] = png(fig)
     fig = _recurrent_plot(plt, records)
@@ -533,12 +524,15 @@ def _recurrent_plot(plt: Any, records: List[Dict[str, Any]]) -> Any:
 
 
 def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
-    """Box plot of every timed call of the passing cells, one row per exporter -> runtime precision (None: none)."""
+    """Box plot of every timed call of the passing cells, one row per exporter -> runtime precision and refine
+    mode / downsample ratio (configs that compute different things are never lumped together; None: none)."""
     groups: Dict[str, List[float]] = {}
     for r in timed:
         if r.get("status") not in ("pass", "xpass"):
             continue
-        label = f"{r.get('exporter')}{'+sim' if r.get('simplify') else ''} → {r.get('runtime')} {r.get('precision')}"
+        sem = _semantic(r)
+        label = (f"{r.get('exporter')}{'+sim' if r.get('simplify') else ''} → {r.get('runtime')} {r.get('precision')}"
+                 + (f" · {sem}" if sem else ""))
         groups.setdefault(label, []).extend(r.get("latency_samples_ms") or [r["p50_ms"]])
     if groups:
         labels = sorted(groups, key=lambda k: float(np.median(groups[k])))
@@ -552,33 +546,69 @@ def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
     return None
 
 
-def _speed_parity_scatter(plt: Any, timed: List[Dict[str, Any]]) -> Any:
-    """p50 vs judged alpha error per cell, coloured by status, marker per runtime (None: nothing judged)."""
-    pts = [r for r in timed if r.get("judged_max_abs_pha") is not None]
-    if pts:
-        fig, ax = plt.subplots(figsize=(9, 5))
-        colours = {"pass": "#2e7d32", "xpass": "#ef6c00", "fail": "#c62828"}
-        markers = {}
-        for r in pts:
-            m = markers.setdefault(r.get("runtime"), "os^Dv<>p"[len(markers) % 8])
-            ax.scatter(r["p50_ms"], max(float(r["judged_max_abs_pha"]), 1e-8), c=colours.get(r["status"], "#777"),
-                       marker=m, s=22, alpha=0.75)
-        best = min((r for r in pts if r["status"] == "pass"), key=lambda r: r["p50_ms"], default=None)
-        if best is not None:
-            ax.annotate(f"fastest passing: {best['cell_id']}", (best["p50_ms"], max(float(best["judged_max_abs_pha"]), 1e-8)),
-                        fontsize=7, xytext=(10, 10), textcoords="offset points", arrowprops={"arrowstyle": "->"})
-        for rt, m in markers.items():
-            ax.scatter([], [], marker=m, c="#555", label=rt)
-        for st, c in colours.items():
-            ax.scatter([], [], marker="s", c=c, label=st)
+def _semantic(r: Dict[str, Any]) -> str:
+    ax = getattr(_adapter(r), "semantic_axis", "")
+    return f"{ax.replace('_', ' ')} {r.get(ax)}" if ax and r.get(ax) is not None else ""
+
+
+def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
+    """Indices of the Pareto-optimal points (lower latency and lower error both better), by latency."""
+    order = sorted(range(len(points)), key=lambda k: (points[k][0], points[k][1]))
+    front, best_err = [], float("inf")
+    for k in order:
+        if points[k][1] < best_err:
+            front.append(k)
+            best_err = points[k][1]
+    return front
+
+
+def _speed_parity_scatter(plt: Any, timed: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Any:
+    """Pareto chart per precision: p50 (ms) vs judged max abs alpha error of every passing or failing timed
+    cell; colour = runtime, marker = refine mode / downsample ratio (the model's semantic axis), dashed line =
+    the precision's atol, the Pareto front of the passing cells drawn and labelled (None: nothing judged)."""
+    pts = [r for r in timed if r.get("judged_max_abs_pha", r.get("max_abs_pha")) is not None
+           and r.get("status") in ("pass", "xpass", "fail")]
+    if not pts:
+        return None
+    precs = sorted({str(r.get("precision")) for r in pts})
+    fig, axes = plt.subplots(1, len(precs), figsize=(7.5 * len(precs), 5.2), squeeze=False)
+    tols = (env or {}).get("tolerances") or {}
+    runtimes = sorted({str(r.get("runtime")) for r in pts})
+    colours = {rt: f"C{k % 10}" for k, rt in enumerate(runtimes)}
+    sems = sorted({_semantic(r) for r in pts})
+    markers = {m: "os^Dv<>pP*"[k % 10] for k, m in enumerate(sems)}
+    for ax, prec in zip(axes[0], precs):
+        sel = [r for r in pts if str(r.get("precision")) == prec]
+        err = [max(float(r.get("judged_max_abs_pha", r.get("max_abs_pha"))), 1e-8) for r in sel]
+        for r, e in zip(sel, err):
+            ax.scatter(r["p50_ms"], e, c=colours[str(r.get("runtime"))], marker=markers[_semantic(r)], s=24,
+                       alpha=0.8 if r["status"] == "pass" else 0.35, edgecolors="k" if r["status"] == "fail" else "none")
+        ok = [k for k, r in enumerate(sel) if r["status"] == "pass"]
+        front = [ok[k] for k in pareto_front([(sel[k]["p50_ms"], err[k]) for k in ok])]
+        if front:
+            ax.plot([sel[k]["p50_ms"] for k in front], [err[k] for k in front], "k-", linewidth=1, alpha=0.6)
+            for k in front[:8]:
+                r = sel[k]
+                ax.annotate(f"{r.get('runtime')} · {_target(r)} · {_semantic(r)}", (r["p50_ms"], err[k]), fontsize=7,
+                            xytext=(6, 4), textcoords="offset points")
+        atol = (tols.get(prec) or {}).get("atol")
+        if atol:
+            ax.axhline(atol, color="#c62828", linestyle="--", linewidth=1)
+            ax.text(ax.get_xlim()[0], atol, f" atol {atol:g}", color="#c62828", fontsize=7, va="bottom")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("p50 latency, ms")
-        ax.set_ylabel("max |alpha - eager| (judged pixels)")
-        ax.legend(fontsize=7, loc="best")
+        ax.set_title(f"{prec}: {len(sel)} timed cells, Pareto front of the passing ones")
+        ax.set_xlabel("p50 latency, ms (end-to-end)")
+        ax.set_ylabel("judged max |alpha - eager|")
         ax.grid(alpha=0.3)
-        return fig
-    return None
+    for rt, c in colours.items():
+        axes[0][0].scatter([], [], marker="s", c=c, label=rt)
+    for m, mk in markers.items():
+        axes[0][0].scatter([], [], marker=mk, c="#555", label=m or "—")
+    axes[0][0].scatter([], [], marker="o", c="#bbb", edgecolors="k", label="fail (outlined)")
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 READINESS_TARGETS = ("tensorrt", "coreml", "opencv_dnn", "tflite", "openvino")
@@ -648,9 +678,51 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     findings = _findings(records) + static_findings(records) + contract_findings(records)
-    _write_html(out_dir, records, env, counts, findings, benchmark_json)
-    (out_dir / "summary.md").write_text(_summary_md(records, env, counts, findings), encoding="utf-8")
-    return {k: out_dir / v for k, v in (("csv", "results.csv"), ("html", "report.html"), ("md", "summary.md"))}
+    from .decide import decide
+
+    decisions = decide(records, env)
+    _write_html(out_dir, records, env, counts, findings, benchmark_json, decisions)
+    (out_dir / "summary.md").write_text(_summary_md(records, env, counts, findings, decisions), encoding="utf-8")
+    write_junit(out_dir / "junit.xml", records, env)
+    return {k: out_dir / v for k, v in (("csv", "results.csv"), ("html", "report.html"), ("md", "summary.md"),
+                                        ("junit", "junit.xml"))}
+
+
+def write_junit(path: Path, records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> None:
+    """JUnit XML, one ``testcase`` per cell (``classname`` = model.runtime.precision, ``name`` = cell id,
+    ``time`` = the cell's seconds), mapped as pytest's junitxml does: ``fail`` and ``xpass`` -> ``failure``
+    (xpass as a strict xfail: the rule no longer holds), ``error``/``crash``/``timeout`` -> ``error``,
+    ``skip`` -> ``skipped``, ``xfail`` -> ``skipped`` with ``type="xfail"``; the reason is the message."""
+    import xml.etree.ElementTree as ET
+
+    env = env or {}
+    n = {k: 0 for k in ("failures", "errors", "skipped")}
+    suite = ET.Element("testsuite", name=f"matting-export-matrix.{env.get('profile', 'run')}")
+    total = 0.0
+    for r in records:
+        st = r.get("status")
+        t = float(r.get("cell_s") or 0.0)
+        total += t
+        tc = ET.SubElement(suite, "testcase", classname=f"{r.get('model') or 'bgmv2'}.{r.get('runtime')}.{r.get('precision')}",
+                           name=str(r.get("cell_id")), time=f"{t:.3f}")
+        reason = str(r.get("reason") or "")
+        if st in ("fail", "xpass"):
+            n["failures"] += 1
+            ET.SubElement(tc, "failure", message=reason[:500], type=st).text = (
+                f"{st} at stage {r.get('stage')}: {reason}\n{r.get('parity') or r.get('parity_note') or ''}")
+        elif st in ("error", "crash", "timeout"):
+            n["errors"] += 1
+            ET.SubElement(tc, "error", message=reason[:500], type=st).text = f"{st} at stage {r.get('stage')}: {reason}"
+        elif st in ("skip", "xfail"):
+            n["skipped"] += 1
+            ET.SubElement(tc, "skipped", message=reason[:500], type="xfail" if st == "xfail" else "skip")
+    suite.set("tests", str(len(records)))
+    for k, v in n.items():
+        suite.set(k, str(v))
+    suite.set("time", f"{total:.3f}")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def csv_columns(records: List[Dict[str, Any]]) -> List[str]:
@@ -671,15 +743,84 @@ def _write_csv(path: Path, records: List[Dict[str, Any]]) -> None:
     pd.DataFrame(records, columns=csv_columns(records)).to_csv(path, index=False)
 
 
-TABLE_COLUMNS = ["cell_id", "status", "stage", "exporter_name", "runtime", "precision", "opset", "refine_mode",
-                 "crop_method", "replace_method", "parity_ref", "max_abs_pha", "judged_max_abs_pha",
-                 "violation_frac_pha", "ref_nontie_disagreements", "eager_drift_max_abs_pha", "min_passing_atol",
-                 "p50_ms", "p90_ms", "p99_ms", "cv", "fps", "cold_ms", "compute_p50_ms",
-                 "export_s", "load_s", "latency_warning", "input_contract", "reason", "parity_note"]
+TABLE_COLUMNS = ["cell_id", "status", "reason", "model", "runtime", "exporter", "precision", "opset", "config",
+                 "resolution", "batch", "parity_ref", "judged_max_abs_pha", "violation_frac_pha", "p50_ms", "p90_ms", "cv"]
+FILTER_COLUMNS = ["model", "status", "runtime", "exporter", "precision", "opset", "resolution", "batch", "parity_ref"]
+
+
+def _config_cell(r: Dict[str, Any]) -> str:
+    """The 'config' column: the network and the model's knobs (exporter and opset have their own columns)."""
+    from .decide import config_label
+
+    a = _adapter(r)
+    net = [str(r.get(k)) for k in a.grid_group_axes if r.get(k) is not None]
+    rest = config_label(r).split(" · ", 1)
+    knobs = rest[1] if len(rest) > 1 else ""
+    sim = "onnxsim" if r.get("simplify") else ""
+    return " · ".join(x for x in [*net, knobs, sim] if x)
+
+
+def table_rows(records: List[Dict[str, Any]]) -> List[Dict[str, str]]:
+    """The 'All cells' rows: display strings for :data:`TABLE_COLUMNS` (reason whole: it wraps)."""
+    out = []
+    for r in records:
+        row = {c: _fmt(r.get(c)) for c in TABLE_COLUMNS}
+        row["reason"] = str(r.get("reason") or "")
+        row["config"] = _config_cell(r)
+        if row["model"] == "":
+            row["model"] = "bgmv2"
+        out.append(row)
+    return out
+
+
+def cell_details(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """Per cell id: ``{stage, lines, links}`` for the report's inspector (what the table does not show:
+    parity numbers, latency spread, rule and its evidence, graph facts; links to the artifact folder, its
+    logs and the rule's evidence)."""
+    rules = env.get("rules") or {}
+    out: Dict[str, Any] = {}
+    for r in records:
+        lines = []
+        if r.get("parity_note"):
+            lines.append(f"parity: {r['parity_note']}")
+        elif r.get("parity"):
+            lines.append(f"parity: {r['parity']}")
+        if r.get("max_abs_pha") is not None:
+            lines.append(f"max abs pha over every pixel {_fmt(r['max_abs_pha'])}; judged {_fmt(r.get('judged_max_abs_pha'))}"
+                         f"; fgr judged {_fmt(r.get('judged_max_abs_fgr', r.get('max_abs_fgr')))}")
+        if r.get("p50_ms") is not None:
+            lines.append(f"latency p50 {_fmt(r['p50_ms'])} / p90 {_fmt(r.get('p90_ms'))} / p99 {_fmt(r.get('p99_ms'))} ms, "
+                         f"cv {_fmt(r.get('cv'))}, {r.get('latency_runs')} calls; compute p50 {_fmt(r.get('compute_p50_ms'))} ms")
+        if r.get("latency_warning"):
+            lines.append(f"latency: {r['latency_warning']}")
+        if r.get("export_s") is not None or r.get("load_s") is not None:
+            lines.append(f"export {_fmt(r.get('export_s'))} s, load {_fmt(r.get('load_s'))} s")
+        for k, label in (("first_divergence", "first divergence"), ("data_dependent_ops", "data-dependent ops"),
+                         ("input_contract", "input contract"), ("drift", "drift"), ("tiny_state", "[1,1,1,1] state")):
+            if r.get(k):
+                lines.append(f"{label}: {r[k]}")
+        not_ready = [f"{t} ({r.get(f'ready_{t}_why')})" for t in READINESS_TARGETS if r.get(f"ready_{t}") is False]
+        if not_ready:
+            lines.append("not ready for: " + "; ".join(not_ready))
+        links = []
+        rule = r.get("rule")
+        if rule:
+            ev = (rules.get(rule) or {}).get("evidence")
+            lines.append(f"rule {rule}" + (f": {(rules.get(rule) or {}).get('reason')}" if rules.get(rule) else ""))
+            if ev:
+                links.append([f"evidence for {rule}", ev])
+        cid = str(r.get("cell_id"))
+        folder = Path("artifacts") / cid
+        if out_dir is not None and (Path(out_dir) / folder).is_dir():
+            links.append(["artifact folder", folder.as_posix() + "/"])
+            for f in sorted((Path(out_dir) / folder).glob("*.log")):
+                links.append([f"log: {f.name}", (folder / f.name).as_posix()])
+        out[cid] = {"stage": r.get("stage") or "", "lines": lines, "links": links}
+    return out
 
 
 def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int],
-                findings: List[str], benchmark_json: Optional[Path]) -> None:
+                findings: List[str], benchmark_json: Optional[Path], decisions: Optional[List[Any]] = None) -> None:
     import jinja2
     import pandas as pd
 
@@ -690,28 +831,85 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
     bench_rows = read_benchmark_json(benchmark_json) if benchmark_json else []
     if bench_rows:
         pd.DataFrame(bench_rows).to_csv(out_dir / "benchmark.csv", index=False)
+    from .decide import failure_groups
+
+    details = json.dumps(cell_details(records, env, out_dir), separators=(",", ":")).replace("</", "<\\/")
     html = tmpl.render(
+        decisions=decisions or [], causes=failure_groups(records, env), table_rows=table_rows(records),
+        filter_cols=FILTER_COLUMNS, details_json=details,
+        p50_of={r["cell_id"]: r.get("p50_ms") for r in records},
         env=env, counts=counts, grids=_grid(records), records=records, table_cols=TABLE_COLUMNS,
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
-        plots=_plots(records), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
+        plots=_plots(records, env), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
         readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
         contract=contract_rows(records), rvm=rvm_rows(records),
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 
 
-def _summary_md(records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int], findings: List[str]) -> str:
+def _md_cell(text: Any) -> str:
+    return " ".join(str(text if text is not None else "").split()).replace("|", "\\|")
+
+
+def decision_md(decisions: List[Any], env: Dict[str, Any]) -> List[str]:
+    """The "what to ship" table (primary comparison shape per target) as Markdown lines."""
+    md = ["", "## What to ship, per target", "",
+          "Choice rule: parity gates (status pass), then p50 differences whose 95 % bootstrap CI clears 5 %; "
+          "ties go to the more portable artifact (more runtimes passing the same file, fewer data-dependent ops). "
+          "p50 is end-to-end wall time per call (see the report's latency definitions).", "",
+          "| model | target | shape | recommended config | p50 ms (95 % CI) | judged max abs (atol) | runner-up: why it lost |",
+          "|---|---|---|---|---|---|---|"]
+    for d in decisions:
+        if not d.primary:
+            continue
+        if d.recommended is None:
+            causes = "; ".join(f"{g['count']} × {g['cause']}" + (f" ([evidence]({g['evidence']}))" if g["evidence"] else "")
+                               for g in d.blocked[:3])
+            md.append(f"| {d.model} | {d.target} | {d.shape_label} | **blocked**: nothing passes ({d.ran} ran) | | | "
+                      f"{_md_cell(causes)} |")
+            continue
+        c = d.recommended
+        p50 = f"{c.p50_ms:.1f}" if c.p50_ms is not None else "not timed"
+        if c.p50_ci:
+            p50 += f" ({c.p50_ci[0]:.1f}–{c.p50_ci[1]:.1f})"
+        acc = d.accuracy
+        err = f"{acc['max_abs']:.1e} ({acc['atol']:g})" if acc.get("max_abs") is not None and acc.get("atol") else ""
+        ru = f"{d.runner_up.label}: {d.why_runner_up_lost}" if d.runner_up else "only passing config"
+        md.append(f"| {d.model} | {d.target} | {d.shape_label} | {_md_cell(c.label)} | {p50} | {err} | {_md_cell(ru)} |")
+    return md
+
+
+def unexpected_md(records: List[Dict[str, Any]], env: Dict[str, Any]) -> List[str]:
+    """Unexpected results grouped by cause (never 100 near-identical rows)."""
+    from .decide import failure_groups
+    from .records import UNEXPECTED_STATUSES
+
+    bad = [r for r in records if r["status"] in UNEXPECTED_STATUSES]
+    if not bad:
+        return []
+    md = ["", f"## Unexpected results ({len(bad)})", "", "| cause | cells | example | reason |", "|---|---|---|---|"]
+    for g in failure_groups(bad, env)[:30]:
+        md.append(f"| {_md_cell(g['cause'])} | {g['count']} | `{g['example']}` | {_md_cell(g['reason'])[:200]} |")
+    return md
+
+
+def _summary_md(records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int], findings: List[str],
+                decisions: Optional[List[Any]] = None) -> str:
     md = [f"# Export matrix summary — profile `{env.get('profile', '?')}`", ""]
     md.append(f"{len(records)} cells · " + " · ".join(f"{s}: {n}" for s, n in counts.items() if n))
     if env.get("wall_s") is not None:
         md.append(f"\nWall time: {env['wall_s']:.1f} s on {env.get('cpu', '?')} (torch {env.get('torch')}, "
                   f"onnxruntime {env.get('onnxruntime')})")
-    md += ["", "## Findings", ""] + [f"- {f}" for f in findings]
+    md += unexpected_md(records, env)
+    if decisions:
+        md += decision_md(decisions, env)
+    if findings:
+        md += ["", "## Findings", ""] + [f"- {f}" for f in findings]
     md += ["", "## Per target (runtime x exporter x precision)", "",
            "| runtime | exporter | precision | passing / ran | skipped | crop | replace | mode | opset | "
-           "p50 min / median ms | not passing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "fastest p50 per mode, ms | not passing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in target_rows(records):
-        p50 = f"{t['p50_min_ms']:.1f} / {t['p50_median_ms']:.1f}" if "p50_min_ms" in t else ""
+        p50 = t.get("p50_best", "")
         md.append(f"| {t['runtime']} | {t['exporter']} | {t['precision']} | {t['passing']}/{t['ran']} | {t['skipped']} "
                   f"| {t.get('crop_method', '')} | {t.get('replace_method', '')} | {t.get('refine_mode', '')} "
                   f"| {t.get('opset', '')} | {p50} | {t['not_passing'] or t.get('skip_reason', '')} |")
@@ -723,10 +921,4 @@ def _summary_md(records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict
         for c in contract:
             md.append(f"| {c['target']} | {c['runtime']} | {c['cells']} | {c['size']} | {c['dtype']} | {c['channels']} "
                       f"| {c['range']} |")
-    bad = [r for r in records if r["status"] in ("fail", "error", "xpass", "crash", "timeout")]
-    if bad:
-        md += ["", "## Unexpected results", "", "| cell | status | stage | reason |", "|---|---|---|---|"]
-        for r in bad[:100]:
-            reason = str(r.get("reason", "")).replace("|", "\\|")[:200]
-            md.append(f"| `{r['cell_id']}` | {r['status']} | {r.get('stage')} | {reason} |")
     return "\n".join(md) + "\n"

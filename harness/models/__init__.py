@@ -179,6 +179,9 @@ class ModelAdapter:
     grid_group_axes: Tuple[str, ...] = ()
     grid_row_axes: Tuple[str, ...] = ()
     grid_headers: Dict[str, str] = {}
+    # the axis whose values change what the model computes, not only how it is exported (BGMv2's refine
+    # mode, RVM's downsample ratio): the decision report (harness/decide.py) names the best config per value
+    semantic_axis: str = ""
 
     def export_tags(self, record: Dict[str, Any]) -> str:
         """Suffix naming the model's export options of a record in the report (e.g. BGMv2's ``+guard``)."""

@@ -216,6 +216,7 @@ class BGMv2(ModelAdapter):
 
     grid_group_axes = ("backbone",)
     grid_row_axes = ("crop_method", "replace_method", "refine_mode")
+    semantic_axis = "refine_mode"
     grid_headers = {"crop_method": "crop", "replace_method": "replace", "refine_mode": "mode"}
 
     def export_tags(self, record: Dict[str, Any]) -> str:

@@ -148,6 +148,7 @@ class RVM(ModelAdapter):
     # naming x onnxsim, columns opset x precision
     grid_group_axes = ("rvm_variant",)
     grid_row_axes = ("rvm_refiner", "downsample_ratio", "ratio_mode", "dim_names", "simplify")
+    semantic_axis = "downsample_ratio"
     grid_headers = {"rvm_refiner": "refiner", "downsample_ratio": "ratio", "ratio_mode": "ratio mode",
                     "dim_names": "dims", "simplify": "onnxsim"}
     probe_inputs = ()
