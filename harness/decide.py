@@ -97,16 +97,25 @@ def shape_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
                                                                ("batch", r.get("batch")))
 
 
+def _axis_default(adapter: Any, name: str) -> Any:
+    """The single default value of a model axis (e.g. BGMv2's ``refine_patch_select: [nonzero]``), else a
+    sentinel that equals nothing."""
+    f = getattr(adapter.axes, "model_fields", {}).get(name)
+    d = getattr(f, "default", None)
+    return d[0] if isinstance(d, list) and len(d) == 1 else object()
+
+
 def knobs(r: Dict[str, Any]) -> Dict[str, Any]:
     """The configuration a user reproduces: exporter, opset, onnxsim and the model's own axes (not the
-    network, which is part of the comparison shape)."""
+    network, which is part of the comparison shape; axes at their single default value, e.g. BGMv2's
+    ``input_guard: false``, are left out)."""
     a = _adapter(r)
     out: Dict[str, Any] = {"exporter": r.get("exporter"), "opset": r.get("opset"), "onnxsim": bool(r.get("simplify"))}
     for k in a.axis_names():
         if k in a.grid_group_axes:
             continue
         v = r.get(k)
-        if v not in (None, "n/a"):
+        if v not in (None, "n/a") and v != _axis_default(a, k):
             out[k] = v
     return out
 
@@ -114,16 +123,17 @@ def knobs(r: Dict[str, Any]) -> Dict[str, Any]:
 def config_label(r: Dict[str, Any]) -> str:
     """Short human label of a cell's configuration, e.g. ``onnx op17 +onnxsim · crop roi_align · ...``."""
     k = knobs(r)
+    heads = getattr(_adapter(r), "grid_headers", {}) or {}
     parts = [str(k["exporter"]) + (f" op{k['opset']}" if k.get("opset") is not None else "")
              + (" +onnxsim" if k["onnxsim"] else "")]
     for name, v in k.items():
         if name in ("exporter", "opset", "onnxsim"):
             continue
+        head = heads.get(name, name.replace("_", " "))
         if isinstance(v, bool):
-            if v:
-                parts.append(name.replace("_", " "))
+            parts.append(head if v else f"no {head}")
             continue
-        parts.append(f"{name.replace('_method', '').replace('_', ' ')} {v}")
+        parts.append(f"{head} {v}")
     return " · ".join(parts)
 
 
@@ -284,6 +294,19 @@ def failure_groups(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] 
     return sorted(groups.values(), key=lambda g: (-g["count"], g["cause"]))
 
 
+# The order of the decision table: the deployment targets users ask about first (GPU, then the CPU
+# runtimes a product ships, then Python-only ones); unknown runtimes after, alphabetically.
+RUNTIME_ORDER = ("onnxruntime-tensorrt", "onnxruntime-cuda", "torchscript-cuda", "eager-cuda", "onnxruntime-cpu",
+                 "openvino-cpu", "openvino-cpu-static", "libtorch-cpp", "executorch-cpu", "torchscript-cpu",
+                 "aoti-cpu", "eager-cpu")
+
+
+def target_order(model: str, runtime: str, precision: str) -> Tuple[Any, ...]:
+    """Sort key of a target: BGMv2 before other models, :data:`RUNTIME_ORDER`, fp32 before fp16."""
+    rank = RUNTIME_ORDER.index(runtime) if runtime in RUNTIME_ORDER else len(RUNTIME_ORDER)
+    return (model != "bgmv2", model, rank, runtime, precision != "fp32", precision)
+
+
 def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> List[Decision]:
     """One :class:`Decision` per (model, runtime, precision) and comparison shape; per target the shape with
     the most passing cells (then the most cells, then batch 1) is ``primary`` and listed first.
@@ -302,7 +325,7 @@ def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) 
         t = (r.get("model") or "bgmv2", str(r.get("runtime")), str(r.get("precision")))
         targets.setdefault(t, {}).setdefault(shape_key(r), []).append(r)
     out: List[Decision] = []
-    for (model, rt, prec), shapes in sorted(targets.items()):
+    for (model, rt, prec), shapes in sorted(targets.items(), key=lambda kv: target_order(*kv[0])):
         def weight(item):
             shape, rs = item
             n_ok = sum(r["status"] in PASSING for r in rs)

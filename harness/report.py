@@ -773,6 +773,21 @@ def table_rows(records: List[Dict[str, Any]]) -> List[Dict[str, str]]:
     return out
 
 
+def _script_json(obj: Any) -> str:
+    """JSON safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` as ``\\u`` escapes (no ``</script>``,
+    no ``<!--`` can end or confuse the element)."""
+    return (json.dumps(obj, separators=(",", ":"), default=str)
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def _table_json(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Optional[Path]) -> str:
+    """The 'All cells' data, once: column names, one array of display strings per cell, the filterable
+    columns, and the inspector's details per cell id (the page renders the table from it)."""
+    rows = table_rows(records)
+    return _script_json({"cols": TABLE_COLUMNS, "rows": [[r[c] for c in TABLE_COLUMNS] for r in rows],
+                         "filters": FILTER_COLUMNS, "details": cell_details(records, env, out_dir)})
+
+
 def cell_details(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Per cell id: ``{stage, lines, links}`` for the report's inspector (what the table does not show:
     parity numbers, latency spread, rule and its evidence, graph facts; links to the artifact folder, its
@@ -833,10 +848,8 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
         pd.DataFrame(bench_rows).to_csv(out_dir / "benchmark.csv", index=False)
     from .decide import failure_groups
 
-    details = json.dumps(cell_details(records, env, out_dir), separators=(",", ":")).replace("</", "<\\/")
     html = tmpl.render(
-        decisions=decisions or [], causes=failure_groups(records, env), table_rows=table_rows(records),
-        filter_cols=FILTER_COLUMNS, details_json=details,
+        decisions=decisions or [], causes=failure_groups(records, env), table_json=_table_json(records, env, out_dir),
         p50_of={r["cell_id"]: r.get("p50_ms") for r in records},
         env=env, counts=counts, grids=_grid(records), records=records, table_cols=TABLE_COLUMNS,
         fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),

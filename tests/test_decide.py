@@ -39,7 +39,7 @@ def test_real_run_recommends_a_named_config_per_target_with_accuracy_and_ci(real
     ds = decide(recs, env)
     ort = _one(ds, "onnxruntime-cpu")
     assert ort.recommended.cell_id == _ort_full(recs)["cell_id"]
-    assert ort.recommended.label == "onnx op17 · refine mode full"
+    assert ort.recommended.label == "onnx op17 · mode full"
     lo, hi = ort.recommended.p50_ci
     assert lo <= ort.recommended.p50_ms <= hi
     assert ort.accuracy["atol"] == 1e-3 and ort.accuracy["max_abs"] < 1e-3
