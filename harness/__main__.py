@@ -61,13 +61,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", metavar="DIR", default=None,
                    help="after the run, compare with the run in DIR (`harness diff DIR OUT`): diff.md/diff.html in "
                         "OUT; a regression (new failure, lost config, new xpass, significantly slower) exits 1")
+    r.add_argument("--shard", default=None, metavar="K/N",
+                   help="run only part K of N of the selected cells (a deterministic, cost-balanced split; "
+                        "`python -m harness merge OUT DIR...` combines the N output directories)")
+    r.add_argument("--shard-costs", default=None, metavar="FILE",
+                   help="results.jsonl (or its directory) of an earlier run whose cell times balance the split "
+                        "(give every shard the same file; default: a built-in table)")
     r.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even with unexpected results or a baseline regression (bad input still exits 2)")
     from .diff import add_parser as add_diff
+    from .shard import add_parser as add_merge
     from .verify import add_parser as add_verify
 
     add_verify(sub)
     add_diff(sub)
+    add_merge(sub)
     rep = sub.add_parser("report", help="rebuild report.html/results.csv/summary.md from DIR/results.jsonl")
     rep.add_argument("dir")
     rep.add_argument("--benchmark-json", default=None, metavar="FILE",
@@ -117,7 +125,7 @@ def _resume_args(args: argparse.Namespace) -> Optional[str]:
         meta = json.loads(meta_path.read_text())
     except ValueError as e:
         return f"{meta_path}: unreadable ({e})"
-    for key in ("config", "profile", "filter", "checkpoint", "src", "bgr"):
+    for key in ("config", "profile", "filter", "checkpoint", "src", "bgr", "shard", "shard_costs"):
         if getattr(args, key) is None and meta.get(key) is not None:
             setattr(args, key, meta[key])
     args.pad = args.pad or bool(meta.get("pad"))
@@ -150,6 +158,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeouts = _stage_timeouts(args.stage_timeout)
     except ConfigError as e:
         return _fail(str(e))
+    shard_info = None
+    if args.shard is not None or args.shard_costs is not None:
+        from .shard import ShardError, parse_shard, read_costs, shard_plan
+
+        try:
+            if args.shard is None:
+                raise ShardError("--shard-costs needs --shard K/N")
+            plan, shard_info = shard_plan(plan, parse_shard(args.shard), read_costs(args.shard_costs))
+        except ShardError as e:
+            return _fail(str(e))
+        shard_info["shard_costs"] = args.shard_costs
     if args.list:
         try:
             sys.stdout.write("".join(c.cell_id + "\n" for c in plan.cells))
@@ -165,10 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                      f"`python -m harness run`, e.g. reports/baseline)")
     t0 = time.perf_counter()
     try:
-        summary, runner = run_plan(plan, _run_options(args, timeouts))
+        summary, runner = run_plan(plan, _run_options(args, timeouts, shard_info))
     except (RunError, CheckpointError, InputError) as e:
         return _fail(str(e))
-    return _report_run(args, plan, summary, runner, time.perf_counter() - t0)
+    return _report_run(args, plan, summary, runner, time.perf_counter() - t0, shard_info)
 
 
 def _sized_to_src(plan, src: Optional[str]):
@@ -200,7 +219,7 @@ def _run_args_problem(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
-def _run_options(args: argparse.Namespace, timeouts: Dict[str, float]):
+def _run_options(args: argparse.Namespace, timeouts: Dict[str, float], shard_info: Optional[dict] = None):
     from .records import RunOptions
     from .system import usable_cores
 
@@ -210,11 +229,11 @@ def _run_options(args: argparse.Namespace, timeouts: Dict[str, float]):
         jobs=args.jobs or usable_cores(), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         no_cache=args.no_cache, stage_timeout_s=timeouts, deadline_s=args.deadline,
         memory_limit_mib=args.memory_limit_mib, resume=bool(args.resume), rerun_failed=bool(args.rerun_failed),
-        filter_expr=args.filter,
+        filter_expr=args.filter, shard_info=shard_info,
     )
 
 
-def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float) -> int:
+def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, shard_info: Optional[dict] = None) -> int:
     """Write the report of a finished (or interrupted) run and choose the exit code."""
     from .report import write_report
 
@@ -230,6 +249,7 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float) 
         "worker_threads": runner.threads, "cache": summary.cache, "interrupted": summary.interrupted,
         "counts": summary.counts(),
         "rules": {r.id: {"reason": r.reason, "evidence": r.evidence} for r in plan.rules},
+        **(shard_info or {}),
     }
     try:
         paths = write_report(Path(args.out), summary.records, meta)
@@ -288,6 +308,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "merge":
+        from .shard import cmd_merge
+
+        return cmd_merge(args)
     if args.command == "diff":
         from .diff import cmd_diff
 

@@ -60,6 +60,7 @@ class RunOptions:
     resume: bool = False
     rerun_failed: bool = False
     filter_expr: Optional[str] = None
+    shard_info: Optional[Dict[str, Any]] = None  # run --shard K/N: shard, plan_fingerprint, plan_cells (harness/shard.py)
 
 
 @dataclass

@@ -99,7 +99,7 @@ class RunSession:
         (self.out / "run.json").write_text(json.dumps({
             "fingerprint": self.plan.fingerprint(), "profile": self.plan.profile, "config": opts.config_path,
             "filter": getattr(opts, "filter_expr", None), "checkpoint": str(opts.checkpoint) if opts.checkpoint else None,
-            "src": opts.src, "bgr": opts.bgr, "pad": opts.pad,
+            "src": opts.src, "bgr": opts.bgr, "pad": opts.pad, **(getattr(opts, "shard_info", None) or {}),
         }, indent=2))
         self.summary = RunSummary(records=list(kept), jobs=self.jobs, kept=len(kept))
 
