@@ -10,6 +10,7 @@ onnxsim cell and every runtime, one TorchScript file serves every refine mode (t
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from pathlib import Path
@@ -40,6 +41,22 @@ from .runtimes import RUNTIMES, as_list
 from .stages import PIPELINE, CellState, Outcome, StageError, in_stage
 
 _Stage, _in_stage = StageError, in_stage
+
+# Failures that say something about the machine, not the export: never cached (the next run retries them).
+NONDETERMINISTIC = (MemoryError, OSError, TimeoutError, KeyboardInterrupt)
+
+
+def _replay_failure(entry: Path, cell_dir: Path) -> StageError:
+    """The cached failure of an export (cache kind ``export-failure``, same key as the artifact would have:
+    exporter and its version, model code, settings, precision, ...) as the same StageError: same stage, same
+    exception class name and message, so the record's reason and the rules' verdict are those of a real
+    attempt; the exporter's log is linked into ``cell_dir``. ``--no-cache`` or a new torch re-attempts it."""
+    meta = json.loads((entry / "meta.json").read_text())
+    for f in entry.iterdir():
+        if f.name != "meta.json":
+            link_or_copy(f, cell_dir / f.name)
+    exc_type = type(str(meta["type"]), (RuntimeError,), {"cached_failure": True})
+    return StageError(str(meta["stage"]), exc_type(meta["message"]))
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -249,6 +266,9 @@ class Runner(CellKeys):
         failed = self.__dict__.setdefault("_failed_exports", {})
         if key in failed:  # the same export already failed in this worker: do not pay for it again
             raise failed[key]
+        known = self.cache.get("export-failure", key)
+        if known is not None:  # a deterministic failure of this very export (same key): replay it
+            raise _replay_failure(known, cell_dir)
         hit = self.cache.get("artifact", key)
         if hit is not None:
             meta = self.cache.meta("artifact", key)
@@ -263,6 +283,10 @@ class Runner(CellKeys):
             art = make(target)
         except _Stage as e:
             failed[key] = e
+            if not isinstance(e.exc, NONDETERMINISTIC):
+                logs = {p.name: p for p in cell_dir.glob(Path(name).stem + ".*") if p.suffix == ".log"}
+                self.cache.put("export-failure", key, logs, {
+                    "stage": e.stage, "type": type(e.exc).__name__, "message": str(e.exc), "cell": cell_dir.name})
             raise
         files = {p.name: p for p in cell_dir.glob(Path(name).stem + ".*") if p.suffix in (".log", ".json")}
         files[name] = target
@@ -384,6 +408,8 @@ class Runner(CellKeys):
                     break
             return state.outcome
         except StageError as e:
+            if getattr(e.exc, "cached_failure", False):
+                state.record.put(cache="export-failure")  # replayed from the cache, not re-attempted
             return Outcome("error", e.stage, describe(e.exc))
         except Exception as e:  # noqa: BLE001 - a harness bug must not lose the other cells
             return Outcome("error", "harness", describe(e) + " | " + traceback.format_exc(limit=2).splitlines()[-1])
