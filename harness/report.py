@@ -425,7 +425,7 @@ def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             sem = _semantic(r) or "all"
             best[sem] = min(best.get(sem, float("inf")), float(r["p50_ms"]))
         if best:
-            row["p50_best"] = " · ".join(f"{k.split(' ')[-1]} {v:.1f}" for k, v in sorted(best.items()))
+            row["p50_best"] = " · ".join(f"{k} {v:.1f}" for k, v in sorted(best.items()))
         bad: Dict[str, int] = {}
         for r in ran:
             if r["status"] not in ("pass", "xpass"):
@@ -547,8 +547,11 @@ def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
 
 
 def _semantic(r: Dict[str, Any]) -> str:
-    ax = getattr(_adapter(r), "semantic_axis", "")
-    return f"{ax.replace('_', ' ')} {r.get(ax)}" if ax and r.get(ax) is not None else ""
+    """``mode full`` / ``ratio 0.5``: the model's semantic axis and its value (the grid's header name)."""
+    a = _adapter(r)
+    ax = getattr(a, "semantic_axis", "")
+    head = (getattr(a, "grid_headers", {}) or {}).get(ax, ax.replace("_", " "))
+    return f"{head} {r.get(ax)}" if ax and r.get(ax) is not None else ""
 
 
 def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
