@@ -4,7 +4,9 @@ Cells are matched by ``cell_id``. Classes of change (:class:`DiffResult`):
 
 - ``new_failures``: a cell that is now ``fail``/``error``/``crash``/``timeout`` and was not (or is new);
 - ``lost``: a cell that passed in BASE and now is ``xfail`` (a rule now covers a failure: the target lost a
-  working configuration, although the run itself is green);
+  working configuration, although the run itself is green). When the rule is conditioned on the machine
+  (``env``/``runtime_info`` in matrix.yaml, e.g. OpenVINO fp16 running bf16 on CPUs without AVX512-FP16) and
+  the two runs are on different machines, it is a ``flip`` with that explanation, not a regression;
 - ``new_xpass``: ``xpass`` now and not before (a rule that predicts a failure no longer holds: stale rule);
 - ``fixed``: unexpected or ``xfail`` before, ``pass`` now;
 - ``flips``: every other status change (e.g. ``pass`` -> ``skip`` on a machine without the runtime);
@@ -109,9 +111,10 @@ def diff_records(base: List[Dict[str, Any]], new: List[Dict[str, Any]], base_env
     res = DiffResult(base=base_name, new=new_name, min_effect=min_effect)
     b = {r["cell_id"]: r for r in base}
     n = {r["cell_id"]: r for r in new}
+    machine_ok, machine_why = same_machine(base_env or {}, new_env or {})
     compare_lat = latency == "always"
     if latency == "same-machine":
-        compare_lat, res.latency_note = same_machine(base_env or {}, new_env or {})
+        compare_lat, res.latency_note = machine_ok, machine_why
     elif latency == "never":
         res.latency_note = "latency not compared (--latency never)"
     for cid, r in n.items():
@@ -134,7 +137,13 @@ def diff_records(base: List[Dict[str, Any]], new: List[Dict[str, Any]], base_env
         elif st == "xpass":
             res.new_xpass.append(ch)
         elif ost == "pass" and st == "xfail":
-            res.lost.append(ch)
+            rule = ((new_env or {}).get("rules") or {}).get(r.get("rule") or "") or {}
+            if rule.get("machine") and not machine_ok:
+                ch.detail = (f"rule {r.get('rule')} holds on NEW's machine only (it is conditioned on the CPU or "
+                             f"on what the runtime did; {machine_why})")
+                res.flips.append(ch)
+            else:
+                res.lost.append(ch)
         elif st == "pass" and (ost in BAD or ost == "xfail" or ost == "xpass"):
             res.fixed.append(ch)
         else:

@@ -156,6 +156,14 @@ def test_status_classes_stale_rules_and_lost_configs(base):
     assert [c.cell_id for c in res.new_xpass] == [xf["cell_id"]]
     assert [c.cell_id for c in res.lost] == [ok["cell_id"]]
     assert res.regression
+    # a rule conditioned on the machine (OpenVINO fp16 -> bf16 on CPUs without AVX512-FP16) that holds on NEW's
+    # machine only is a flip with the reason, not a lost config; on the same machine it is lost
+    env_rules = dict(env, rules={"new-rule": {"reason": "x", "evidence": "", "machine": True}})
+    other = dict(env_rules, cpu="AMD EPYC (other)")
+    res = diff_records(recs, new, env, other)
+    assert ok["cell_id"] in [c.cell_id for c in res.flips] and not res.lost
+    assert "holds on NEW's machine only" in next(c.detail for c in res.flips if c.cell_id == ok["cell_id"])
+    assert [c.cell_id for c in diff_records(recs, new, env, env_rules).lost] == [ok["cell_id"]]
     # and back: the fix is reported as fixed, no regression
     back = diff_records(new, recs, env, env)
     assert [c.cell_id for c in back.fixed] == [ok["cell_id"]] and not back.regression
