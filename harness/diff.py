@@ -199,9 +199,9 @@ def to_markdown(res: DiffResult, max_rows: int = 20) -> str:
     """Compact Markdown (a CI job summary): counts, then each non-empty class grouped."""
     verdict = "**REGRESSION**" if res.regression else "no regression"
     c = res.counts()
+    changed = [f"{title.split(' (')[0].lower()}: {c[k]}" for k, title in res.SECTIONS if c[k]]
     md = [f"## Matrix diff: {verdict}", "",
-          f"`{res.base}` → `{res.new}` · {res.same_cells} cells unchanged · "
-          + " · ".join(f"{title.split(' (')[0].lower()}: {c[k]}" for k, title in res.SECTIONS if c[k]), ""]
+          " · ".join([f"`{res.base}` → `{res.new}`", f"{res.same_cells} cells unchanged", *changed]), ""]
     md.append(f"Latency compared on {res.compared_latency} passing cells (regression: p50 95 % CI above "
               f"x{1 + res.min_effect:.2f})" + (f"; {res.latency_note}" if res.latency_note else "") + ".")
     for key, title in res.SECTIONS:
