@@ -123,10 +123,16 @@ def test_latency_judge_flags_a_slower_runtime_and_passes_noise(base):
                 r["p50_ms"] = float(np.median(s))
         return out
 
-    # mutant: the runtime got 2x slower on every cell -> every one of its timed cells is a regression
+    # mutant: the runtime got 2x slower on every cell -> a regression on each of its cells whose samples are
+    # tight enough to tell (the smoke profile times only ~5 calls: a cell whose calls spread over more than
+    # 1.5x between its 10th and 90th percentile may honestly stay "not significant"), and on no other cell
     slow = diff_records(recs, scaled(2.0), env, env)
-    assert slow.regression and {c.cell_id for c in slow.slower} == {r["cell_id"] for r in ort}
+    flagged = {c.cell_id for c in slow.slower}
+    tight = {r["cell_id"] for r in ort
+             if np.quantile(r["latency_samples_ms"], 0.9) / np.quantile(r["latency_samples_ms"], 0.1) < 1.5}
+    assert slow.regression and tight <= flagged <= {r["cell_id"] for r in ort}, (tight, flagged)
     assert all(c.lo > 1.1 for c in slow.slower) and not slow.new_failures
+    assert {c.cell_id for c in diff_records(recs, scaled(4.0), env, env).slower} >= tight | flagged
     # near-miss: 5 % slower is under the 10 % minimum effect, whatever the samples say
     assert not diff_records(recs, scaled(1.05), env, env).regression
     # near-miss: the same samples resampled (what a re-run on an idle machine looks like)
