@@ -248,8 +248,7 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, 
         "wall_s": wall_s, "run_wall_s": summary.wall_s, "stage_s": summary.stage_s, "jobs": summary.jobs,
         "worker_threads": runner.threads, "cache": summary.cache, "interrupted": summary.interrupted,
         "counts": summary.counts(),
-        "rules": {r.id: {"reason": r.reason, "evidence": r.evidence,
-                         "machine": bool(r.runtime_info) or r.env.model_dump() != type(r.env)().model_dump()}
+        "rules": {r.id: {"reason": r.reason, "evidence": r.evidence, "machine": r.machine_conditioned}
                   for r in plan.rules},
         **(shard_info or {}),
     }

@@ -84,9 +84,9 @@ def p50_ci(a: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL, seed:
 
 
 def _adapter(r: Dict[str, Any]) -> Any:
-    from .models import MODELS
+    from .models import record_owner
 
-    return MODELS[r.get("model") or "bgmv2"]
+    return record_owner(r)
 
 
 def shape_key(r: Dict[str, Any]) -> Tuple[Any, ...]:
@@ -373,7 +373,8 @@ def _decide_one(model: str, rt: str, prec: str, shape: Tuple[Any, ...], rs: List
 
 
 def decision_dicts(decisions: List[Decision]) -> List[Dict[str, Any]]:
-    """Plain rows for the Markdown summary and tests (one per decision)."""
+    """Plain rows, one per decision (what a script or test compares; the Markdown table is
+    :func:`harness.report.decision_md`)."""
     rows = []
     for d in decisions:
         row: Dict[str, Any] = {"model": d.model, "target": d.target, "shape": d.shape_label, "primary": d.primary,

@@ -94,10 +94,9 @@ def _fmt(v: Any) -> str:
 
 
 def _adapter(r: Dict[str, Any]) -> Any:
-    """The model adapter of a record (records written before the ``model`` field are BGMv2's)."""
-    from .models import MODELS
+    from .models import record_owner
 
-    return MODELS[r.get("model") or "bgmv2"]
+    return record_owner(r)
 
 
 def _target(r: Dict[str, Any]) -> str:
@@ -134,26 +133,6 @@ def _grid(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "rows": table,
         })
     return grids
-
-
-def _tooltip(r: Dict[str, Any]) -> str:
-    parts = [r["cell_id"], f"status: {r['status']} (stage {r.get('stage')})"]
-    if r.get("reason"):
-        parts.append(r["reason"])
-    if r.get("parity_note"):
-        parts.append(r["parity_note"])
-    elif r.get("parity"):
-        parts.append(r["parity"])
-    if r.get("p50_ms") is not None:
-        parts.append(f"p50 {r['p50_ms']} ms")
-    if r.get("first_divergence"):
-        parts.append(str(r["first_divergence"]))
-    if r.get("data_dependent_ops"):
-        parts.append(f"data-dependent ops: {r['data_dependent_ops']}")
-    not_ready = [t for t in READINESS_TARGETS if r.get(f"ready_{t}") is False]
-    if not_ready:
-        parts.append("not ready for: " + ", ".join(not_ready))
-    return "\n".join(parts)
 
 
 def _findings(records: List[Dict[str, Any]]) -> List[str]:
@@ -854,8 +833,8 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
     html = tmpl.render(
         decisions=decisions or [], causes=failure_groups(records, env), table_json=_table_json(records, env, out_dir),
         p50_of={r["cell_id"]: r.get("p50_ms") for r in records},
-        env=env, counts=counts, grids=_grid(records), records=records, table_cols=TABLE_COLUMNS,
-        fmt=_fmt, tooltip=_tooltip, findings=findings, total=len(records), paper=paper_table(records),
+        env=env, counts=counts, grids=_grid(records), table_cols=TABLE_COLUMNS,
+        fmt=_fmt, findings=findings, total=len(records), paper=paper_table(records),
         plots=_plots(records, env), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
         readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
         contract=contract_rows(records), rvm=rvm_rows(records),

@@ -81,6 +81,12 @@ class Rule(_Strict):
     reason: str
     evidence: str
 
+    @property
+    def machine_conditioned(self) -> bool:
+        """Whether the rule holds only on some machines (an ``env`` or ``runtime_info`` condition): its verdict
+        may differ between two CPUs of the same run, which ``harness diff`` must not call a regression."""
+        return bool(self.runtime_info) or self.env != RuleEnv()
+
     @field_validator("match")
     @classmethod
     def _regex(cls, v: Optional[str]) -> Optional[str]:

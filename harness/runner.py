@@ -46,15 +46,20 @@ _Stage, _in_stage = StageError, in_stage
 NONDETERMINISTIC = (MemoryError, OSError, TimeoutError, KeyboardInterrupt)
 
 
+def _link_entry(entry: Path, cell_dir: Path) -> None:
+    """Hard-link (or copy) a cache entry's files, all but its ``meta.json``, into ``cell_dir``."""
+    for f in entry.iterdir():
+        if f.name != "meta.json":
+            link_or_copy(f, cell_dir / f.name)
+
+
 def _replay_failure(entry: Path, cell_dir: Path) -> StageError:
     """The cached failure of an export (cache kind ``export-failure``, same key as the artifact would have:
     exporter and its version, model code, settings, precision, ...) as the same StageError: same stage, same
     exception class name and message, so the record's reason and the rules' verdict are those of a real
     attempt; the exporter's log is linked into ``cell_dir``. ``--no-cache`` or a new torch re-attempts it."""
     meta = json.loads((entry / "meta.json").read_text())
-    for f in entry.iterdir():
-        if f.name != "meta.json":
-            link_or_copy(f, cell_dir / f.name)
+    _link_entry(entry, cell_dir)
     exc_type = type(str(meta["type"]), (RuntimeError,), {"cached_failure": True})
     return StageError(str(meta["stage"]), exc_type(meta["message"]))
 
@@ -272,9 +277,7 @@ class Runner(CellKeys):
         hit = self.cache.get("artifact", key)
         if hit is not None:
             meta = self.cache.meta("artifact", key)
-            for f in hit.iterdir():  # the artifact, its sidecars and the exporter's logs
-                if f.name != "meta.json":
-                    link_or_copy(f, cell_dir / f.name)
+            _link_entry(hit, cell_dir)  # the artifact, its sidecars and the exporter's logs
             return Artifact(target, meta["format"], meta["exporter"], meta["seconds"], dict(meta["meta"], cached=True))
         # files left here by an earlier run may be hard links into the cache: remove them, never write through
         for old in cell_dir.glob(Path(name).stem + ".*"):

@@ -349,6 +349,11 @@ def owner(cell: Any) -> ModelAdapter:
     return MODELS[getattr(cell, "model", "bgmv2")]
 
 
+def record_owner(rec: Dict[str, Any]) -> ModelAdapter:
+    """The adapter of a results.jsonl record (records written before the ``model`` field are BGMv2's)."""
+    return MODELS[rec.get("model") or "bgmv2"]
+
+
 PLUGINS_ENV = "MATRIX_PLUGINS"
 
 
