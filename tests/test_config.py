@@ -242,3 +242,37 @@ def test_ci_profile_rvm_section():
     assert all(c.ratio_mode == "input" and "-input-" not in c.cell_id for c in ts)
     # BGMv2 cells are not made at RVM's odd size
     assert not [c for c in expand(load_config(MATRIX), "ci").cells if c.model == "bgmv2" and c.resolution[0] % 4]
+
+
+def test_executorch_fp16_rule_holds_only_on_avx512_fp16_cpus():
+    """Rule executorch-xnnpack-fp16-native-arith on the real record of the baseline (Intel Xeon with
+    avx512_fp16): its raw parity failure is xfail there; the same failure on a CPU without the flag stays
+    `fail` (on the AMD EPYC the cell passes, so a failure there is news); a pass on an AVX512-FP16 CPU is
+    xpass; another failure of the cell (an export error) is not what the rule names. The rule is machine-
+    conditioned, so `harness diff` treats its flips between CPUs as explained; rules without env or
+    runtime_info conditions are not."""
+    import json
+
+    from harness.config import matching_rules
+    from harness.rules import apply_rule, pick_rule
+
+    cfg = load_config(MATRIX)
+    cell = expand(cfg, "ci", "exporter=executorch,precision=fp16").cells[0]
+    rules = matching_rules(cell, cfg.rules)
+    assert [r.id for r in rules] == ["executorch-xnnpack-fp16-native-arith"]
+    rec = next(json.loads(line) for line in (ROOT / "reports" / "baseline" / "results.jsonl").read_text().splitlines()
+               if json.loads(line)["cell_id"] == cell.cell_id)
+    raw = {"status": rec["raw_status"], "stage": rec["stage"], "reason": rec["reason"].split(" [expected:")[0]}
+    assert raw["status"] == "fail" and "drift from fp32" in raw["reason"]
+    intel, amd = {"cpu_flags": {"avx512_fp16", "amx_tile"}}, {"cpu_flags": {"avx2", "f16c"}}
+    assert apply_rule(dict(raw), pick_rule(raw, rules, intel))["status"] == "xfail"
+    assert apply_rule(dict(raw), pick_rule(raw, rules, amd))["status"] == "fail"
+    passed = {"status": "pass", "stage": "done", "reason": ""}
+    assert apply_rule(dict(passed), pick_rule(passed, rules, intel))["status"] == "xpass"
+    assert apply_rule(dict(passed), pick_rule(passed, rules, amd))["status"] == "pass"
+    other = {"status": "error", "stage": "export", "reason": "RuntimeError: lowering failed"}
+    assert apply_rule(dict(other), pick_rule(other, rules, intel))["status"] == "error"
+    by_id = {r.id: r for r in cfg.rules}
+    assert by_id["executorch-xnnpack-fp16-native-arith"].machine_conditioned
+    assert by_id["openvino-cpu-fp16-runs-bf16"].machine_conditioned
+    assert not by_id["unfold-legacy-onnx"].machine_conditioned
