@@ -3,8 +3,13 @@
 For each profile:
 - cold: ``python -m harness run`` with an empty cache (wall time of the whole command, seconds);
 - warm: the same command again with the cache from the cold run;
+- one-file change: one comment line appended to one model file (``--touch``, default model/rvm/decoder.py),
+  the command again on the warm cache, the file restored: how many cells re-ran (their keys include the
+  model's code hash) and how long it took;
 - overhead: 1 - (sum of stage times / jobs) / harness wall time, from the cold run's environment.json
-  (time the harness spends outside export/check/simplify/load/run/parity/latency/model work);
+  (time the harness spends outside export/check/simplify/load/run/parity/latency/model work), and the same
+  with latency counted as whole-machine time (``overhead_gated_frac``): while one worker times latency the
+  others are stopped (harness/pool), so those seconds occupy every core, by design;
 - baseline: one fresh ``python`` process per cell running benchmarks/baseline_export_validate.py (the
   official ``export_onnx.py --validate`` way). For large profiles a stride sample of cells is timed
   and the mean per cell is multiplied by the number of cells (said so in the output).
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +41,23 @@ def _run(cmd, env=None):
     return time.perf_counter() - t0, proc
 
 
-def bench_profile(profile: str, sample: int, work: Path, jobs: str) -> dict:
+def _touch_run(base: list, out: Path, touch: Path, env) -> dict:
+    """Append a comment line to ``touch``, run ``base`` on the warm cache, restore the file."""
+    original = touch.read_bytes()
+    try:
+        touch.write_bytes(original + b"\n# harness_speed.py: one-file change (restored after the run)\n")
+        secs, proc = _run(base + ["--out", str(out)], env)
+    finally:
+        touch.write_bytes(original)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"one-file-change run failed: {proc.stderr[-2000:]}")
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rerun = [r for r in recs if r.get("cache") != "result"]
+    return {"touched": str(touch.relative_to(ROOT)), "one_file_s": round(secs, 2), "one_file_rerun_cells": len(rerun),
+            "one_file_rerun_models": sorted({r.get("model", "?") for r in rerun})}
+
+
+def bench_profile(profile: str, sample: int, work: Path, jobs: str, touch: Optional[Path] = None) -> dict:
     cache = work / f"cache-{profile}"
     env = dict(os.environ)
     env.pop("MATRIX_FAULTS", None)
@@ -46,10 +68,17 @@ def bench_profile(profile: str, sample: int, work: Path, jobs: str) -> dict:
     if cold.returncode not in (0, 1):
         raise SystemExit(f"cold run failed: {cold.stderr[-2000:]}")
     warm_s, warm = _run(base + ["--out", str(work / f"{profile}-warm")], env)
+    one = _touch_run(base, work / f"{profile}-touched", touch, env) if touch else {}
     envj = json.loads((work / f"{profile}-cold" / "environment.json").read_text())
     run_wall = envj["run_wall_s"]
     overhead = 1.0 - (envj["stage_s"] / envj["jobs"]) / run_wall if run_wall else None
-    cells = [json.loads(line)["cell_id"] for line in (work / f"{profile}-cold" / "results.jsonl").read_text().splitlines()]
+    cold_recs = [json.loads(line) for line in (work / f"{profile}-cold" / "results.jsonl").read_text().splitlines()]
+    lat_s = sum((r.get("stage_times") or {}).get("latency", 0.0) for r in cold_recs)
+    gated = 1.0 - ((envj["stage_s"] - lat_s) / envj["jobs"] + lat_s) / run_wall if run_wall else None
+    statuses = {}
+    for r in cold_recs:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    cells = [r["cell_id"] for r in cold_recs]
     cells.sort()
     stride = max(1, len(cells) // sample) if sample else 1
     picked = cells[::stride][: sample or None]
@@ -64,6 +93,8 @@ def bench_profile(profile: str, sample: int, work: Path, jobs: str) -> dict:
         "profile": profile, "cells": len(cells), "jobs": envj["jobs"], "worker_threads": envj.get("worker_threads"),
         "cold_s": round(cold_s, 2), "warm_s": round(warm_s, 2), "harness_run_wall_s": round(run_wall, 2),
         "stage_s": round(envj["stage_s"], 2), "overhead_frac": round(overhead, 4) if overhead is not None else None,
+        "latency_s": round(lat_s, 2), "overhead_gated_frac": round(gated, 4) if gated is not None else None,
+        "statuses": statuses, "cpu": envj.get("cpu"), **one,
         "warm_result_hits": json.loads((work / f"{profile}-warm" / "environment.json").read_text())["cache"]["result_hits"],
         "baseline_cells_timed": len(picked), "baseline_mean_s_per_cell": round(sum(per) / len(per), 3),
         "baseline_total_s": round(base_total, 1), "baseline_extrapolated": len(picked) < len(cells),
@@ -78,22 +109,39 @@ def main() -> int:
     p.add_argument("--baseline-sample", type=int, default=30, help="cells timed for the baseline (0 = all)")
     p.add_argument("--jobs", default="", help="--jobs for the harness (default: its own default)")
     p.add_argument("--out", default="reports/bench")
+    p.add_argument("--keep", default="", metavar="DIR",
+                   help="copy each profile's cold run to DIR/<profile> (e.g. to refresh reports/baseline)")
+    p.add_argument("--touch", default="model/rvm/decoder.py",
+                   help="model file changed for the one-file-change run ('' to skip it)")
     a = p.parse_args()
+    touch = (ROOT / a.touch) if a.touch else None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="harness-speed-"))
     try:
-        rows = [bench_profile(prof, a.baseline_sample, work, a.jobs) for prof in a.profiles]
+        rows = [bench_profile(prof, a.baseline_sample, work, a.jobs, touch) for prof in a.profiles]
+        if a.keep:
+            for prof in a.profiles:
+                dest = Path(a.keep) / prof
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(work / f"{prof}-cold", dest, symlinks=False,
+                                ignore=shutil.ignore_patterns("artifacts", "logs", "weights*.pth", ".cache-private"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (out / "harness_speed.json").write_text(json.dumps(rows, indent=2))
-    md = ["| profile | cells | jobs | cold s | warm s | warm/cold speed-up | overhead | baseline s (per-process) | cold speed-up vs baseline |",
+    md = ["| profile | cells | jobs | cold s | warm s | one-file change | overhead (latency as whole-machine time) "
+          "| baseline s (per-process) | cold speed-up vs baseline |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         extra = f" (mean of {r['baseline_cells_timed']} cells x {r['cells']})" if r["baseline_extrapolated"] else ""
-        md.append(f"| {r['profile']} | {r['cells']} | {r['jobs']} | {r['cold_s']} | {r['warm_s']} | "
-                  f"{r['speedup_warm_vs_cold']}x | {100 * r['overhead_frac']:.1f} % | {r['baseline_total_s']}{extra} | "
+        one = (f"{r['one_file_s']} s, {r['one_file_rerun_cells']} cells re-run ({r['touched']})"
+               if "one_file_s" in r else "-")
+        md.append(f"| {r['profile']} | {r['cells']} | {r['jobs']} | {r['cold_s']} | {r['warm_s']} | {one} | "
+                  f"{100 * r['overhead_frac']:.1f} % ({100 * r['overhead_gated_frac']:.1f} %) | {r['baseline_total_s']}{extra} | "
                   f"{r['speedup_cold_vs_baseline']}x |")
+    md.append("")
+    md.append(f"Machine: {rows[0].get('cpu') if rows else '?'}; statuses of the cold runs: "
+              + "; ".join(f"{r['profile']}: {r['statuses']}" for r in rows))
     (out / "harness_speed.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -3,7 +3,11 @@
 1. Cold: the first call after loading is timed on its own (``cold_ms``).
 2. Warm-up: untimed calls until *both* ``warmup_min_s`` seconds and ``warmup_min_runs`` calls are done.
 3. Measure: timed calls until *both* ``measure_min_s`` seconds and ``measure_min_runs`` calls are done,
-   or ``measure_max_s`` seconds have passed (then ``below_min_runs`` is set).
+   or ``measure_max_s`` seconds have passed (then ``below_min_runs`` is set). Adaptive (``target_ci`` > 0,
+   the ``ci`` profile): after those minimums, stop as soon as the distribution-free 95 % confidence interval
+   of the p50 (order statistics of a binomial(n, 1/2), :func:`median_ci`) is within +-``target_ci`` of the
+   p50; ``measure_max_s`` still caps it. The CI and why measuring stopped are recorded (``p50_ci_ms``,
+   ``stop``: ``ci`` / ``min`` / ``max``).
 
 CPU work is timed with ``time.perf_counter`` around each synchronous call. CUDA work is timed with a
 pair of CUDA events per call and ``torch.cuda.synchronize()`` (so asynchronous kernel launches are
@@ -19,6 +23,7 @@ BMV2 speed test has no warm-up, no synchronisation and reports tqdm's it/s.
 from __future__ import annotations
 
 import functools
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +42,45 @@ class Protocol:
     measure_min_runs: int = 20
     measure_max_s: float = 15.0
     cv_warn: float = 0.10
+    target_ci: float = 0.0  # adaptive stop: 95 % CI of the p50 within +- this fraction of it (0: off)
+
+
+def _binom_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ binomial(n, 1/2)."""
+    from math import comb
+
+    return sum(comb(n, i) for i in range(0, k + 1)) / 2.0 ** n
+
+
+@functools.lru_cache(maxsize=None)
+def _median_ranks(n: int, level: float = 0.95) -> Optional[Tuple[int, int]]:
+    """0-based ranks (lo, hi) of the sorted sample bounding the median with coverage >= ``level``
+    (the widest j with P(X < j) <= (1 - level) / 2), or None when n is too small (n < 6 at 95 %)."""
+    alpha = (1.0 - level) / 2.0
+    if n > 200:  # normal approximation of the binomial (exact sums overflow a float past n ~ 1000)
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(1.0 - alpha)
+        j = max(1, int(math.floor(n / 2.0 - z * math.sqrt(n) / 2.0)))
+        return j - 1, n - j
+    j = 0
+    while j + 1 <= n // 2 and _binom_cdf(j, n) <= alpha:  # P(X <= j) = P(X < j + 1)
+        j += 1
+    if j == 0:
+        return None
+    return j - 1, n - j
+
+
+def median_ci(times_ms, level: float = 0.95) -> Optional[Tuple[float, float]]:
+    """Distribution-free confidence interval (ms) of the median of ``times_ms`` (order statistics), or
+    None with fewer than 6 samples (no 95 % interval exists). No bootstrap: exact for any continuous
+    distribution, which CPU latency (skewed, multi-modal) is not close to normal."""
+    n = len(times_ms)
+    ranks = _median_ranks(n, level)
+    if ranks is None:
+        return None
+    srt = sorted(times_ms)
+    return float(srt[ranks[0]]), float(srt[ranks[1]])
 
 
 @dataclass
@@ -64,6 +108,8 @@ class Latency:
     device: str
     warning: str = ""
     samples_ms: List[float] = field(default_factory=list)
+    p50_ci_ms: Optional[Tuple[float, float]] = None  # 95 % CI of p50 (ms), None under 6 samples
+    stop: str = ""  # why measuring stopped: "ci" (adaptive target met), "min" (minimums met), "max" (cap)
 
     # kept for older callers: the number of warm-up calls
     @property
@@ -75,7 +121,8 @@ class Latency:
 
 
 def summarize(times_ms: np.ndarray, *, warmup_runs: int, warmup_s: float, measure_s: float,
-              cold_ms: Optional[float], batch: int, clock: str, device: str, protocol: Protocol) -> Latency:
+              cold_ms: Optional[float], batch: int, clock: str, device: str, protocol: Protocol,
+              stop: str = "") -> Latency:
     """Statistics of ``times_ms`` (one entry per timed call, ms).
 
     Raises:
@@ -100,7 +147,38 @@ def summarize(times_ms: np.ndarray, *, warmup_runs: int, warmup_s: float, measur
         runs=int(times_ms.size), warmup_runs=warmup_runs, warmup_s=warmup_s, measure_s=measure_s,
         cold_ms=cold_ms, fps=batch * 1000.0 / p50 if p50 > 0 else float("inf"), clock=clock, device=device,
         warning="; ".join(warnings), samples_ms=[round(float(t), 4) for t in times_ms],
+        p50_ci_ms=median_ci(times_ms.tolist()), stop=stop,
     )
+
+
+class _Stopper:
+    """When to stop timed calls under ``protocol`` (see the module docstring); ``why`` after it said stop."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.p = protocol
+        self.t0 = time.perf_counter()
+        self.why = ""
+
+    def more(self, times: List[float]) -> bool:
+        p, n = self.p, len(times)
+        elapsed = time.perf_counter() - self.t0
+        if elapsed >= p.measure_max_s and n > 0:
+            self.why = "max"
+            return False
+        if n < p.measure_min_runs or elapsed < p.measure_min_s:
+            return True
+        if p.target_ci <= 0:
+            self.why = "min"
+            return False
+        if n > 50 and n % 10:
+            return True  # past 50 calls, look at the CI every 10th call (it sorts the samples)
+        ci = median_ci(times)
+        if ci is not None:
+            mid = float(np.median(times))
+            if mid > 0 and max(mid - ci[0], ci[1] - mid) <= p.target_ci * mid:
+                self.why = "ci"
+                return False
+        return True
 
 
 def measure(fn: Callable[[], object], protocol: Protocol, device: str, batch: int = 1,
@@ -127,11 +205,11 @@ def measure(fn: Callable[[], object], protocol: Protocol, device: str, batch: in
     warm_s = time.perf_counter() - t0
     times: List[float] = []
     t0 = time.perf_counter()
+    stopper = _Stopper(protocol)
     if cuda:
         import torch
 
-        while (len(times) < protocol.measure_min_runs or time.perf_counter() - t0 < protocol.measure_min_s) \
-                and time.perf_counter() - t0 < protocol.measure_max_s:
+        while stopper.more(times):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
@@ -140,14 +218,14 @@ def measure(fn: Callable[[], object], protocol: Protocol, device: str, batch: in
             times.append(start.elapsed_time(end))
         clock = "cuda-events"
     else:
-        while (len(times) < protocol.measure_min_runs or time.perf_counter() - t0 < protocol.measure_min_s) \
-                and time.perf_counter() - t0 < protocol.measure_max_s:
+        while stopper.more(times):
             t = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t) * 1e3)
         clock = "perf_counter"
     return summarize(np.asarray(times), warmup_runs=n_warm, warmup_s=warm_s, measure_s=time.perf_counter() - t0,
-                     cold_ms=cold_ms, batch=batch, clock=clock, device=device, protocol=protocol)
+                     cold_ms=cold_ms, batch=batch, clock=clock, device=device, protocol=protocol,
+                     stop=stopper.why)
 
 
 def _cuda_sync() -> Callable[[], None]:

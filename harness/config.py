@@ -168,7 +168,8 @@ class Latency(_Strict):
     """Latency protocol (harness/benchmark.py): warm up until both ``warmup_min_s`` seconds and
     ``warmup_min_runs`` calls; measure until both ``measure_min_s`` and ``measure_min_runs``, at most
     ``measure_max_s`` seconds; warn "unstable" when std/mean exceeds ``cv_warn``. ``compute``: also time
-    device compute (inputs already on the device, ORT IO binding) besides end-to-end."""
+    device compute (inputs already on the device, ORT IO binding) besides end-to-end. ``target_ci`` > 0:
+    adaptive, stop once the p50's 95 % CI is within +- that fraction of it (after the minimums)."""
 
     warmup_min_s: float = Field(0.2, ge=0)
     warmup_min_runs: int = Field(10, ge=0)
@@ -176,13 +177,14 @@ class Latency(_Strict):
     measure_min_runs: int = Field(20, ge=1)
     measure_max_s: float = Field(15.0, gt=0)
     cv_warn: float = Field(0.10, gt=0)
+    target_ci: float = Field(0.0, ge=0, lt=1)
     compute: bool = True
 
     def protocol(self):
         from .benchmark import Protocol
 
         return Protocol(self.warmup_min_s, self.warmup_min_runs, self.measure_min_s, self.measure_min_runs,
-                        self.measure_max_s, self.cv_warn)
+                        self.measure_max_s, self.cv_warn, self.target_ci)
 
 
 class CoreSettings(_Strict):

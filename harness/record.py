@@ -8,7 +8,8 @@ adding a silent column. The sections, in column order:
 - identity: ``cell_id``, ``model``, the model's own axes (its adapter's ``axes``), the common axes
   (:class:`harness.config.Cell`), the model settings the adapter names, ``export_resolution``, ``device``;
 - outcome: ``status``/``stage``/``reason`` (and, after the rules, ``raw_status``/``rule``), the timings
-  of the cell (``cell_s``, ``stage_times`` in s) and where it ran (``worker``, its RSS in MiB);
+  of the cell (``cell_s``, ``stage_times`` in s; ``paused_s``: seconds the latency gate kept the worker stopped
+  while another worker timed, already taken out of the other two) and where it ran (``worker``, its RSS in MiB);
 - parity/diagnosis/latency/export/load/run/analysis/probes: the typed results of the stages
   (:mod:`harness.stages`);
 - the plug-ins' own facts: each exporter's and runtime's ``record_fields`` (e.g. AOTInductor's
@@ -37,7 +38,7 @@ CORE_AXES: Fields = {
 }
 RUN_CONTEXT: Fields = {"export_resolution": str, "device": str, "padded_to": str, "input_size": str}
 OUTCOME: Fields = {
-    "status": str, "stage": str, "reason": str, "raw_status": str, "rule": str, "cell_s": float,
+    "status": str, "stage": str, "reason": str, "raw_status": str, "rule": str, "cell_s": float, "paused_s": float,
     "stage_times": Dict[str, float], "worker": int, "worker_max_rss_mib": int, "cache": str, "finished_at": str,
     "resumable": bool, "exit_code": int, "exit_signal": str, "timeout_s": float, "peak_rss_mib": int,
     "injected_fault": str,
@@ -55,6 +56,7 @@ LATENCY: Fields = {
     **{f"{k}_ms": float for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
     "cv": float, "fps": float, "latency_runs": int, "warmup_runs": int, "latency_clock": str,
     "latency_warning": str, "latency_samples_ms": List[float], "cold_ms": float,
+    "p50_ci_ms": List[float], "latency_stop": str,
     "compute_p50_ms": float, "compute_p90_ms": float, "compute_p99_ms": float, "compute_cv": float,
     "compute_clock": str, "compute_fps": float, "peak_device_mib": float,
 }

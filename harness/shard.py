@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # Expected seconds on the 2-core CI machine (README, issue 13's profile of a cold ci run): one export per
 # group of cells sharing it, then each cell's load/run/parity/latency.
-EXPORT_S = {"eager": 1.0, "torchscript": 6.0, "onnx": 10.0, "onnx-dynamo": 14.0, "aoti": 280.0, "executorch": 100.0}
+EXPORT_S = {"eager": 1.0, "torchscript": 6.0, "onnx": 10.0, "onnx-dynamo": 28.0, "aoti": 150.0, "executorch": 60.0}
 CELL_S = 4.0
 CUDA_CELL_S = 0.05
 
@@ -84,6 +84,47 @@ def expected_cost(group: Sequence[Any], costs: Dict[str, float]) -> float:
             exported = True
         total += CUDA_CELL_S if cuda else CELL_S
     return total
+
+
+COSTS_FILE = "cell_costs.json"  # in the cache root: {cell_id: cell_s} of the cells run with that cache
+
+
+def read_cache_costs(cache_root: Path) -> Dict[str, float]:
+    """The recorded ``cell_s`` per cell id from earlier runs on this cache ({} when none or unreadable)."""
+    try:
+        data = json.loads((Path(cache_root) / COSTS_FILE).read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def write_cache_costs(cache_root: Path, records: Sequence[Dict[str, Any]]) -> None:
+    """Add the ``cell_s`` of ``records`` that ran (not cache hits, not skipped) to the cache's cost file."""
+    import os
+
+    ran = {r["cell_id"]: float(r["cell_s"]) for r in records
+           if r.get("cell_s") and r.get("status") != "skip" and r.get("cache") != "result"}
+    if not ran:
+        return
+    costs = read_cache_costs(cache_root)
+    costs.update(ran)
+    path = Path(cache_root) / COSTS_FILE
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(costs, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an expected cost is a hint; a read-only cache just keeps the table
+
+
+def schedule(groups: Sequence[List[Any]], costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:
+    """The order groups are handed to workers: longest expected first (critical path: an AOTInductor compile
+    starts at t=0, short groups fill the gaps at the end); ties by export key, so the order is deterministic."""
+    from .pool.coordinator import _export_key
+
+    costs = costs or {}
+    return [g for _, _, g in sorted(((expected_cost(g, costs), str(_export_key(g[0])), g) for g in groups),
+                                     key=lambda t: (-t[0], t[1]))]
 
 
 def split(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:

@@ -430,6 +430,11 @@ def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
                            for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
     rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, warmup_runs=lat.warmup_runs,
                latency_clock=lat.clock, latency_warning=lat.warning, latency_samples_ms=lat.samples_ms)
+    ci = getattr(lat, "p50_ci_ms", None)
+    if ci is not None:
+        rec["p50_ci_ms"] = [round(ci[0], 3), round(ci[1], 3)]
+    if getattr(lat, "stop", ""):
+        rec["latency_stop"] = lat.stop
     if comp is not None:
         rec.update(compute_p50_ms=round(comp.p50_ms, 3), compute_p90_ms=round(comp.p90_ms, 3),
                    compute_p99_ms=round(comp.p99_ms, 3), compute_cv=round(comp.cv, 4), compute_clock=comp.clock,

@@ -239,7 +239,7 @@ def test_new_exporters_on_cpu_aoti_and_dynamo(tmp_path):
     if not (shutil.which("c++") or shutil.which("g++")):
         pytest.skip("no C++ compiler for AOTInductor")
     out = tmp_path / "new"
-    proc = _harness("run", "--profile", "ci", "--filter",
+    proc = _harness("run", "--profile", "nightly", "--filter",
                     "exporter=aoti|onnx-dynamo,precision=fp32,simplify=False,crop_method=roi_align|n/a,"
                     "replace_method=scatter_nd|n/a,refine_mode=full|sampling,runtime=aoti-cpu|onnxruntime-cpu|openvino-cpu",
                     "--out", str(out), "--no-progress", timeout=1500)

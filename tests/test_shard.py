@@ -29,8 +29,8 @@ def _records(d: Path):
     return {r["cell_id"]: r for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
 
 
-def test_the_ci_split_is_deterministic_complete_balanced_and_keeps_exports_together():
-    cells = expand(load_config(ROOT / "matrix.yaml"), "ci").cells
+def test_the_nightly_split_is_deterministic_complete_balanced_and_keeps_exports_together():
+    cells = expand(load_config(ROOT / "matrix.yaml"), "nightly").cells
     parts, loads = split_loads(cells, 3)
     again, _ = split_loads(list(reversed(cells)), 3)
     assert [[c.cell_id for c in p] for p in parts] == [[c.cell_id for c in p] for p in again]

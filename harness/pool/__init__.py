@@ -13,8 +13,9 @@ worker:
 - after ``limits.deadline_s`` the cells not yet finished are ``skip`` (``--resume`` runs them later);
 - SIGINT/SIGTERM stop the workers; every finished cell is already on disk.
 
-While one worker measures latency, no other worker runs a stage (the coordinator holds the others
-at their next stage boundary), so ``--jobs`` changes throughput, not the numbers.
+While one worker measures latency, no other worker runs (the coordinator stops the others and their child
+processes with SIGSTOP wherever they are, and continues them afterwards; the stopped seconds are taken out
+of their stage times and recorded as ``paused_s``), so ``--jobs`` changes throughput, not the numbers.
 
 Each record is appended to ``results.jsonl`` and fsynced as soon as its cell ends.
 

@@ -33,6 +33,62 @@ class _Worker:
     killed_for: Optional[str] = None
     group: Deque[Any] = field(default_factory=deque)
     partial: Optional[Dict[str, Any]] = None  # the cell's record before its current input probe
+    paused_at: Optional[float] = None  # perf_counter when the latency gate stopped it (SIGSTOP), else None
+    stopped: List[int] = field(default_factory=list)  # the pids the gate stopped (worker + its children)
+    paused_s: Dict[str, float] = field(default_factory=dict)  # seconds stopped during this cell, per stage
+
+
+def _descendants(pid: int) -> List[int]:
+    """Child processes of ``pid``, recursively (Linux ``/proc/<pid>/task/<tid>/children``; [] elsewhere): a
+    worker's compiler or converter subprocesses are stopped with it."""
+    out: List[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                kids = [int(k) for k in (t / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _signal_all(pids: List[int], sig: int) -> None:
+    import os
+
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def discount_pauses(rec: Dict[str, Any], paused_s: Dict[str, float]) -> Dict[str, Any]:
+    """Take the seconds a worker spent stopped by the latency gate out of its record's timings.
+
+    ``paused_s`` is ``{stage: seconds stopped}``; they are subtracted from ``stage_times[stage]``, from
+    ``cell_s`` and, for the export stage, from ``export_s`` (never below 0), and recorded as ``paused_s``
+    (total, seconds), so stage times say what the work cost, not how long another worker's latency took."""
+    total = sum(paused_s.values())
+    if total <= 0:
+        return rec
+    st = dict(rec.get("stage_times") or {})
+    for stage, secs in paused_s.items():
+        if stage in st:
+            st[stage] = round(max(0.0, st[stage] - secs), 4)
+    rec["stage_times"] = st
+    if isinstance(rec.get("cell_s"), (int, float)):
+        rec["cell_s"] = round(max(0.0, rec["cell_s"] - total), 3)
+    if paused_s.get("export") and isinstance(rec.get("export_s"), (int, float)):
+        rec["export_s"] = round(max(0.0, rec["export_s"] - paused_s["export"]), 3)
+    rec["paused_s"] = round(total, 3)
+    return rec
 
 
 def _signal_name(code: Optional[int]) -> str:
@@ -137,6 +193,9 @@ class Coordinator:
         w.conn.send(("init", (self.plan, self.opts, self.cache_root, self.weights_files)))
 
     def kill(self, w: _Worker) -> None:
+        if w.paused_at is not None:  # its stopped children continue (and end with it, or finish alone)
+            _signal_all(w.stopped, signal.SIGCONT)
+            w.paused_at, w.stopped = None, []
         if w.proc.is_alive():
             w.proc.kill()
         w.proc.join(timeout=10)
@@ -188,6 +247,13 @@ class Coordinator:
         Raises:
             RunError: workers cannot start (three failed starts, or a worker cannot load the weights).
         """
+        try:
+            self._loop(groups)
+        finally:  # never leave a worker (or its compiler) stopped behind
+            for w in list(self.workers):
+                self._resume(w)
+
+    def _loop(self, groups: List[List[Any]]) -> None:
         self.queue: Deque[Deque[Any]] = deque(deque(g) for g in groups)
         want = min(self.opts.jobs, len(self.queue))
         t_start = time.perf_counter()
@@ -224,7 +290,7 @@ class Coordinator:
     def _watch_time(self, now: float) -> None:
         """End a stage past its limit as ``timeout``; give up on a worker that does not start."""
         for w in list(self.workers):
-            if w.cell is not None and not w.waiting and w.stage in self.stage_limit:
+            if w.cell is not None and not w.waiting and w.paused_at is None and w.stage in self.stage_limit:
                 limit = self.stage_limit[w.stage]
                 if now - w.stage_t0 > limit:
                     stage = w.stage
@@ -279,6 +345,7 @@ class Coordinator:
             w.group = self.queue.popleft()
         cell = w.group.popleft()
         w.cell, w.stage, w.waiting, w.partial = cell, "start", False, None
+        w.paused_s = {}
         w.cell_t0 = w.stage_t0 = time.perf_counter()
         try:
             w.log_offset = w.log.stat().st_size
@@ -311,29 +378,51 @@ class Coordinator:
                 w.partial = msg[1]
             elif kind == "stage":
                 w.stage, w.stage_t0 = msg[1], time.perf_counter()
-                w.waiting = self.gate
+                w.waiting = self.gate and msg[1] == "latency"
             elif kind == "done":
-                rec = msg[1]
+                rec = discount_pauses(msg[1], w.paused_s)
                 cell = w.cell
                 w.cell, w.stage, w.waiting = None, "idle", False
                 self.on_record(cell, rec)
 
     def _grant(self) -> None:
+        """The latency gate (``--jobs`` > 1): a worker that reaches its latency stage waits for ``go``; it gets
+        it once every other busy worker is stopped (SIGSTOP, with its child processes), wherever it is in its
+        stage, and the others continue (SIGCONT) when no worker is timing or waiting to time. So latency is
+        timed alone on all cores without holding the others until their stage ends (a compile can take
+        minutes); the seconds a worker spends stopped are taken out of its timings (:func:`discount_pauses`)
+        and its stage limit."""
         if not self.gate:
             return
         busy = [w for w in self.workers if w.cell is not None]
-        timing = any(w.stage == "latency" and not w.waiting for w in busy)
-        if timing:
+        if any(w.stage == "latency" and not w.waiting for w in busy):
+            return  # one is timing: the others stay as they are (stopped, or waiting for go)
+        waiting = [w for w in busy if w.waiting]
+        if not waiting:
+            for w in self.workers:
+                self._resume(w)
             return
-        waiting_lat = [w for w in busy if w.waiting and w.stage == "latency"]
-        if waiting_lat:
-            if any(not w.waiting for w in busy):
-                return  # let the others reach a stage boundary first
-            self._go(waiting_lat[0])
-            return
+        first = waiting[0]
         for w in busy:
-            if w.waiting:
-                self._go(w)
+            if w is not first and not w.waiting:
+                self._pause(w)
+        self._go(first)
+
+    def _pause(self, w: _Worker) -> None:
+        if w.paused_at is not None or not w.proc.is_alive():
+            return
+        pids = [w.proc.pid] + _descendants(w.proc.pid)
+        _signal_all(pids, signal.SIGSTOP)
+        w.stopped, w.paused_at = pids, time.perf_counter()
+
+    def _resume(self, w: _Worker) -> None:
+        if w.paused_at is None:
+            return
+        _signal_all(w.stopped + _descendants(w.proc.pid) if w.proc.is_alive() else w.stopped, signal.SIGCONT)
+        dt = time.perf_counter() - w.paused_at
+        w.paused_s[w.stage] = w.paused_s.get(w.stage, 0.0) + dt
+        w.stage_t0 += dt
+        w.paused_at, w.stopped = None, []
 
     def _go(self, w: _Worker) -> None:
         w.waiting = False

@@ -18,6 +18,7 @@ from ..keys import CellKeys
 from ..records import CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir, stage_seconds
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import usable_cores
+from ..shard import read_cache_costs, schedule, write_cache_costs
 from .coordinator import Coordinator, group_cells
 from .worker import FAULTS_ENV
 
@@ -229,7 +230,8 @@ class RunSession:
             self.summary.stage_s += time.perf_counter() - t_prep  # calibration is model work, not overhead
             self.keys = coord.runner = runner
             coord.stop = self.interrupted
-            coord.run(group_cells(misses))
+            # longest expected groups first (this cache's recorded cell times, else harness/shard.py's table)
+            coord.run(schedule(group_cells(misses), read_cache_costs(self.cache_root)))
         finally:
             coord.shutdown()
 
@@ -238,6 +240,7 @@ class RunSession:
         s.interrupted = self.interrupted
         s.wall_s = wall_s
         fresh = s.records[s.kept:]
+        write_cache_costs(self.cache_root, fresh)
         s.cache = {
             "root": "private (--no-cache)" if self.opts.no_cache else str(self.cache_root),
             "result_hits": sum(1 for r in fresh if r.get("cache") == "result"),

@@ -17,7 +17,8 @@ def worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: b
     Protocol (tuples over ``conn``): worker -> ``("hello", pid)``, ``("ready",)``, ``("stage", name)``,
     ``("partial", record)`` (the verdict so far, before each input probe), ``("done", record)``,
     ``("failed", message)``; coordinator -> ``("init", payload)``,
-    ``("cell", cell)``, ``("go",)`` (with ``gate``, after each ``stage``), ``("stop",)``.
+    ``("cell", cell)``, ``("go",)`` (with ``gate``, after a ``("stage", "latency")``: the coordinator has stopped
+    the other workers), ``("stop",)``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -46,8 +47,8 @@ def worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: b
 
     def on_stage(stage: str) -> None:
         conn.send(("stage", stage))
-        if gate:
-            conn.recv()  # ("go",)
+        if gate and stage == "latency":
+            conn.recv()  # ("go",): every other worker is stopped (harness/pool/coordinator.py, _grant)
         faults.inject(runner.current_cell.cell_id, stage)
 
     runner.on_stage = on_stage
