@@ -786,8 +786,13 @@ def cell_details(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Op
             lines.append(f"max abs pha over every pixel {_fmt(r['max_abs_pha'])}; judged {_fmt(r.get('judged_max_abs_pha'))}"
                          f"; fgr judged {_fmt(r.get('judged_max_abs_fgr', r.get('max_abs_fgr')))}")
         if r.get("p50_ms") is not None:
-            lines.append(f"latency p50 {_fmt(r['p50_ms'])} / p90 {_fmt(r.get('p90_ms'))} / p99 {_fmt(r.get('p99_ms'))} ms, "
-                         f"cv {_fmt(r.get('cv'))}, {r.get('latency_runs')} calls; compute p50 {_fmt(r.get('compute_p50_ms'))} ms")
+            ci = r.get("p50_ci_ms")
+            ci_txt = f" (95 % CI {_fmt(ci[0])}–{_fmt(ci[1])})" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+            stop = {"ci": "stopped when the p50's CI was tight enough", "max": "stopped at the time cap",
+                    "min": "stopped at the protocol's minimums"}.get(r.get("latency_stop") or "", "")
+            lines.append(f"latency p50 {_fmt(r['p50_ms'])}{ci_txt} / p90 {_fmt(r.get('p90_ms'))} / p99 {_fmt(r.get('p99_ms'))} ms, "
+                         f"cv {_fmt(r.get('cv'))}, {r.get('latency_runs')} calls{'; ' + stop if stop else ''}; "
+                         f"compute p50 {_fmt(r.get('compute_p50_ms'))} ms")
         if r.get("latency_warning"):
             lines.append(f"latency: {r['latency_warning']}")
         if r.get("export_s") is not None or r.get("load_s") is not None:

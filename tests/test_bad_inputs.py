@@ -272,7 +272,7 @@ def _results_dir(tmp, jsonl):
 
 SMOKE = ["run", "--profile", "smoke", "--filter", "exporter=torchscript,refine_mode=full,batch=1", "--no-progress"]
 CLI_BAD = [  # (kind, argv maker(tmp) -> list, regex the message must match)
-    ("unknown profile", lambda t: ["run", "--profile", "nightly"], r"--profile 'nightly' is not defined"),
+    ("unknown profile", lambda t: ["run", "--profile", "weekly"], r"--profile 'weekly' is not defined"),
     ("unknown filter key", lambda t: ["run", "--filter", "colour=red"], r"unknown key 'colour'"),
     ("filter selects nothing", lambda t: ["run", "--filter", "opset=99"], r"selects no cells"),
     ("jobs 0", lambda t: ["run", "--jobs", "0"], r"--jobs: .*0"),

@@ -289,7 +289,7 @@ def test_executorch_fp16_rule_holds_only_on_avx512_fp16_cpus():
     cell = expand(cfg, "nightly", "exporter=executorch,precision=fp16").cells[0]
     rules = matching_rules(cell, cfg.rules)
     assert [r.id for r in rules] == ["executorch-xnnpack-fp16-native-arith"]
-    rec = next(json.loads(line) for line in (ROOT / "reports" / "baseline" / "results.jsonl").read_text().splitlines()
+    rec = next(json.loads(line) for line in (ROOT / "reports" / "nightly-baseline" / "results.jsonl").read_text().splitlines()
                if json.loads(line)["cell_id"] == cell.cell_id)
     raw = {"status": rec["raw_status"], "stage": rec["stage"], "reason": rec["reason"].split(" [expected:")[0]}
     assert raw["status"] == "fail" and "drift from fp32" in raw["reason"]

@@ -1,5 +1,5 @@
 """The report as a user sees it: the real page in headless Chromium (Debian's ``chromium``, driven by
-Playwright). Built from real records: the committed ci baseline (reports/baseline/, a full ci run) and a
+Playwright). Built from real records: the committed nightly baseline (reports/nightly-baseline/, a full run of what is now the nightly profile) and a
 5,000-row report made from it. Skips, with the reason, where Chromium or Playwright is absent (`.ci/run`
 installs Chromium)."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = ROOT / "reports" / "baseline"
+BASELINE = ROOT / "reports" / "nightly-baseline"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -38,7 +38,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """The ci baseline's report rebuilt here from its results.jsonl and environment.json."""
+    """The nightly baseline's report rebuilt here from its results.jsonl and environment.json."""
     from harness.report import write_report
 
     d = tmp_path_factory.mktemp("baseline-report")
