@@ -86,3 +86,54 @@ def test_critical_path_order_and_recorded_costs(tmp_path):
     assert set(recorded) == {c.cell_id for c in cheap}  # result-cache answers and skips say nothing about cost
     assert schedule(group_cells(cells), recorded)[0] == cheap
     assert read_cache_costs(tmp_path / "nowhere") == {}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_worker_stopped_with_its_latency_request_in_flight_is_continued_when_granted():
+    """The race that hung a run: worker B asks to time latency while the coordinator, not having read that
+    request yet, stops B for worker A's timing. When A is done, B's turn must continue B (SIGCONT) before
+    its ``go``; a worker that is neither timing nor waiting is continued once nobody times."""
+    import multiprocessing as mp
+    import signal
+    from collections import deque
+
+    from harness.pool.coordinator import Coordinator, _Worker
+
+    procs = [subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]) for _ in range(2)]
+    try:
+        class _P:  # the part of multiprocessing.Process the gate uses
+            def __init__(self, p):
+                self.pid, self._p = p.pid, p
+
+            def is_alive(self):
+                return self._p.poll() is None
+
+        pipes = [mp.Pipe() for _ in procs]
+        a, b = (_Worker(i, _P(p), pipes[i][0], Path("/dev/null"), 0.0, cell=object(), stage="export", group=deque())
+                for i, p in enumerate(procs))
+        coord = Coordinator.__new__(Coordinator)
+        coord.gate, coord.workers = True, [a, b]
+        a.stage, a.waiting = "latency", True
+        coord._grant()
+        assert pipes[0][1].recv() == ("go",) and b.paused_at is not None
+        time.sleep(0.1)
+        assert _state(b.proc.pid) == "T"
+        b.stage, b.waiting = "latency", True  # its request, read only now
+        a.cell, a.stage, a.waiting = None, "idle", False  # A's cell is done
+        coord._grant()
+        assert pipes[1][1].poll(1) and pipes[1][1].recv() == ("go",)
+        assert b.paused_at is None and not b.paused_s  # blocked waiting for go: no stage time to correct
+        time.sleep(0.1)
+        assert _state(b.proc.pid) != "T"
+        # B times; a new cell on A runs its export: A is stopped, and continued when B moves on
+        a.cell, a.stage = object(), "export"
+        coord._grant()
+        assert a.paused_at is not None and b.paused_at is None
+        b.stage = "probe"
+        coord._grant()
+        assert a.paused_at is None and b.paused_at is None
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()

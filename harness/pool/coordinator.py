@@ -355,6 +355,7 @@ class Coordinator:
             w.conn.send(("cell", cell))
         except OSError:
             pass  # the worker died; _died() records the crash
+        self._grant()  # another worker may be timing: this one waits stopped
 
     def _drain(self, w: _Worker) -> None:
         while True:
@@ -395,18 +396,22 @@ class Coordinator:
         if not self.gate:
             return
         busy = [w for w in self.workers if w.cell is not None]
-        if any(w.stage == "latency" and not w.waiting for w in busy):
-            return  # one is timing: the others stay as they are (stopped, or waiting for go)
-        waiting = [w for w in busy if w.waiting]
-        if not waiting:
-            for w in self.workers:
-                self._resume(w)
-            return
-        first = waiting[0]
-        for w in busy:
-            if w is not first and not w.waiting:
+        timer = next((w for w in busy if w.stage == "latency" and not w.waiting), None)
+        grant = timer is None
+        if grant:
+            waiting = [w for w in busy if w.waiting]
+            if not waiting:
+                for w in self.workers:
+                    self._resume(w)
+                return
+            timer = waiting[0]
+            # it may have been stopped while its request was still in the pipe (it was blocked reading)
+            self._resume(timer)
+        for w in busy:  # everyone else stops, also a worker that got a new cell while another one times
+            if w is not timer and not w.waiting:
                 self._pause(w)
-        self._go(first)
+        if grant:
+            self._go(timer)
 
     def _pause(self, w: _Worker) -> None:
         if w.paused_at is not None or not w.proc.is_alive():
@@ -420,7 +425,8 @@ class Coordinator:
             return
         _signal_all(w.stopped + _descendants(w.proc.pid) if w.proc.is_alive() else w.stopped, signal.SIGCONT)
         dt = time.perf_counter() - w.paused_at
-        w.paused_s[w.stage] = w.paused_s.get(w.stage, 0.0) + dt
+        if not w.waiting:  # stopped mid-stage; a worker blocked waiting for go was not timing anything
+            w.paused_s[w.stage] = w.paused_s.get(w.stage, 0.0) + dt
         w.stage_t0 += dt
         w.paused_at, w.stopped = None, []
 
