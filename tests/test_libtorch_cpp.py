@@ -148,8 +148,9 @@ def test_matrix_cells_on_libtorch_cpp(tmp_path):
     assert (ok.max_abs_pha <= 1e-5).all() and (ok.ref_iou >= 0.99).all()
     assert set(ok.latency_clock) == {"steady_clock (in libtorch-cpp)"}
     assert (ok.p50_ms > 0).all() and ok.cpp_build_s.notna().all()
-    # the protocol's 10 runs, or fewer with the "few runs" flag when a loaded machine hit measure_max_s
-    assert ((ok.latency_runs >= 10) | ok.latency_warning.fillna("").str.contains("few runs")).all()
+    # the ci protocol's minimum of 6 timed calls (the C++ runner times a fixed count, no adaptive stop), or
+    # fewer with the "few runs" flag when a loaded machine hit measure_max_s
+    assert ((ok.latency_runs >= 6) | ok.latency_warning.fillna("").str.contains("few runs")).all()
     # one TorchScript file serves both patch modes: only the setattr differs
     patch = ok[ok.refine_mode != "full"]
     assert patch.artifact_key.nunique() == 1 and patch.ref_cells.nunique() == 2

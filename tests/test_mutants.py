@@ -45,7 +45,7 @@ def _harness(*args, env_extra=None, timeout=900):
 def mutated_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mutants") / "run"
     spec = ";".join(f"{cell}@export=mutate-{kind}" for cell, kind in PLANTED.items())
-    proc = _harness("run", "--profile", "ci", "--filter", BASE, "--out", str(out), "--no-progress", "--jobs", "2",
+    proc = _harness("run", "--profile", "nightly", "--filter", BASE, "--out", str(out), "--no-progress", "--jobs", "2",
                     env_extra={"MATRIX_FAULTS": spec})
     recs = {r["cell_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     return out, proc, recs
