@@ -135,7 +135,8 @@ def test_resume_refuses_another_config(faulty, tmp_path):
 def test_sigint_then_resume_equals_uninterrupted_run(tmp_path):
     cache = tmp_path / "cache"
     full = tmp_path / "full"
-    proc = _harness("run", *SUBSET, "--out", str(full), "--no-cache", "--jobs", "2")
+    # the reference: the session's shared cache (the smoke cells other tests ran at --jobs 2 answer from it)
+    proc = _harness("run", *SUBSET, "--out", str(full), "--jobs", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     part = tmp_path / "part"
     # the same --jobs as the full run: a worker's thread count moves eager and onnxruntime numbers by ~2e-5
