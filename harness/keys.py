@@ -3,6 +3,7 @@ re-run from these alone (see :mod:`harness.cache` for what goes into a key)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -115,7 +116,7 @@ class CellKeys:
         exporter = EXPORTERS[cell.exporter]
         return {"baked": {f: self.field_value(cell, f, simplified) for f in exporter.bakes},
                 "weights": self.weights_of(cell), "model_code": code_hash(*owner(cell).code_dir),
-                "exporter_code": file_hash(_code_files(exporter))}
+                "exporter_code": _exporter_code(exporter)}
 
     def artifact_key(self, cell: Cell, simplified: bool) -> str:
         """Cache key of the cell's artifact, derived from its exporter's declaration (so a TorchScript file
@@ -148,6 +149,13 @@ class CellKeys:
         if self.opts.src and self.opts.pad and (h % 4 or w % 4):
             rec["padded_to"] = f"{h + (-h) % 4}x{w + (-w) % 4}"
         return rec
+
+
+@functools.lru_cache(maxsize=None)
+def _exporter_code(cls: type) -> str:
+    """Hash of a plug-in's source files, once per process (like :func:`harness.cache.code_hash`: the code a
+    process runs is what it imported; re-reading the files for each of 250,000 keys cost half a minute)."""
+    return file_hash(_code_files(cls))
 
 
 def _code_files(cls: type) -> list:
