@@ -137,6 +137,15 @@ class CellKeys:
                      code=code_hash("harness"), runtime_identity=rt.identity(), cpu_flags=cpu_flags())
         return make_key("result", parts, packages=EXPORTERS[cell.exporter].packages + rt.packages)
 
+    def unavailable(self, cell: Cell) -> Optional[str]:
+        """Why the cell cannot run on this machine (its runtime's or exporter's reason: no CUDA, no C++
+        compiler, a package missing), or None; asked once per (runtime, exporter, simplify) per process."""
+        memo = self.__dict__.setdefault("_unavailable", {})
+        k = (cell.runtime, cell.exporter, cell.simplify)
+        if k not in memo:
+            memo[k] = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
+        return memo[k]
+
     def base_record(self, cell: Cell) -> Dict[str, Any]:
         """The cell's axes and settings, as every record starts (also for crash/timeout records)."""
         rec: Dict[str, Any] = {"cell_id": cell.cell_id, **cell.as_dict()}

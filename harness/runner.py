@@ -388,7 +388,7 @@ class Runner(CellKeys):
         t0 = time.perf_counter()
         state = CellState(self, cell, self.out / "artifacts" / cell.cell_id, new_record(cell.model,
                                                                                          **self.base_record(cell)))
-        why = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
+        why = self.unavailable(cell)
         if why:
             state.outcome = Outcome("skip", "load", f"skipped: {why}")
         else:

@@ -118,14 +118,20 @@ def write_cache_costs(cache_root: Path, records: Sequence[Dict[str, Any]]) -> No
         pass  # an expected cost is a hint; a read-only cache just keeps the table
 
 
-def schedule(groups: Sequence[List[Any]], costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:
-    """The order groups are handed to workers: longest expected first (critical path: an AOTInductor compile
-    starts at t=0, short groups fill the gaps at the end); ties by export key, so the order is deterministic."""
+def _longest_first(groups: Sequence[List[Any]], costs: Optional[Dict[str, float]]) -> List[Tuple[float, List[Any]]]:
+    """``(expected seconds, group)`` longest first; ties by export key, so the order is deterministic."""
     from .pool.coordinator import _export_key
 
     costs = costs or {}
-    return [g for _, _, g in sorted(((expected_cost(g, costs), str(_export_key(g[0])), g) for g in groups),
-                                     key=lambda t: (-t[0], t[1]))]
+    weighted = sorted(((expected_cost(g, costs), str(_export_key(g[0])), g) for g in groups),
+                      key=lambda t: (-t[0], t[1]))
+    return [(cost, g) for cost, _, g in weighted]
+
+
+def schedule(groups: Sequence[List[Any]], costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:
+    """The order groups are handed to workers: longest expected first (critical path: an AOTInductor compile
+    starts at t=0, short groups fill the gaps at the end)."""
+    return [g for _, g in _longest_first(groups, costs)]
 
 
 def split(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:
@@ -135,15 +141,12 @@ def split(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None
 
 def split_loads(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None) -> Tuple[List[List[Any]], List[float]]:
     """:func:`split` and each part's expected seconds."""
-    from .pool.coordinator import _export_key, group_cells
+    from .pool.coordinator import group_cells
 
-    costs = costs or {}
     groups = group_cells(sorted(cells, key=lambda c: c.cell_id))  # the same split whatever the input order
-    weighted = sorted(((expected_cost(g, costs), str(_export_key(g[0])), g) for g in groups),
-                      key=lambda t: (-t[0], t[1]))
     loads = [0.0] * n
     parts: List[List[Any]] = [[] for _ in range(n)]
-    for cost, _, g in weighted:
+    for cost, g in _longest_first(groups, costs):
         k = min(range(n), key=lambda j: (loads[j], j))
         loads[k] += cost
         parts[k].extend(g)

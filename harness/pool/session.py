@@ -181,28 +181,21 @@ class RunSession:
 
     def _unavailable_here(self, cells) -> List[Any]:
         """Record ``skip`` for the cells whose runtime or exporter cannot run on this machine (no CUDA, no C++
-        compiler, a package missing), as a worker would (:meth:`harness.runner.Runner.run_cell`: same reason,
+        compiler, a package missing; :meth:`harness.keys.CellKeys.unavailable`, which the worker asks too), as a
+        worker would (:meth:`harness.runner.Runner.run_cell`: same reason,
         stage ``load``), without starting workers for them; return the other cells. These skips are not
         cached (installing CUDA must run them), so before this a warm re-run started two workers just to
         record them (11.5 s instead of about 1 s for the ci profile's 197 CUDA cells)."""
-        from ..exporters import EXPORTERS
         from ..record import new_record
-        from ..runtimes import RUNTIMES
 
-        why: Dict[Any, Optional[str]] = {}
         rest = []
         for cell in cells:
-            if self.summary.stopped_by:
-                rest.append(cell)
-                continue
-            k = (cell.runtime, cell.exporter, cell.simplify)
-            if k not in why:
-                why[k] = RUNTIMES[cell.runtime].unavailable() or EXPORTERS[cell.exporter].unavailable(cell.simplify)
-            if not why[k]:
+            why = None if self.summary.stopped_by else self.keys.unavailable(cell)
+            if not why:
                 rest.append(cell)
                 continue
             rec = new_record(cell.model, **self.keys.base_record(cell)).put(
-                stage_times={}, status="skip", stage="load", reason=f"skipped: {why[k]}", cell_s=0.0).as_dict()
+                stage_times={}, status="skip", stage="load", reason=f"skipped: {why}", cell_s=0.0).as_dict()
             self.on_record(cell, rec)
         return rest
 
