@@ -39,7 +39,7 @@ def bench(session: nox.Session) -> None:
        also saved under .benchmarks/ so `pytest benchmarks --benchmark-compare` works across runs);
     2. the harness on the `bench` profile with that JSON in its report -> reports/bench/matrix/;
     3. the harness's own speed on smoke and ci against one-process-per-config -> harness_speed.{json,md}
-       (dominated by the ci profile's cold run, about 15 minutes on 2 cores, and the per-process baseline;
+       (dominated by the ci profile's cold run, about 8 minutes on 2 cores, and the per-process baseline;
        `nox -s bench -- --quick` skips it).
     """
     _install(session)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,9 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def bench_runner(request):
-    """A harness Runner with the bench profile's weights, cache and output dir."""
+def bench_runner(request, tmp_path_factory):
+    """A harness Runner with the bench profile's weights, cache and output dir (a pytest tmp folder, removed
+    with pytest's own retention, so benchmark runs do not pile up folders in /tmp)."""
     from harness.system import usable_cores
     from harness.cache import Cache, default_root
     from harness.config import expand, load_config
@@ -36,7 +36,7 @@ def bench_runner(request):
     from harness.runner import Runner
 
     plan = expand(load_config(ROOT / "matrix.yaml"), request.config.getoption("--matrix-profile"))
-    out = Path(tempfile.mkdtemp(prefix="bench-"))
+    out = tmp_path_factory.mktemp("bench")
     opts = RunOptions(out_dir=out)
     runner = Runner(plan, opts, Cache(Path(os.environ.get("MATRIX_CACHE_DIR") or default_root())),
                     usable_cores())

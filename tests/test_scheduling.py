@@ -137,3 +137,56 @@ def test_a_worker_stopped_with_its_latency_request_in_flight_is_continued_when_g
             p.send_signal(signal.SIGCONT)
             p.kill()
             p.wait()
+
+
+def test_shutdown_kills_a_worker_that_is_still_starting_at_once():
+    """Workers are started before the availability checks (they import torch meanwhile); when every miss then
+    turns out to be a skip, shutdown must not give a worker that cannot answer yet (it is importing, it holds
+    no cell) the 5 s an idle worker gets to exit: it is killed at once. The ready, idle one still gets `stop`."""
+    import multiprocessing as mp
+    import signal
+    import threading
+
+    from harness.pool.coordinator import Coordinator, _Worker
+
+    class _P:  # the part of multiprocessing.Process that shutdown() uses
+        def __init__(self, p):
+            self.pid, self._p = p.pid, p
+
+        def is_alive(self):
+            return self._p.poll() is None
+
+        def kill(self):
+            self._p.kill()
+
+        def join(self, timeout=None):
+            try:
+                self._p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+    starting = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"])
+    # an idle worker that exits on its `stop`, as worker_main does
+    idle = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()"], stdin=subprocess.PIPE)
+    try:
+        pipes = [mp.Pipe() for _ in range(2)]
+        w_start = _Worker(0, _P(starting), pipes[0][0], Path("/dev/null"), 0.0)
+        w_idle = _Worker(1, _P(idle), pipes[1][0], Path("/dev/null"), 0.0, ready=True)
+        coord = Coordinator.__new__(Coordinator)
+        coord.workers = [w_start, w_idle]
+        t0 = time.perf_counter()
+        # the idle one exits 0.5 s after its stop, like a worker finishing its loop
+        threading.Timer(0.5, lambda: (idle.stdin.write(b"\n"), idle.stdin.flush())).start()
+        coord.shutdown()
+        took = time.perf_counter() - t0
+        assert pipes[1][1].recv() == ("stop",)  # only the ready one is asked; the other's pipe is just closed
+        with pytest.raises(EOFError):
+            pipes[0][1].recv()
+        assert starting.poll() == -signal.SIGKILL and idle.poll() == 0  # killed vs exited on its own
+        assert took < 5.0, took  # the starting worker did not use up the idle one's 5 s allowance
+        assert coord.workers == []
+    finally:
+        for p in (starting, idle):
+            if p.poll() is None:
+                p.kill()
+            p.wait()

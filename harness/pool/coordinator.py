@@ -207,6 +207,11 @@ class Coordinator:
             self.workers.remove(w)
 
     def shutdown(self) -> None:
+        """Stop idle workers (``stop``, up to 5 s to exit) and kill the rest; a worker still starting (importing
+        torch) holds no cell and is killed at once."""
+        for w in list(self.workers):
+            if not w.ready and w.cell is None:
+                self.kill(w)
         for w in list(self.workers):
             if w.proc.is_alive() and w.ready and w.cell is None:
                 try:

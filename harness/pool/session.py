@@ -208,15 +208,20 @@ class RunSession:
             from tqdm import tqdm
 
             self.bar = tqdm(total=len(todo), unit="cell", dynamic_ncols=True, file=sys.stderr, desc=self.plan.profile)
-        misses = self._unavailable_here(self._from_cache(todo))
+        misses = self._from_cache(todo)
         old_handlers = self._install_signal_handlers()
         try:
+            if misses and not self.summary.stopped_by and not self.interrupted:
+                self._start_workers(misses)  # they import torch while the availability checks import theirs
+            misses = self._unavailable_here(misses)
             if misses and not self.summary.stopped_by and not self.interrupted:
                 self._run_workers(misses)
             elif self.files is None and not self.keys.link_cached_weights(self.cache, self.out):
                 self.torch_runner().prepare_weights()  # weights.pth in the output dir, as in a full run
                 self.keys = self.runner
         finally:
+            if self.coord is not None:
+                self.coord.shutdown()  # workers started for cells that then could not run here
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
             if self.bar is not None:
@@ -238,11 +243,31 @@ class RunSession:
                 old[sig] = signal.signal(sig, handler)
         return old
 
+    def _start_workers(self, misses) -> None:
+        """Start the workers for the cache misses before anything else is done for them (each takes 2-4 s to
+        import torch and the runtimes; :meth:`_unavailable_here` and the weights take as long in this process).
+        Cells of CUDA runtimes on a machine without a GPU device node are not counted (they become skips, and
+        a warm re-run must not start workers for them); one worker per group of cells sharing an export, at
+        most ``--jobs``. A wrong guess only costs time: :meth:`Coordinator.run` starts missing workers and
+        retires idle ones."""
+        from ..runtimes import RUNTIMES, gpu_device_nodes
+
+        gpu = gpu_device_nodes()
+        likely = [c for c in misses if gpu or getattr(RUNTIMES[c.runtime], "device", "cpu") != "cuda"]
+        n = min(self.jobs, len(group_cells(likely)))
+        if n:
+            self.coord = Coordinator(self.plan, self.opts, self.keys, self.cache_root, None, self.threads,
+                                     self.on_record)
+            for _ in range(n):
+                self.coord.spawn()
+
     def _run_workers(self, misses) -> None:
-        coord = self.coord = Coordinator(self.plan, self.opts, self.keys, self.cache_root, None, self.threads,
-                                         self.on_record)
-        for _ in range(min(self.jobs, len(group_cells(misses)))):  # workers import torch while weights are prepared
-            coord.spawn()
+        if self.coord is None:
+            self.coord = Coordinator(self.plan, self.opts, self.keys, self.cache_root, None, self.threads,
+                                     self.on_record)
+        coord = self.coord
+        for _ in range(min(self.jobs, len(group_cells(misses))) - len(coord.workers)):
+            coord.spawn()  # workers import torch while weights are prepared
         try:
             runner = self.torch_runner()  # imports torch (not counted as stage time)
             t_prep = time.perf_counter()
@@ -253,7 +278,7 @@ class RunSession:
             # longest expected groups first (this cache's recorded cell times, else harness/shard.py's table)
             coord.run(schedule(group_cells(misses), read_cache_costs(self.cache_root)))
         finally:
-            coord.shutdown()
+            coord.shutdown()  # (again in execute(): a no-op then)
 
     def _finish(self, wall_s: float) -> RunSummary:
         s = self.summary

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
@@ -79,6 +80,13 @@ def set_tf32(on: bool) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = on
     torch.backends.cudnn.allow_tf32 = on
+
+
+def gpu_device_nodes() -> bool:
+    """Whether this machine has a GPU device node (``/dev/nvidiactl``, ``/dev/nvidia0``, ROCm's ``/dev/kfd``,
+    WSL's ``/dev/dxg``). A cheap hint without importing torch, used only to decide how many workers to start;
+    whether a CUDA cell runs is decided by :func:`no_cuda`."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
 
 
 def no_cuda() -> Optional[str]:
