@@ -220,8 +220,8 @@ class RunSession:
                 self.torch_runner().prepare_weights()  # weights.pth in the output dir, as in a full run
                 self.keys = self.runner
         finally:
-            if self.coord is not None:
-                self.coord.shutdown()  # workers started for cells that then could not run here
+            if self.coord is not None:  # also workers started for cells that then could not run here
+                self.coord.shutdown()
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
             if self.bar is not None:
@@ -247,38 +247,34 @@ class RunSession:
         """Start the workers for the cache misses before anything else is done for them (each takes 2-4 s to
         import torch and the runtimes; :meth:`_unavailable_here` and the weights take as long in this process).
         Cells of CUDA runtimes on a machine without a GPU device node are not counted (they become skips, and
-        a warm re-run must not start workers for them); one worker per group of cells sharing an export, at
-        most ``--jobs``. A wrong guess only costs time: :meth:`Coordinator.run` starts missing workers and
-        retires idle ones."""
+        a warm re-run must not start workers for them). A wrong guess only costs time: :meth:`_run_workers`
+        starts missing workers and :meth:`Coordinator.run` retires idle ones."""
         from ..runtimes import RUNTIMES, gpu_device_nodes
 
         gpu = gpu_device_nodes()
-        likely = [c for c in misses if gpu or getattr(RUNTIMES[c.runtime], "device", "cpu") != "cuda"]
-        n = min(self.jobs, len(group_cells(likely)))
-        if n:
+        self._spawn_for([c for c in misses if gpu or RUNTIMES[c.runtime].device != "cuda"])
+
+    def _spawn_for(self, cells) -> None:
+        """Workers up to one per group of ``cells`` sharing an export, at most ``--jobs`` (the coordinator is
+        made on first use; :meth:`execute` shuts it down)."""
+        want = min(self.jobs, len(group_cells(cells)))
+        if want and self.coord is None:
             self.coord = Coordinator(self.plan, self.opts, self.keys, self.cache_root, None, self.threads,
                                      self.on_record)
-            for _ in range(n):
-                self.coord.spawn()
+        for _ in range(want - (len(self.coord.workers) if self.coord else 0)):
+            self.coord.spawn()
 
     def _run_workers(self, misses) -> None:
-        if self.coord is None:
-            self.coord = Coordinator(self.plan, self.opts, self.keys, self.cache_root, None, self.threads,
-                                     self.on_record)
+        self._spawn_for(misses)  # workers import torch while weights are prepared
         coord = self.coord
-        for _ in range(min(self.jobs, len(group_cells(misses))) - len(coord.workers)):
-            coord.spawn()  # workers import torch while weights are prepared
-        try:
-            runner = self.torch_runner()  # imports torch (not counted as stage time)
-            t_prep = time.perf_counter()
-            coord.weights_files = self.files if self.files is not None else runner.prepare_weights()
-            self.summary.stage_s += time.perf_counter() - t_prep  # calibration is model work, not overhead
-            self.keys = coord.runner = runner
-            coord.stop = self.interrupted
-            # longest expected groups first (this cache's recorded cell times, else harness/shard.py's table)
-            coord.run(schedule(group_cells(misses), read_cache_costs(self.cache_root)))
-        finally:
-            coord.shutdown()  # (again in execute(): a no-op then)
+        runner = self.torch_runner()  # imports torch (not counted as stage time)
+        t_prep = time.perf_counter()
+        coord.weights_files = self.files if self.files is not None else runner.prepare_weights()
+        self.summary.stage_s += time.perf_counter() - t_prep  # calibration is model work, not overhead
+        self.keys = coord.runner = runner
+        coord.stop = self.interrupted
+        # longest expected groups first (this cache's recorded cell times, else harness/shard.py's table)
+        coord.run(schedule(group_cells(misses), read_cache_costs(self.cache_root)))
 
     def _finish(self, wall_s: float) -> RunSummary:
         s = self.summary
