@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "matrix.yaml"
+from .config import DEFAULT_CONFIG
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m harness", description="BackgroundMattingV2 export-compatibility matrix")
+    p = _Parser(prog="python -m harness", description="export-compatibility matrix of the registered matting models")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the matrix and write the report")
     r.add_argument("--config", default=None, help=f"matrix file (default: {DEFAULT_CONFIG})")

@@ -17,25 +17,27 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
 
 from .exporters import EXPORTERS
-from .models import MODELS, model_axes, model_settings, owner
+from .models import MODELS, default_model, model_axes, model_settings, owner
 from .runtimes import RUNTIMES
+from .values import DEFAULT_STAGE_TIMEOUT_S, PRECISIONS, STAGES, STATUSES, Tolerance  # noqa: F401 - re-exported
+from .values import Strict as _Strict
 
-PRECISIONS = ("fp32", "fp16")
-STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error", "crash", "timeout")
 from .records import NA  # noqa: E402 - re-exported
+from .benchmark import Protocol
+from .inputs import SAMPLE_NAMES
+
+
+# the matrix file of this checkout (``--config`` overrides it)
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "matrix.yaml"
 
 
 class ConfigError(ValueError):
     """Invalid matrix.yaml or CLI selection; the message names the key, the bad value and the choices."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _nonempty_unique(v: list, info) -> list:
@@ -125,7 +127,7 @@ class CoreAxes(_Strict):
     def _res(cls, v: List[Resolution], info) -> List[Resolution]:
         """Each resolution must suit at least one selected model (its size multiple); a model's cells are made
         only at the resolutions that suit it (:func:`_cells`), e.g. RVM's odd 721x1283 next to BGMv2's sizes."""
-        models = [m for m in (info.data.get("model") or list(MODELS)) if m in MODELS] or ["bgmv2"]
+        models = [m for m in (info.data.get("model") or list(MODELS)) if m in MODELS] or [default_model()]
         multiple = min(MODELS[m].size_multiple for m in models) if models[0] in MODELS else 1
         for hw in v:
             _check_hw("resolution", hw, multiple)
@@ -181,8 +183,6 @@ class Latency(_Strict):
     compute: bool = True
 
     def protocol(self):
-        from .benchmark import Protocol
-
         return Protocol(self.warmup_min_s, self.warmup_min_runs, self.measure_min_s, self.measure_min_runs,
                         self.measure_max_s, self.cv_warn, self.target_ci)
 
@@ -241,30 +241,6 @@ class Profile(_Strict):
     include: List[AxesOverride] = []
 
 
-class Tolerance(_Strict):
-    """Parity gate for one precision (harness/parity.py).
-
-    A pixel violates when ``|out - ref| > atol + rtol * |ref|``; an output passes when the fraction
-    of violating judged pixels is <= ``max_violation_frac``. A refined cell may differ from eager's only
-    where its coarse error is within ``tie_atol`` of the selection boundary (a near-tie); its pixels are
-    then not judged. A reduced-precision cell is judged against eager PyTorch in its own precision (same
-    inputs) and passes when that comparison, or the one against eager fp32, is within these limits, or
-    else when its refined cells agree with eager's and its drift from fp32 stays within
-    ``eager_drift_factor`` times eager's own drift at every quantile (harness/verdict.py:drift_profile).
-    """
-
-    atol: float = Field(ge=0)
-    rtol: float = Field(0.0, ge=0)
-    max_violation_frac: float = Field(0.0, ge=0, le=1)
-    tie_atol: float = Field(1.0e-3, ge=0, le=0.1)
-    eager_drift_factor: Optional[float] = Field(None, ge=1.0)
-
-
-STAGES = ("model", "export", "check", "simplify", "load", "run", "analyze", "parity", "latency", "probe")
-DEFAULT_STAGE_TIMEOUT_S = {"model": 600.0, "export": 600.0, "check": 300.0, "simplify": 600.0, "load": 300.0,
-                           "run": 300.0, "analyze": 300.0, "parity": 300.0, "latency": 600.0, "probe": 300.0}
-
-
 class Limits(_Strict):
     """Wall-clock and memory limits that protect a run from hanging or exploding cells.
 
@@ -313,8 +289,6 @@ class MatrixConfig(_Strict):
         for p in PRECISIONS:
             if p in self.axes.precision and p not in self.tolerances:
                 raise ValueError(f"tolerances: missing an entry for precision {p!r}")
-        from .inputs import SAMPLE_NAMES
-
         for s in self.samples:
             if s not in SAMPLE_NAMES:
                 raise ValueError(f"samples: unknown sample {s!r}; expected some of {list(SAMPLE_NAMES)}")
@@ -424,7 +398,7 @@ def _cell_class() -> type:
     where the exporter has no opset (TorchScript)."""
     from dataclasses import field as dc_field, make_dataclass
 
-    fields: List[Any] = [("model", str, dc_field(default="bgmv2"))]
+    fields: List[Any] = [("model", str, dc_field(default=default_model()))]
     fields += [(axis, Any, dc_field(default=NA)) for axis in model_axes()]
     fields += [("precision", str), ("exporter", str), ("opset", Optional[int]), ("simplify", bool), ("runtime", str),
                ("resolution", Tuple[int, int]), ("batch", int), ("tf32", bool, dc_field(default=False))]
@@ -644,7 +618,7 @@ def _iter_cells(axes: Dict[str, Any], pred=lambda cell: True) -> Iterator[Cell]:
     exporter's artifact format, a plug-in limited to some models (its ``models``) only for those, TF32 only
     on CUDA runtimes."""
     seen = set()
-    for name in axes.get("model") or ["bgmv2"]:
+    for name in axes.get("model") or [default_model()]:
         adapter = MODELS[name]
         for knobs, prec, exp, res, batch in itertools.product(
                 list(adapter.combinations(axes)), axes["precision"], axes["exporter"], axes["resolution"], axes["batch"]):
@@ -657,7 +631,7 @@ def _iter_cells(axes: Dict[str, Any], pred=lambda cell: True) -> Iterator[Cell]:
                 runtime = RUNTIMES[rt]
                 if runtime.format != exporter.format or (tf and runtime.device != "cuda"):
                     continue
-                if name not in (runtime.models or (name,)) or name not in (exporter.models or (name,)):
+                if not runtime.serves(adapter) or name not in (exporter.models or (name,)):
                     continue
                 if not adapter.allows(knobs, exp, rt):
                     continue

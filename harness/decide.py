@@ -38,6 +38,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .models import default_model, record_owner
+
 PASSING = ("pass",)
 MIN_EFFECT = 0.05  # a p50 difference under 5 % is a tie even when the samples say it is real
 N_BOOT = 2000
@@ -84,8 +86,6 @@ def p50_ci(a: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL, seed:
 
 
 def _adapter(r: Dict[str, Any]) -> Any:
-    from .models import record_owner
-
     return record_owner(r)
 
 
@@ -302,9 +302,10 @@ RUNTIME_ORDER = ("onnxruntime-tensorrt", "onnxruntime-cuda", "torchscript-cuda",
 
 
 def target_order(model: str, runtime: str, precision: str) -> Tuple[Any, ...]:
-    """Sort key of a target: BGMv2 before other models, :data:`RUNTIME_ORDER`, fp32 before fp16."""
+    """Sort key of a target: the default model (:func:`harness.models.default_model`) before the others,
+    :data:`RUNTIME_ORDER`, fp32 before fp16."""
     rank = RUNTIME_ORDER.index(runtime) if runtime in RUNTIME_ORDER else len(RUNTIME_ORDER)
-    return (model != "bgmv2", model, rank, runtime, precision != "fp32", precision)
+    return (model != default_model(), model, rank, runtime, precision != "fp32", precision)
 
 
 def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> List[Decision]:
@@ -322,7 +323,7 @@ def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) 
     for r in records:
         if r.get("status") == "skip":
             continue
-        t = (r.get("model") or "bgmv2", str(r.get("runtime")), str(r.get("precision")))
+        t = (_adapter(r).name, str(r.get("runtime")), str(r.get("precision")))
         targets.setdefault(t, {}).setdefault(shape_key(r), []).append(r)
     out: List[Decision] = []
     for (model, rt, prec), shapes in sorted(targets.items(), key=lambda kv: target_order(*kv[0])):

@@ -12,8 +12,9 @@ from .benchmark import cpu_flags, cpu_name
 from .cache import code_hash, file_hash, make_key
 from .config import Cell, Plan
 from .exporters import EXPORTERS
-from .models import MODELS, owner
+from .models import MODELS, default_model, owner
 from .runtimes import RUNTIMES
+from .cache import link_or_copy
 
 
 class CellKeys:
@@ -70,8 +71,6 @@ class CellKeys:
 
     def link_cached_weights(self, cache: Any, out: Path) -> bool:
         """Hard-link every weights group's cached calibrated weights into ``out``; False if one is not cached."""
-        from .cache import link_or_copy
-
         names = self.weights_file_names()
         hits = {bb: cache.get("weights", self._calibration_key(bb)[0]) for bb in names}
         if any(h is None for h in hits.values()):
@@ -81,9 +80,10 @@ class CellKeys:
         self.weights_info = self.calibrated_info()
         return True
 
-    def inputs_id(self, res: Tuple[int, int], batch: int, model: str = "bgmv2") -> str:
+    def inputs_id(self, res: Tuple[int, int], batch: int, model: Optional[str] = None) -> str:
         """Identity of the validation inputs of a (resolution, batch) from file contents (no decoding)."""
         memo = self.__dict__.setdefault("_inputs_ids", {})
+        model = model or default_model()
         key = (model, tuple(res), batch)
         if key not in memo:
             memo[key] = self._inputs_id(res, batch, model)

@@ -34,19 +34,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-PROBES: Tuple[str, ...] = ("size", "dtype", "channels", "range")
+from .values import PROBES
+
+if TYPE_CHECKING:  # torch is imported by the probes that build tensors: records and the coordinator need
+    import torch   # PROBES, record_fields and mark_abnormal without it
+
 #: Outcomes, safest first; ``garbage`` is a silent failure.
 OUTCOMES: Tuple[str, ...] = ("refuses", "pads", "converts", "garbage", "crash", "timeout")
 AGREE_ABS = 0.05
 AGREE_FRAC = 0.01
 
-RunFn = Callable[[torch.Tensor, torch.Tensor], Sequence[np.ndarray]]
+RunFn = Callable[["torch.Tensor", "torch.Tensor"], Sequence[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def _call(run: RunFn, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[Optional[Li
 
 def probe_size(run: RunFn, src: torch.Tensor, bgr: torch.Tensor) -> ProbeResult:
     """``src``/``bgr`` ``(B,3,H,W)`` (H, W multiples of 4) replicate-padded to H+2 x W+2."""
+    import torch.nn.functional as F
     h, w = src.shape[-2] + 2, src.shape[-1] + 2
     s2 = F.pad(src.float(), (0, 2, 0, 2), mode="replicate").to(src.dtype)
     b2 = F.pad(bgr.float(), (0, 2, 0, 2), mode="replicate").to(bgr.dtype)
@@ -117,6 +120,7 @@ def probe_size(run: RunFn, src: torch.Tensor, bgr: torch.Tensor) -> ProbeResult:
 
 def probe_dtype(run: RunFn, src: torch.Tensor, bgr: torch.Tensor, outs: Sequence[np.ndarray]) -> ProbeResult:
     """float64 inputs for an fp32 artifact, float32 for an fp16 one; compared with ``outs`` (the right dtype)."""
+    import torch
     wrong = torch.float32 if src.dtype == torch.float16 else torch.float64
     name = str(wrong).replace("torch.", "")
     got, err = _call(run, src.to(wrong), bgr.to(wrong))
@@ -133,6 +137,7 @@ def probe_dtype(run: RunFn, src: torch.Tensor, bgr: torch.Tensor, outs: Sequence
 
 def probe_channels(run: RunFn, src: torch.Tensor, bgr: torch.Tensor) -> ProbeResult:
     """RGBA inputs: an opaque alpha channel appended to ``src`` and ``bgr``."""
+    import torch
     ones = torch.ones_like(src[:, :1])
     got, err = _call(run, torch.cat([src, ones], 1), torch.cat([bgr, ones], 1))
     if got is None:

@@ -28,6 +28,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from .exporters import EXPORTERS
+from .models import MODELS, default_model
+from .onnx_analysis import record_fields as analysis_fields
+from .runtimes import RUNTIMES
+from .values import PROBES
+
 Fields = Dict[str, Any]  # field name -> type (every field is Optional with default None)
 
 IDENTITY: Fields = {"cell_id": str}
@@ -63,8 +69,6 @@ LATENCY: Fields = {
 
 
 def _probe_fields() -> Fields:
-    from .probes import PROBES
-
     fields: Fields = {f"probe_{p}": str for p in PROBES}
     fields.update(probe_details=Dict[str, str], input_contract=str, silent_failures=int, probe_error=str,
                   probe_abnormal=str, probing=str)
@@ -72,9 +76,6 @@ def _probe_fields() -> Fields:
 
 
 def _plugin_fields() -> Fields:
-    from .exporters import EXPORTERS
-    from .runtimes import RUNTIMES
-
     fields: Fields = {}
     for cls in list(EXPORTERS.values()) + list(RUNTIMES.values()):
         for name, typ in getattr(cls, "record_fields", {}).items():
@@ -85,12 +86,10 @@ def _plugin_fields() -> Fields:
     return fields
 
 
-def sections(model: str = "bgmv2") -> List[Tuple[str, Fields]]:
-    """``(section, {field: type})`` in column order for records of the model adapter named ``model``."""
-    from .models import MODELS
-    from .onnx_analysis import record_fields as analysis_fields
-
-    adapter = MODELS[model]
+def sections(model: Optional[str] = None) -> List[Tuple[str, Fields]]:
+    """``(section, {field: type})`` in column order for records of the model adapter named ``model`` (None:
+    :func:`harness.models.default_model`)."""
+    adapter = MODELS[model or default_model()]
     return [
         ("identity", {**IDENTITY, "model": str, **adapter.axis_fields(), **CORE_AXES, **adapter.settings_fields(),
                       **RUN_CONTEXT}),
@@ -142,9 +141,13 @@ def _explain(e: ValidationError, name: str, value: Any) -> str:
     return f"record field {loc!r}: {err['msg']} (got {type(value).__name__} {str(value)[:60]!r})"
 
 
+def record_model(model: Optional[str] = None) -> type:
+    """The pydantic record class for the model adapter ``model`` (None: the default model; cached)."""
+    return _record_model(model or default_model())
+
+
 @lru_cache(maxsize=None)
-def record_model(model: str = "bgmv2") -> type:
-    """The pydantic record class for the model adapter ``model`` (cached)."""
+def _record_model(model: str) -> type:
     fields: Dict[str, Any] = {}
     for _, sec in sections(model):
         for name, typ in sec.items():
@@ -152,18 +155,18 @@ def record_model(model: str = "bgmv2") -> type:
     return create_model(f"CellRecord_{model}", __base__=RecordBase, **fields)
 
 
-def columns(model: str = "bgmv2") -> List[str]:
+def columns(model: Optional[str] = None) -> List[str]:
     """Every declared field in column order (results.csv's column order derives from it)."""
     return list(record_model(model).model_fields)
 
 
-def new_record(model: str = "bgmv2", /, **fields: Any) -> RecordBase:
+def new_record(model: Optional[str] = None, /, **fields: Any) -> RecordBase:
     """A record of the model adapter ``model`` with ``fields`` set (validated; ``fields`` may hold the
     record's own ``model`` field)."""
     return record_model(model)().put(**fields)
 
 
-def validate(rec: Dict[str, Any], model: str = "bgmv2") -> Dict[str, Any]:
+def validate(rec: Dict[str, Any], model: Optional[str] = None) -> Dict[str, Any]:
     """``rec`` checked against the record model and returned in declaration order with normalised types
     (numpy scalars become Python numbers). Raises :class:`RecordError` naming the first bad field."""
-    return new_record(rec.get("model", model), **rec).as_dict()
+    return new_record(rec.get("model") or model, **rec).as_dict()

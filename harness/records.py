@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from .faults import write_fault
 
 
 
@@ -99,8 +100,6 @@ def append_record(path: Path, rec: Dict[str, Any]) -> None:
         OSError: the write failed (e.g. ENOSPC); the file then holds at most a torn last line, which
             :func:`harness.report.read_records` ignores.
     """
-    from .faults import write_fault
-
     line = json.dumps(rec, default=str, allow_nan=True)
     with open(path, "a", encoding="utf-8") as f:
         write_fault(rec["cell_id"])

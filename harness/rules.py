@@ -15,11 +15,14 @@ import re
 from dataclasses import asdict
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import field_validator
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .benchmark import all_cpu_flags
+from .cache import package_version
+from .system import gpu_compute_capability
+from .values import Strict as _Strict
 
 
 class RuleEnv(_Strict):
@@ -53,8 +56,6 @@ class RuleEnv(_Strict):
 
 def _check_specifier(text: str, where: str, example: str) -> None:
     """Raise ValueError (naming ``where`` and an ``example``) unless ``text`` is a PEP 440 version specifier."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
     try:
         SpecifierSet(text)
     except InvalidSpecifier:
@@ -126,18 +127,10 @@ def matching_rule(cell: Any, rules: Sequence[Rule]) -> Optional[Rule]:
 def rule_environment() -> Dict[str, Any]:
     """Facts rules may be conditioned on (torch-free): every CPU flag, package versions are looked up
     on demand, the first GPU's compute capability (None without one)."""
-    from .benchmark import all_cpu_flags
-    from .runtimes import gpu_compute_capability
-
     return {"cpu_flags": set(all_cpu_flags()), "gpu_compute_capability": gpu_compute_capability()}
 
 
 def _env_holds(rule: Rule, env: Dict[str, Any]) -> bool:
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
-    from .cache import package_version
-
     e = rule.env
     flags = env.get("cpu_flags", set())
     if any(f not in flags for f in e.cpu_flags) or any(f in flags for f in e.cpu_flags_absent):

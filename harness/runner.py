@@ -36,9 +36,13 @@ from .records import (  # noqa: F401 - re-exported
     describe,
 )
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
-from .models import Inputs, bgmv2, owner  # noqa: F401 - Inputs re-exported
+from .models import Inputs, owner  # noqa: F401 - Inputs re-exported
 from .runtimes import RUNTIMES, as_list
-from .stages import PIPELINE, CellState, Outcome, StageError, in_stage
+from .stages import PIPELINE, CellState, Outcome, StageError, in_stage, positional_call  # noqa: F401 - re-exported
+from .runtimes import gpu_identity, set_tf32
+from .divergence import first_divergence
+from .onnx_analysis import analyze
+from .record import new_record
 
 _Stage, _in_stage = StageError, in_stage
 
@@ -172,8 +176,6 @@ class Runner(CellKeys):
         ``device`` (cached; on CUDA with TF32 off, keyed on the GPU and driver). Official: the non-official
         options (``refine_patch_select`` static, ``input_guard``) are off, so a static cell passes only if it
         equals the official selection."""
-        from .runtimes import gpu_identity, set_tf32
-
         cell = owner(cell).official(cell)
         parts = self._model_parts(cell, precision)
         parts.update(inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
@@ -231,8 +233,6 @@ class Runner(CellKeys):
         ONNX export of the same configuration (harness/divergence.py), or why it could not be localised."""
         import dataclasses
 
-        from .divergence import first_divergence
-
         ref_cell = dataclasses.replace(cell, precision="fp32", simplify=False)
         work = self.out / "artifacts" / cell.cell_id / "divergence"
         work.mkdir(parents=True, exist_ok=True)
@@ -256,8 +256,6 @@ class Runner(CellKeys):
     def analyze_onnx(self, path: Path, cell: Cell, observed: Dict[str, Any]) -> Dict[str, Any]:
         """Static-analysis fields for the record (harness/onnx_analysis.py); for an onnxsim cell also the
         op histogram before simplification."""
-        from .onnx_analysis import analyze
-
         fields = analyze(str(path), observed).as_record()
         plain = Path(path).with_name("model.onnx")
         if cell.simplify and plain.is_file() and plain != Path(path):
@@ -381,8 +379,6 @@ class Runner(CellKeys):
         Returns the record as a dict of the typed record's fields (:mod:`harness.record`). The record is
         *raw*: known-incompatibility rules are applied by the coordinator (:func:`harness.rules.apply_rule`),
         so cached records stay valid when rules change."""
-        from .record import new_record
-
         self.current_cell, self.current_runtime = cell, None
         self.stage_times: Dict[str, float] = {}
         t0 = time.perf_counter()
@@ -454,12 +450,6 @@ class Runner(CellKeys):
                 "judged_max_abs_pha_vs_cuda_eager": on_gpu.record.get(f"judged_max_abs_{pha}",
                                                                       on_gpu.record.get(f"max_abs_{pha}")),
                 "passes_vs_cuda_eager": on_gpu.passed}
-
-
-def positional_call(runtime: Any, adapter: Any = bgmv2.ADAPTER) -> Callable[..., List[np.ndarray]]:
-    """``(*probe inputs) -> [outputs in order]`` around a runtime plug-in's named ``run`` for the probes
-    (BGMv2: ``(src, bgr) -> [pha, fgr, ...]``; the adapter's ``probe_inputs`` name the arguments)."""
-    return lambda *xs: as_list(runtime.run(dict(zip(adapter.probe_inputs, xs))), adapter.output_names)
 
 
 __all__ = ["RunError", "RunOptions", "RunSummary", "Runner", "append_record", "describe", "CheckpointError",

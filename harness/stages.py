@@ -28,8 +28,16 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import faults
+from .benchmark import measure
+from .models import adapter as model_adapter
 from .models import owner
+from .mutants import mutate_onnx
+from .parity import ShapeMismatch
+from .probes import record_fields, run_probes
 from .records import describe
+from .runtimes import RUNTIMES
+from .values import STAGES, SUB_STAGES, as_list
 
 
 class StageError(Exception):
@@ -168,8 +176,6 @@ class ExportStage(Stage):
 
 def _inject_faults(cell_id: str, art: Any) -> str:
     """Apply the perturbation/mutants the fault plan names for ``cell_id`` to an ONNX artifact (tests only)."""
-    from . import faults
-
     if art.format != "onnx":
         return ""
     done = ""
@@ -177,8 +183,6 @@ def _inject_faults(cell_id: str, art: Any) -> str:
         done = f"perturbed {faults.perturb_onnx(art.path)}"
     mutations = faults.mutations(cell_id)
     if mutations:
-        from .mutants import mutate_onnx
-
         done = "; ".join(mutate_onnx(art.path, m) for m in mutations)
     return done
 
@@ -202,8 +206,6 @@ class LoadStage(Stage):
     name = "load"
 
     def __call__(self, state: CellState) -> Loaded:
-        from .runtimes import RUNTIMES
-
         r, cell = state.runner, state.cell
         art = state.results["export"].artifact
         runtime = r.current_runtime = RUNTIMES[cell.runtime]()
@@ -307,8 +309,6 @@ class ParityStage(Stage):
     name = "parity"
 
     def __call__(self, state: CellState) -> Optional[Judged]:
-        from .parity import ShapeMismatch
-
         r, cell = state.runner, state.cell
         refs, ran = state.results["model"], state.results["run"]
         tol = r.plan.tolerances[cell.precision]
@@ -357,7 +357,7 @@ class DiagnoseStage(Stage):
         if runtime.device == "cuda":  # separates GPU numerics from the graph
             out.on_gpu = r.judge_vs_cuda_eager(cell, ran.outputs, tol)
         if not verdict.passed and art.format == "onnx" and cell.runtime == "onnxruntime-cpu":
-            out.first_divergence = r.timed("parity", lambda: r.localize(cell, art, ran.inputs, tol.atol))
+            out.first_divergence = r.timed("diagnose", lambda: r.localize(cell, art, ran.inputs, tol.atol))
         elif not verdict.passed and art.format == "onnx":
             out.first_divergence = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
                                     f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
@@ -392,9 +392,7 @@ class LatencyStage(Stage):
     name = "latency"
 
     def __call__(self, state: CellState) -> Timed:
-        import torch
-
-        from .benchmark import measure
+        import torch  # the worker has it loaded; the coordinator imports this module without torch
 
         r, cell = state.runner, state.cell
         runtime = state.results["load"].runtime
@@ -464,9 +462,6 @@ class ProbeStage(Stage):
     name = "probe"
 
     def __call__(self, state: CellState) -> Optional[Probed]:
-        from .probes import record_fields, run_probes
-        from .runner import positional_call
-
         r, a = state.runner, owner(state.cell)
         probes = list(r.s.input_probes)
         if not probes or not a.probe_inputs:  # the model declares no inputs to probe
@@ -492,5 +487,19 @@ class ProbeStage(Stage):
         return Probed(record_fields(found, probes))
 
 
+def positional_call(runtime: Any, adapter: Any = None) -> Callable[..., List[np.ndarray]]:
+    """``(*probe inputs) -> [outputs in order]`` around a runtime plug-in's named ``run`` for the probes: the
+    model ``adapter``'s ``probe_inputs`` name the arguments, its ``output_names`` order the outputs (None: the
+    default model's adapter, :func:`harness.models.default_model`)."""
+    a = adapter if adapter is not None else model_adapter(None)
+    return lambda *xs: as_list(runtime.run(dict(zip(a.probe_inputs, xs))), a.output_names)
+
+
 PIPELINE: Tuple[Stage, ...] = (ModelStage(), ExportStage(), LoadStage(), RunStage(), AnalyzeStage(), ParityStage(),
                                DiagnoseStage(), LatencyStage(), ProbeStage())
+
+# One list of stage names (harness/values.py STAGES): the walk above plus the parts of ``export`` timed on
+# their own; a stage added here without a name there (or the reverse) fails at import, not at run time.
+if tuple(s.name for s in PIPELINE) != tuple(n for n in STAGES if n not in SUB_STAGES):
+    raise ImportError(f"harness.stages.PIPELINE walks {[s.name for s in PIPELINE]}; harness.values.STAGES "
+                      f"declares {list(STAGES)} (sub-stages {list(SUB_STAGES)}): keep them equal")

@@ -8,8 +8,11 @@ worker memory guard, not the host's 128 GiB. Where psutil is not installed (e.g.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -104,3 +107,42 @@ def describe() -> Dict[str, object]:
             "physical_cores": ps.cpu_count(logical=False) if ps else None,
             "cgroup_cpu_limit": cgroup_cpu_limit(), "cgroup_memory_limit_mib": cgroup_memory_limit_mib(),
             "memory_mib": round(physical_memory_mib() or 0), "source": "psutil" if ps else "os (psutil not installed)"}
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_identity() -> str:
+    """``"<GPU name>, driver <version>"`` of every GPU ``nvidia-smi`` lists, or ``"none"`` (torch-free, once
+    per process): CUDA results are only reused on the same GPU model and driver."""
+    out = _nvidia_smi("name,driver_version")
+    if out is None:
+        return "none" if _smi_path() is None else "unknown"
+    return "; ".join(sorted({ln.strip() for ln in out.splitlines() if ln.strip()})) or "none"
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_compute_capability() -> Optional[str]:
+    """Compute capability of the first GPU (``"9.0"``) from ``nvidia-smi``, or None without one (torch-free)."""
+    out = (_nvidia_smi("compute_cap") or "").split()
+    return out[0] if out else None
+
+
+def _smi_path() -> Optional[str]:
+    return shutil.which("nvidia-smi")
+
+
+def _nvidia_smi(query: str) -> Optional[str]:
+    smi = _smi_path()
+    if smi is None:
+        return None
+    try:
+        return subprocess.run([smi, f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_device_nodes() -> bool:
+    """Whether this machine has a GPU device node (``/dev/nvidiactl``, ``/dev/nvidia0``, ROCm's ``/dev/kfd``,
+    WSL's ``/dev/dxg``). A cheap hint without importing torch, used only to decide how many workers to start;
+    whether a CUDA cell runs is decided by :func:`harness.runtimes.no_cuda`."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))

@@ -15,8 +15,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import Tolerance
+from .values import Tolerance
 from .parity import ParityResult, Selection, compare, to_full_res
+from .parity import JUDGED_OUTPUTS, OUTPUT_NAMES
+from .parity import ShapeMismatch
 
 
 @dataclass
@@ -110,8 +112,6 @@ def drift_profile(outs: Sequence[np.ndarray], ref32: Sequence[np.ndarray], ref_s
     the three are left out (their selection is judged separately). Returns ``{"failures": [...],
     "profile": {output: (cell quantiles, eager quantiles)}}``; values in output units.
     """
-    from .parity import JUDGED_OUTPUTS, OUTPUT_NAMES
-
     factor = tol.eager_drift_factor or 1.0
     o = {n: np.asarray(a, dtype=np.float32) for n, a in zip(OUTPUT_NAMES, outs)}
     r = {n: np.asarray(a, dtype=np.float32) for n, a in zip(OUTPUT_NAMES, ref32)}
@@ -236,8 +236,6 @@ class ElementwiseResult:
 
 def _elementwise(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray], names: Sequence[str], tol: Tolerance,
                  label: str) -> ElementwiseResult:
-    from .parity import ShapeMismatch
-
     if len(outs) != len(ref):
         raise ShapeMismatch(f"{len(outs)} outputs, the reference has {len(ref)} ({', '.join(names)})")
     stats: Dict[str, Tuple[float, float, float]] = {}

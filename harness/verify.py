@@ -121,7 +121,7 @@ def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes:
     """A plan of one cell per runtime and batch, with matrix.yaml's settings, tolerances and rules."""
     from .config import Cell, Plan, Settings, load_config
     from .exporters import EXPORTERS
-    from .__main__ import DEFAULT_CONFIG
+    from .config import DEFAULT_CONFIG
 
     cfg = load_config(DEFAULT_CONFIG)
     settings = Settings.model_validate({

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Type
 
+from ..models import MODELS, adapter, default_model
 from ..targets import ExporterSpec
 
 META_KEY = "matting_export_matrix"  # ONNX metadata_props key / TorchScript extra file / .pt2 archive entry
@@ -76,7 +77,7 @@ class ExportRequest:
     dynamic_axes: Dict[str, Dict[int, str]]
     opset: Optional[int] = None
     precision: str = "fp32"
-    model_name: str = "bgmv2"
+    model_name: str = ""  # "" : the default model (harness.models.default_model)
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
     # the model adapter's torch.export dynamic shapes (:meth:`harness.models.ModelAdapter.dynamic_shapes`)
@@ -160,19 +161,20 @@ def register_exporter(cls: Type[Exporter]) -> Type[Exporter]:
 
 
 def export_model(name: str, model: Any, path: Path, example: Tuple[Any, ...], opset: Optional[int] = None,
-                 meta: Optional[Dict[str, Any]] = None) -> Artifact:
-    """Export a BGMv2 ``model`` (eval, in its precision) with exporter ``name`` outside a matrix run (tests,
-    the per-process baseline): ``example`` is ``(src, bgr)``; BGMv2's I/O names and dynamic axes.
+                 meta: Optional[Dict[str, Any]] = None, model_name: Optional[str] = None) -> Artifact:
+    """Export ``model`` (eval, in its precision) of the adapter ``model_name`` (None: the default model,
+    :func:`harness.models.default_model`) with exporter ``name`` outside a matrix run (tests, the
+    per-process baseline): ``example`` holds the positional inputs in the adapter's ``input_names`` order;
+    the adapter's declared I/O names and ONNX dynamic axes.
 
     Raises:
-        KeyError: an unknown exporter name (names the registered ones); whatever the exporter raises."""
-    from ..models import bgmv2
-
+        KeyError: an unknown exporter or model name (names the registered ones); whatever the exporter raises."""
     if name not in EXPORTERS:
         raise KeyError(f"unknown exporter {name!r}; expected one of {sorted(EXPORTERS)}")
-    req = ExportRequest(model=model, path=Path(path), example=tuple(example), input_names=bgmv2.INPUT_NAMES,
-                        output_names=bgmv2.OUTPUT_NAMES, dynamic_axes=bgmv2.DYNAMIC_AXES, opset=opset,
-                        meta=dict(meta or {}))
+    a = adapter(model_name)
+    req = ExportRequest(model=model, path=Path(path), example=tuple(example), input_names=tuple(a.input_names),
+                        output_names=tuple(a.output_names), dynamic_axes=dict(a.dynamic_axes), opset=opset,
+                        model_name=a.name, meta=dict(meta or {}))
     return EXPORTERS[name]().export(req)
 
 
@@ -255,7 +257,7 @@ def quiet_export(path: Path, fn: Callable[[], Any], suffix: str = ".export.log")
 
 def export_dynamic_shapes(names: Tuple[str, ...] = ("src", "bgr"), max_batch: int = 64,
                           max_hw: Tuple[int, int] = (8192, 8192)) -> Dict[str, Dict[int, object]]:
-    """torch.export dynamic shapes for BGMv2's ``(src, bgr)``: batch 1..``max_batch``, H and W multiples of 4
+    """torch.export dynamic shapes for image inputs ``names``: batch 1..``max_batch``, H and W multiples of 4
     from 32 up to ``max_hw`` (default 64 and 8192 x 8192)."""
     import torch
 
@@ -265,7 +267,7 @@ def export_dynamic_shapes(names: Tuple[str, ...] = ("src", "bgr"), max_batch: in
     return {n: {0: batch, 2: 4 * h4, 3: 4 * w4} for n in names}
 
 
-def export_cause(exc: BaseException, model_name: str = "bgmv2") -> str:
+def export_cause(exc: BaseException, model_name: Optional[str] = None) -> str:
     """The informative part of a torch.export-based failure: the data-dependent guard (or other root
     error), the model adapter's explanation of it (its ``export_hints``) and the first frame in our model
     code, instead of a wrapper's "step 1/3" banner."""
@@ -280,9 +282,7 @@ def export_cause(exc: BaseException, model_name: str = "bgmv2") -> str:
     if cause is None:
         return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
     cause = re.sub(r"^<class '([\w.]+)'>: ", lambda m: m.group(1).split(".")[-1] + ": ", cause)[:300]
-    from ..models import MODELS
-
-    hints = getattr(MODELS.get(model_name), "export_hints", {}) or {}
+    hints = getattr(MODELS.get(model_name or default_model()), "export_hints", {}) or {}
     hint = next((f" — {text}" for pattern, text in hints.items() if re.search(pattern, cause)), "")
     return f"{cause}{hint}" + (f" (at {frame[:160]})" if frame else "")
 

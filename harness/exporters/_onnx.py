@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from ..targets import EXPORT_FIELDS, MODEL_CELL_FIELDS, MODEL_SETTINGS
 from . import META_KEY, Artifact, Exporter, captured_output, module_version
+from . import StageError
 
 
 class OnnxExporter(Exporter):
@@ -45,8 +46,6 @@ class OnnxExporter(Exporter):
         """onnxsim with dynamic shapes kept. Raises StageError when onnxsim's own output check fails."""
         import onnx
         import onnxsim
-
-        from . import StageError
 
         t0 = time.perf_counter()
         model = onnx.load(str(art.path))

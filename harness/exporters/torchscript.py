@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..models import adapter
 from ..targets import MODEL_CELL_FIELDS, MODEL_SETTINGS, TORCHSCRIPT_SETTABLE
 from . import META_KEY, Artifact, Exporter, ExportRequest, eval_all, register_exporter, zip_read_metadata
 
@@ -28,8 +29,6 @@ class TorchScriptExporter(Exporter):
 
     def export(self, req: ExportRequest) -> Artifact:
         import torch
-
-        from ..models import adapter
 
         t0 = time.perf_counter()
         wrapper = eval_all(adapter(req.model_name).torchscript_module(eval_all(req.model)))

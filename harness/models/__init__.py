@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 from pydantic import BaseModel
+from ..verdict import elementwise_fields
+from ..values import as_list
+from ..verdict import elementwise_verdict
 
 
 @dataclass
@@ -51,6 +54,11 @@ class ModelAdapter:
     calibration_recipe: str = ""
     # every H and W (validation resolutions, export_resolution) must be a multiple of this (BGMv2: 4)
     size_multiple: int = 1
+    # the model of a cell or record without a ``model`` field (matrix files and results.jsonl written before
+    # the harness knew a second model): exactly one registered adapter sets it (:func:`default_model`)
+    default: bool = False
+    # the TorchScript artifact's forward() takes and returns tensors only (the C++ libtorch runner can run it)
+    torchscript_tensor_io: bool = False
 
     # ------------------------------------------------------------------ schema and cells (torch-free)
     def axis_names(self) -> Tuple[str, ...]:
@@ -115,8 +123,6 @@ class ModelAdapter:
     def record_fields(self) -> Dict[str, Any]:
         """The fields this model's judge (and model-specific checks) write (``{name: type}``); default: those
         of the elementwise judge (:func:`harness.verdict.elementwise_fields`)."""
-        from ..verdict import elementwise_fields
-
         return elementwise_fields(self.output_names)
 
     # ------------------------------------------------------------------ weights and keys (torch-free)
@@ -169,8 +175,6 @@ class ModelAdapter:
     def run_candidate(self, runtime: Any, feeds: Dict[str, Any], cell: Any) -> List[Any]:
         """The candidate's outputs (numpy, output order) on the validation ``feeds`` through a loaded runtime
         plug-in (default: one call; a recurrent model runs its frames here, feeding its states back)."""
-        from ..runtimes import as_list
-
         return as_list(runtime.run(feeds), self.io(cell)[1])
 
     # ------------------------------------------------------------------ report
@@ -282,8 +286,6 @@ class ModelAdapter:
         order) against eager fp32 (``ref32``) and eager in the cell's precision (``ref_same``, None for fp32).
         Default: value by value (:func:`harness.verdict.elementwise_verdict`). Raises
         :class:`harness.parity.ShapeMismatch` for outputs of another count or shape."""
-        from ..verdict import elementwise_verdict
-
         return elementwise_verdict(outs, ref32, ref_same, tol, self.output_names, cell.precision)
 
     def cap_truncation(self, cell: Any, s: Any, ref32: List[Any]) -> str:
@@ -314,11 +316,12 @@ def register_model(adapter: ModelAdapter) -> ModelAdapter:
     return adapter
 
 
-def adapter(name: str) -> ModelAdapter:
-    """The adapter called ``name``.
+def adapter(name: Optional[str]) -> ModelAdapter:
+    """The adapter called ``name`` (None or "": :func:`default_model`).
 
     Raises:
         KeyError: an unknown model (names the known ones)."""
+    name = name or default_model()
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     return MODELS[name]
@@ -344,14 +347,29 @@ def model_settings() -> Dict[str, Any]:
     return _declared("settings")
 
 
+def default_model() -> str:
+    """The name of the adapter that declares ``default = True`` (the model of cells and records without a
+    ``model`` field), else the first registered one.
+
+    Raises:
+        LookupError: no model is registered."""
+    for name, a in MODELS.items():
+        if a.default:
+            return name
+    if not MODELS:
+        raise LookupError("no model adapter is registered (harness/models/<name>.py)")
+    return next(iter(MODELS))
+
+
 def owner(cell: Any) -> ModelAdapter:
-    """The adapter of ``cell`` (its ``model`` field)."""
-    return MODELS[getattr(cell, "model", "bgmv2")]
+    """The adapter of ``cell`` (its ``model`` field; :func:`default_model` for a cell without one)."""
+    return MODELS[getattr(cell, "model", None) or default_model()]
 
 
 def record_owner(rec: Dict[str, Any]) -> ModelAdapter:
-    """The adapter of a results.jsonl record (records written before the ``model`` field are BGMv2's)."""
-    return MODELS[rec.get("model") or "bgmv2"]
+    """The adapter of a results.jsonl record (:func:`default_model` for records written before the ``model``
+    field existed)."""
+    return MODELS[rec.get("model") or default_model()]
 
 
 PLUGINS_ENV = "MATRIX_PLUGINS"

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import NA
 from . import Inputs, ModelAdapter, register_model
+from ..parity import JUDGED_OUTPUTS
+from ..verdict import record_fields
+from .. import inputs as data_mod
+from ..inputs import InputError
+from ..parity import Selection
+from ..verdict import judge_outputs
 
 INPUT_NAMES = ("src", "bgr")
 OUTPUT_NAMES = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm")
@@ -69,6 +75,8 @@ class BGMv2(ModelAdapter):
     """``MattingRefine`` built from a cell's fields and the profile's settings."""
 
     name = "bgmv2"
+    default = True  # matrix files and records from before RVM joined are BGMv2's
+    torchscript_tensor_io = True  # forward(src, bgr) -> (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)
     input_names = INPUT_NAMES
     output_names = OUTPUT_NAMES
     dynamic_axes = DYNAMIC_AXES
@@ -161,9 +169,6 @@ class BGMv2(ModelAdapter):
     def record_fields(self) -> Dict[str, Any]:
         """The selection-aware judge's fields (:func:`harness.verdict.record_fields`) and the static
         selector's ``patch_cap_truncated``."""
-        from ..parity import JUDGED_OUTPUTS
-        from ..verdict import record_fields
-
         return {**record_fields(JUDGED_OUTPUTS), "patch_cap_truncated": str}
 
     def blank_model(self, group: str, s: Any) -> Any:
@@ -193,8 +198,6 @@ class BGMv2(ModelAdapter):
         import torch
 
         from model.bgmv2.calibration import calibrate
-
-        from .. import inputs as data_mod
 
         m = self.blank_model(group, s)
         src, bgr = data_mod.stack([data_mod.load_sample(n, data_mod._SHIPPED["small"]) for n in samples])
@@ -229,8 +232,6 @@ class BGMv2(ModelAdapter):
 
     def input_files(self, res, batch, samples):
         """The shipped ``<sample>_<small|hd>_*`` files of the batch's samples (small up to 288x512)."""
-        from .. import inputs as data_mod
-
         tag = "small" if res[0] <= data_mod._SHIPPED["small"][0] and res[1] <= data_mod._SHIPPED["small"][1] else "hd"
         names = [samples[k % len(samples)] for k in range(batch)]
         return [p for n in names for p in sorted(data_mod.SAMPLES_DIR.glob(f"{n}_{tag}_*"))]
@@ -238,8 +239,6 @@ class BGMv2(ModelAdapter):
     def validation_inputs(self, res, batch, samples):
         """``src``/``bgr`` ``(B, 3, H, W)`` float32 in [0, 1]: shipped photo pairs resized to ``res``
         (:func:`harness.inputs.load_sample`); no ``samples``: the shipped samples in their order."""
-        from .. import inputs as data_mod
-
         samples = list(samples) or list(data_mod.SAMPLE_NAMES)
         pairs = [data_mod.load_sample(samples[k % len(samples)], res) for k in range(batch)]
         src, bgr = data_mod.stack(pairs)
@@ -248,8 +247,6 @@ class BGMv2(ModelAdapter):
     def user_inputs(self, user, batch, pad):
         """The user's pair repeated ``batch`` times; with ``pad`` zero-padded to multiples of 4 (judged in
         the real size)."""
-        from .. import inputs as data_mod
-
         src, bgr, crop = user.src, user.bgr, None
         if pad:
             src, crop = data_mod.pad_to_multiple(src)
@@ -261,8 +258,6 @@ class BGMv2(ModelAdapter):
 
     def check_user_inputs(self, user, cells, s):
         """Sampling mode needs at least ``refine_sample_pixels`` pixels in the (padded) image."""
-        from ..inputs import InputError
-
         h, w = user.src.shape[1:]
         h, w = h + (-h) % 4, w + (-w) % 4
         need = s.refine_sample_pixels
@@ -274,8 +269,6 @@ class BGMv2(ModelAdapter):
 
     def selection(self, cell: Any, s: Any):
         """How the cell's refiner selects cells (for the near-tie judge of :mod:`harness.parity`)."""
-        from ..parity import Selection
-
         return Selection(cell.refine_mode, k=s.refine_sample_pixels // 16, threshold=s.refine_threshold,
                          prevent_oversampling=s.refine_prevent_oversampling)
 
@@ -299,8 +292,6 @@ class BGMv2(ModelAdapter):
     def judge(self, outs: List[np.ndarray], ref32: List[np.ndarray], ref_same: Optional[List[np.ndarray]], tol: Any,
               cell: Any, s: Any, crop_to: Optional[Any] = None):
         """The selection-aware verdict of :func:`harness.verdict.judge_outputs`."""
-        from ..verdict import judge_outputs
-
         return judge_outputs(outs, ref32, ref_same, tol, self.selection(cell, s), cell.precision, crop_to)
 
 

@@ -29,6 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Annotated
 
 from . import Inputs, ModelAdapter, register_model
+from .. import inputs as data_mod
+from ..inputs import InputError
+from ..values import as_list
+from ..verdict import Verdict, elementwise_verdict
 
 STATE_NAMES = ("r1", "r2", "r3", "r4")
 OUTPUT_NAMES = ("fgr", "pha", "r1o", "r2o", "r3o", "r4o")
@@ -104,8 +108,6 @@ def frame_sequence(name: str, hw: Tuple[int, int], frames: int) -> Any:
     import torch
     import torch.nn.functional as F
 
-    from .. import inputs as data_mod
-
     pair = data_mod.load_sample(name, data_mod._SHIPPED["hd"])
     src, bgr, pha = pair.src, pair.bgr, pair.pha
     full_h, full_w = src.shape[1:]
@@ -137,6 +139,7 @@ class RVM(ModelAdapter):
     """``MattingNetwork`` (model/rvm) behind the export I/O of :mod:`model.rvm.export`."""
 
     name = "rvm"
+    torchscript_tensor_io = True  # forward(src, r1i..r4i, downsample_ratio) -> (fgr, pha, r1o..r4o)
     input_names = ("src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio")
     output_names = OUTPUT_NAMES
     dynamic_axes = dynamic_axes("unique", "input")
@@ -302,8 +305,6 @@ class RVM(ModelAdapter):
 
         from model.rvm.calibration import calibrate
 
-        from .. import inputs as data_mod
-
         m = self.blank_model(group, s)
         seq = torch.stack([frame_sequence(n, (192, 320), 4) for n in (samples or list(data_mod.SAMPLE_NAMES))], dim=1)
         calibrate(m, list(seq) + list(seq.flip(-1)))  # a clip of 4 frames x samples, then its mirror image
@@ -397,8 +398,6 @@ class RVM(ModelAdapter):
         return Inputs(seq.names, feeds)
 
     def input_files(self, res, batch, samples) -> List[Path]:
-        from .. import inputs as data_mod
-
         samples = list(samples) or list(data_mod.SAMPLE_NAMES)
         names = [samples[k % len(samples)] for k in range(batch)]
         return [p for n in names for p in sorted(data_mod.SAMPLES_DIR.glob(f"{n}_hd_*"))]
@@ -408,16 +407,12 @@ class RVM(ModelAdapter):
         (:func:`frame_sequence`), so a batch holds different content."""
         import torch
 
-        from .. import inputs as data_mod
-
         samples = list(samples) or list(data_mod.SAMPLE_NAMES)
         names = [samples[k % len(samples)] for k in range(batch)]
         clips = [frame_sequence(n, tuple(res), FRAMES) for n in names]
         return Inputs(names, {"src": torch.stack(clips, dim=1)})
 
     def user_inputs(self, user, batch, pad) -> Inputs:
-        from ..inputs import InputError
-
         raise InputError("--src/--bgr are image pairs for BGMv2; RVM cells run on the shipped videos only")
 
     # ------------------------------------------------------------------ running frames
@@ -456,8 +451,6 @@ class RVM(ModelAdapter):
         (``self.last_tiny_state``)."""
         import torch
 
-        from ..runtimes import as_list
-
         self.last_tiny_state = "n/a"
         src_seq = feeds["src"]
         dtype = src_seq.dtype
@@ -481,8 +474,6 @@ class RVM(ModelAdapter):
         error text where the graph refuses them, or None for other exporters."""
         if cell.exporter not in ONNX_EXPORTERS:
             return None
-        from ..runtimes import as_list
-
         try:
             return as_list(runtime.run(self.frame_feeds(cell, src, self.zero_states(cell, src, tiny=True))), OUTPUT_NAMES)
         except Exception as e:  # noqa: BLE001 - recorded
@@ -505,8 +496,6 @@ class RVM(ModelAdapter):
         curve against the reference that decided, and drift: the last frame's max abs error over the six outputs
         above 2x the first frame's by more than 0.1 x atol fails the cell (states that diverge frame by frame).
         A ``[1, 1, 1, 1]`` zero state that gives other outputs than full-size zeros fails it too."""
-        from ..verdict import Verdict, elementwise_verdict
-
         v = elementwise_verdict(outs, ref32, ref_same, tol, self.output_names, cell.precision)
         ref = ref32 if v.record.get("parity_ref") == "fp32" or ref_same is None else ref_same
         per = [np.abs(np.asarray(o, dtype=np.float64) - np.asarray(r, dtype=np.float64)).reshape(o.shape[0], -1).max(axis=1)

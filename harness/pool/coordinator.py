@@ -13,6 +13,8 @@ from typing import Any, Deque, Dict, List, Optional
 
 from ..system import physical_memory_mib, rss_mib
 from .worker import worker_main
+from ..exporters import EXPORTERS
+from ..records import RunError
 
 
 @dataclass
@@ -126,8 +128,6 @@ def _export_key(c: Any) -> tuple:
     """The fields that decide the cell's plain export: its model and the values of the fields its exporter
     bakes (harness/targets.py; ``simplify`` excluded: the plain export feeds the onnxsim cell), so cells that
     share an artifact share a key (BGMv2: one TorchScript file serves every refine mode)."""
-    from ..exporters import EXPORTERS
-
     baked = [f for f in EXPORTERS[c.exporter].bakes if f != "simplify" and hasattr(c, f)]
     return (c.model, c.exporter) + tuple(str(getattr(c, f)) for f in baked)
 
@@ -462,8 +462,6 @@ class Coordinator:
         self._requeue(w)
 
     def _start_failed(self, w: _Worker, why: str, fatal: bool = False) -> None:
-        from ..records import RunError
-
         self.start_failures += 1
         if fatal or self.start_failures >= 3:
             raise RunError(f"worker process could not start: {why} (log: {w.log})")

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 
 from ..cache import Cache, default_root, link_or_copy
 from ..keys import CellKeys
+from ..record import RecordError, new_record, validate
+from ..runtimes import RUNTIMES, gpu_device_nodes
 from ..records import CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir, stage_seconds
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import usable_cores
@@ -186,8 +188,6 @@ class RunSession:
         stage ``load``), without starting workers for them; return the other cells. These skips are not
         cached (installing CUDA must run them), so before this a warm re-run started two workers just to
         record them (11.5 s instead of about 1 s for the ci profile's 197 CUDA cells)."""
-        from ..record import new_record
-
         rest = []
         for cell in cells:
             why = None if self.summary.stopped_by else self.keys.unavailable(cell)
@@ -249,8 +249,6 @@ class RunSession:
         Cells of CUDA runtimes on a machine without a GPU device node are not counted (they become skips, and
         a warm re-run must not start workers for them). A wrong guess only costs time: :meth:`_run_workers`
         starts missing workers and :meth:`Coordinator.run` retires idle ones."""
-        from ..runtimes import RUNTIMES, gpu_device_nodes
-
         gpu = gpu_device_nodes()
         self._spawn_for([c for c in misses if gpu or RUNTIMES[c.runtime].device != "cuda"])
 
@@ -295,12 +293,10 @@ def typed_record(rec: Dict[str, Any]) -> Dict[str, Any]:
     """``rec`` validated against the typed cell record (:mod:`harness.record`). A record with an undeclared
     field or a mistyped value (a harness bug) is kept, minus the bad fields, as an ``error`` at stage
     ``harness`` whose reason names the field: never a lost cell, never a silent extra column."""
-    from ..record import RecordError, new_record, validate
-
     try:
         return validate(rec)
     except RecordError as e:
-        bad = new_record(rec.get("model", "bgmv2"))
+        bad = new_record(rec.get("model"))
         for k, v in rec.items():
             try:
                 bad.put(**{k: v})

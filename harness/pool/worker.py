@@ -7,6 +7,8 @@ import os
 import resource
 import signal
 from multiprocessing.connection import Connection
+from .. import faults
+from ..cache import Cache
 
 FAULTS_ENV = "MATRIX_FAULTS"  # harness/faults.py
 
@@ -29,8 +31,6 @@ def worker_main(idx: int, conn: Connection, log_path: str, threads: int, gate: b
     import torch
 
     torch.set_num_threads(work_threads)  # this worker's share of the cores; latency uses ``threads``
-    from .. import faults
-    from ..cache import Cache
     from ..runner import Runner
 
     msg = conn.recv()

@@ -35,42 +35,8 @@ Feeds = Dict[str, "Tensor"]
 Outputs = Dict[str, np.ndarray]
 # TorchScript's hoisted attributes, set with setattr after loading: every model adapter's ``hoisted``
 from ..targets import TORCHSCRIPT_SETTABLE as HOISTED  # noqa: E402
-
-
-@functools.lru_cache(maxsize=None)
-def gpu_identity() -> str:
-    """``"<GPU name>, driver <version>"`` of every GPU ``nvidia-smi`` lists, or ``"none"`` (torch-free, once
-    per process): CUDA results are only reused on the same GPU model and driver."""
-    out = _nvidia_smi("name,driver_version")
-    if out is None:
-        return "none" if _smi_path() is None else "unknown"
-    return "; ".join(sorted({ln.strip() for ln in out.splitlines() if ln.strip()})) or "none"
-
-
-@functools.lru_cache(maxsize=None)
-def gpu_compute_capability() -> Optional[str]:
-    """Compute capability of the first GPU (``"9.0"``) from ``nvidia-smi``, or None without one (torch-free)."""
-    out = (_nvidia_smi("compute_cap") or "").split()
-    return out[0] if out else None
-
-
-def _smi_path() -> Optional[str]:
-    import shutil
-
-    return shutil.which("nvidia-smi")
-
-
-def _nvidia_smi(query: str) -> Optional[str]:
-    import subprocess
-
-    smi = _smi_path()
-    if smi is None:
-        return None
-    try:
-        return subprocess.run([smi, f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
+from ..system import gpu_compute_capability, gpu_device_nodes, gpu_identity  # noqa: E402,F401 - re-exported
+from ..values import as_list  # noqa: E402,F401 - re-exported
 
 
 def set_tf32(on: bool) -> None:
@@ -80,13 +46,6 @@ def set_tf32(on: bool) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = on
     torch.backends.cudnn.allow_tf32 = on
-
-
-def gpu_device_nodes() -> bool:
-    """Whether this machine has a GPU device node (``/dev/nvidiactl``, ``/dev/nvidia0``, ROCm's ``/dev/kfd``,
-    WSL's ``/dev/dxg``). A cheap hint without importing torch, used only to decide how many workers to start;
-    whether a CUDA cell runs is decided by :func:`no_cuda`."""
-    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
 
 
 def no_cuda() -> Optional[str]:
@@ -117,6 +76,12 @@ class Runtime:
     # the model adapters whose I/O this runtime can carry (None: any, through named feeds); cells of other
     # models are not made (harness/config.py _cells)
     models: ClassVar[Optional[Tuple[str, ...]]] = None
+
+    @classmethod
+    def serves(cls, adapter: Any) -> bool:
+        """Whether this runtime can run artifacts of the model ``adapter`` (default: :attr:`models` lists it,
+        or lists nothing)."""
+        return cls.models is None or adapter.name in cls.models
 
     input_names: Tuple[str, ...] = ("src", "bgr")
     output_names: Tuple[str, ...] = ()
@@ -186,15 +151,6 @@ def _numpy(o: object) -> np.ndarray:
     return cpu().numpy() if callable(cpu) else np.asarray(o)
 
 
-def as_list(outs: Outputs, names: Sequence[str]) -> List[np.ndarray]:
-    """The outputs in ``names`` order (positional consumers: parity, probes).
-
-    Raises:
-        KeyError: an output is missing (names it and what the runtime returned)."""
-    missing = [n for n in names if n not in outs]
-    if missing:
-        raise KeyError(f"the runtime returned no output {missing[0]!r} (it returned {sorted(outs)})")
-    return [outs[n] for n in names]
 
 
 RUNTIMES: Dict[str, Type[Runtime]] = {}

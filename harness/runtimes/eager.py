@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Dict
 
+from ..models import adapter
 from . import register_runtime
 from ._torch import OnCUDA, TorchModuleRuntime
 
@@ -21,11 +22,9 @@ class EagerCPU(TorchModuleRuntime):
     def load(self, path: str, settings: Dict[str, object]) -> float:
         import torch
 
-        from ..models import adapter
-
         def make():
             spec = json.loads(Path(path).with_suffix(".json").read_text())
-            m = adapter(spec.get("model", "bgmv2")).construct(spec["kwargs"])
+            m = adapter(spec.get("model")).construct(spec["kwargs"])
             m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             dtype = {"fp32": torch.float32, "fp16": torch.float16}[spec["precision"]]
             return m.to(device=self.device, dtype=dtype).eval()

@@ -6,6 +6,7 @@ import time
 from typing import Dict, Optional
 
 from . import Feeds, Outputs, Runtime, register_runtime
+from ..cache import package_version
 
 _THREADS: Dict[str, Optional[int]] = {"set": None}
 
@@ -52,6 +53,4 @@ class ExecuTorchCPU(Runtime):
         return self.named(self.method.execute([feeds[n] for n in self.input_names]))
 
     def info(self) -> Dict[str, object]:
-        from ..cache import package_version
-
         return {"executorch": package_version("executorch"), "threads": getattr(self, "threads", None)}

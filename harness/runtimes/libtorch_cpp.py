@@ -8,6 +8,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from . import HOISTED, Feeds, Outputs, Runtime, register_runtime
+from .. import cpp_runner
+from ..benchmark import summarize
 
 
 @register_runtime
@@ -24,32 +26,28 @@ class LibTorchCpp(Runtime):
 
     name = "libtorch-cpp"
     format = "torchscript"
-    # harness/cpp/matting_runner.cpp feeds forward() the artifact's inputs in order and returns its tuple: the
-    # models whose TorchScript artifact takes tensors only (BGMv2: src, bgr; RVM: src, r1i..r4i, ratio)
-    models = ("bgmv2", "rvm")
     record_fields = {"cpp_build_cached": bool, "cpp_build_s": float, "cpp_compiler": str, "cpp_build_key": str}
 
     @classmethod
-    def identity(cls) -> Dict[str, object]:
-        from .. import cpp_runner
+    def serves(cls, adapter: object) -> bool:
+        """harness/cpp/matting_runner.cpp feeds ``forward()`` the artifact's inputs in order and returns its
+        tuple: the models whose TorchScript artifact takes and returns tensors only
+        (:attr:`harness.models.ModelAdapter.torchscript_tensor_io`)."""
+        return bool(getattr(adapter, "torchscript_tensor_io", False))
 
+    @classmethod
+    def identity(cls) -> Dict[str, object]:
         return {"cpp_toolchain": cpp_runner.toolchain_id()}
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
-        from .. import cpp_runner
-
         return cpp_runner.unavailable()
 
     def prepare(self, cache: object, work_dir: Path) -> Dict[str, object]:
-        from .. import cpp_runner
-
         self.binary, facts = cpp_runner.ensure_binary(cache, work_dir)  # type: ignore[arg-type]
         return dict(facts)
 
     def load(self, path: str, settings: Dict[str, object]) -> float:
-        from .. import cpp_runner
-
         self._names(settings)
         attrs = {k: settings[k] for k in HOISTED if k in settings}
         self.proc = cpp_runner.RunnerProcess(self.binary, path, attrs, int(settings.get("threads") or 0))
@@ -69,8 +67,6 @@ class LibTorchCpp(Runtime):
         return self.named(outs)
 
     def measure_native(self, feeds: Feeds, what: str, protocol: object, device: str, batch: int) -> Optional[object]:
-        from ..benchmark import summarize
-
         self._sync_threads()
         r = self.proc.bench(*self._arrays(feeds), what, protocol)
         return summarize(np.asarray(r["samples_ms"], dtype=float), warmup_runs=int(r["warmup_runs"]),
