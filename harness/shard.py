@@ -8,7 +8,7 @@ shard machine computes the same partition without talking to the others:
   is exported twice;
 - a group's expected cost is the sum of its cells' ``cell_s`` in ``--shard-costs FILE`` (a results.jsonl
   of an earlier run, e.g. ``reports/baseline/results.jsonl``; the same file on every shard), else
-  :func:`expected_cost`'s table (seconds measured on the 2-core CI machine: one export per group, a few
+  :func:`harness.pool.schedule.expected_cost`'s table (seconds measured on the 2-core CI machine: one export per group, a few
   seconds per runtime cell, ~0 for a CUDA cell, which a CPU machine skips);
 - groups are dealt longest first to the shard with the least expected work (LPT; ties to the lowest
   index), so one AOTInductor compile does not land on a shard that is already full.
@@ -26,12 +26,10 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-# Expected seconds on the 2-core CI machine (medians of the cold ci run of 2026-12-05 on an Intel Xeon, 2
-# workers; AOTInductor and ExecuTorch from the nightly baseline): one export per group of cells sharing it,
-# then each cell's load/run/parity/latency/probes.
-EXPORT_S = {"eager": 0.6, "torchscript": 0.5, "onnx": 0.8, "onnx-dynamo": 32.0, "aoti": 150.0, "executorch": 60.0}
-CELL_S = 1.5
-CUDA_CELL_S = 0.05
+from .cache import link_or_copy
+from .pool.coordinator import group_cells
+from .pool.schedule import expected_cost, longest_first  # noqa: F401 - expected_cost named in the docstring
+from .records import UNEXPECTED_STATUSES
 
 
 class ShardError(ValueError):
@@ -69,71 +67,6 @@ def read_costs(path: Optional[str]) -> Dict[str, float]:
         raise ShardError(f"--shard-costs {path!r}: not a readable results.jsonl ({e})") from None
 
 
-def expected_cost(group: Sequence[Any], costs: Dict[str, float]) -> float:
-    """Expected seconds of a group of cells sharing an export: the recorded ``cell_s`` where ``costs`` has
-    the cell, else the table (:data:`EXPORT_S` once + :data:`CELL_S` per CPU cell)."""
-    total = 0.0
-    exported = False
-    for c in group:
-        if c.cell_id in costs:
-            total += costs[c.cell_id]
-            exported = True
-            continue
-        cuda = "cuda" in c.runtime or "tensorrt" in c.runtime
-        if not exported and not cuda:
-            total += EXPORT_S.get(c.exporter, 10.0)
-            exported = True
-        total += CUDA_CELL_S if cuda else CELL_S
-    return total
-
-
-COSTS_FILE = "cell_costs.json"  # in the cache root: {cell_id: cell_s} of the cells run with that cache
-
-
-def read_cache_costs(cache_root: Path) -> Dict[str, float]:
-    """The recorded ``cell_s`` per cell id from earlier runs on this cache ({} when none or unreadable)."""
-    try:
-        data = json.loads((Path(cache_root) / COSTS_FILE).read_text())
-        return {str(k): float(v) for k, v in data.items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def write_cache_costs(cache_root: Path, records: Sequence[Dict[str, Any]]) -> None:
-    """Add the ``cell_s`` of ``records`` that ran (not cache hits, not skipped) to the cache's cost file."""
-    import os
-
-    ran = {r["cell_id"]: float(r["cell_s"]) for r in records
-           if r.get("cell_s") and r.get("status") != "skip" and r.get("cache") != "result"}
-    if not ran:
-        return
-    costs = read_cache_costs(cache_root)
-    costs.update(ran)
-    path = Path(cache_root) / COSTS_FILE
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(costs, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # an expected cost is a hint; a read-only cache just keeps the table
-
-
-def _longest_first(groups: Sequence[List[Any]], costs: Optional[Dict[str, float]]) -> List[Tuple[float, List[Any]]]:
-    """``(expected seconds, group)`` longest first; ties by export key, so the order is deterministic."""
-    from .pool.coordinator import _export_key
-
-    costs = costs or {}
-    weighted = sorted(((expected_cost(g, costs), str(_export_key(g[0])), g) for g in groups),
-                      key=lambda t: (-t[0], t[1]))
-    return [(cost, g) for cost, _, g in weighted]
-
-
-def schedule(groups: Sequence[List[Any]], costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:
-    """The order groups are handed to workers: longest expected first (critical path: an AOTInductor compile
-    starts at t=0, short groups fill the gaps at the end)."""
-    return [g for _, g in _longest_first(groups, costs)]
-
-
 def split(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None) -> List[List[Any]]:
     """``n`` lists of cells (see the module docstring); deterministic for the same inputs."""
     return split_loads(cells, n, costs)[0]
@@ -141,12 +74,10 @@ def split(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None
 
 def split_loads(cells: Sequence[Any], n: int, costs: Optional[Dict[str, float]] = None) -> Tuple[List[List[Any]], List[float]]:
     """:func:`split` and each part's expected seconds."""
-    from .pool.coordinator import group_cells
-
     groups = group_cells(sorted(cells, key=lambda c: c.cell_id))  # the same split whatever the input order
     loads = [0.0] * n
     parts: List[List[Any]] = [[] for _ in range(n)]
-    for cost, g in _longest_first(groups, costs):
+    for cost, g in longest_first(groups, costs):
         k = min(range(n), key=lambda j: (loads[j], j))
         loads[k] += cost
         parts[k].extend(g)
@@ -191,7 +122,6 @@ def merge(out: Path, dirs: Sequence[Path]) -> Dict[str, Any]:
     missing or appears twice, or when a shard was interrupted (resume it first)."""
     import shutil
 
-    from .cache import link_or_copy
     from .report import write_report
 
     out = Path(out)
@@ -269,7 +199,6 @@ def cmd_merge(args: Any) -> int:
     """Exit 0 (merged, nothing unexpected), 1 (merged, unexpected results), 2 (not mergeable)."""
     import sys
 
-    from .records import UNEXPECTED_STATUSES
 
     try:
         res = merge(Path(args.out), [Path(d) for d in args.dirs])

@@ -13,7 +13,7 @@ import pytest
 
 from harness.config import expand, load_config
 from harness.pool.coordinator import _descendants, _signal_all, discount_pauses
-from harness.shard import expected_cost, read_cache_costs, schedule, write_cache_costs
+from harness.pool.schedule import expected_cost, read_cache_costs, schedule, write_cache_costs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,10 +11,11 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional
 
+from ..exporters import EXPORTERS
+from ..probes import mark_abnormal
+from ..records import RunError
 from ..system import physical_memory_mib, rss_mib
 from .worker import worker_main
-from ..exporters import EXPORTERS
-from ..records import RunError
 
 
 @dataclass
@@ -230,8 +231,6 @@ class Coordinator:
         A crash or timeout during an input probe keeps the verdict the worker reported before it
         (``partial``): the probe's outcome is ``crash``/``timeout``, the cell's status is unchanged."""
         if w.partial is not None and w.stage == "probe" and status in ("crash", "timeout"):
-            from ..probes import mark_abnormal
-
             rec = mark_abnormal(dict(w.partial), status, reason, self.runner.s.input_probes)
             rec.update(worker=w.idx, cell_s=round(time.perf_counter() - w.cell_t0, 3),
                        **{k: v for k, v in extra.items() if k not in ("resumable",)})

@@ -20,8 +20,8 @@ from ..runtimes import RUNTIMES, gpu_device_nodes
 from ..records import CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir, stage_seconds
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import usable_cores
-from ..shard import read_cache_costs, schedule, write_cache_costs
 from .coordinator import Coordinator, group_cells
+from .schedule import read_cache_costs, schedule, write_cache_costs
 from .worker import FAULTS_ENV
 
 
