@@ -79,7 +79,8 @@ class CoreAxes(_Strict):
     """The axes every model has. Resolutions are ``[H, W]`` (multiples of 4) used for validation runs; each
     model adapter adds its own axes (:func:`_axes_model`), e.g. BGMv2's ``crop_method``."""
 
-    model: List[str] = ["bgmv2"]  # names of model adapters (harness/models/)
+    # names of model adapters (harness/models/); default: the registry's default model
+    model: List[str] = Field(default_factory=lambda: [default_model()])
     opset: List[int]
     precision: List[Literal["fp32", "fp16"]]
     exporter: List[str]  # names of exporter plug-ins (harness/exporters/)
