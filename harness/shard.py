@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .records import read_records
+
 # Expected seconds on the 2-core CI machine (medians of the cold ci run of 2026-12-05 on an Intel Xeon, 2
 # workers; AOTInductor and ExecuTorch from the nightly baseline): one export per group of cells sharing it,
 # then each cell's load/run/parity/latency/probes.
@@ -169,8 +171,6 @@ def shard_plan(plan: Any, shard: Tuple[int, int], costs: Optional[Dict[str, floa
 
 
 def _load(d: Path) -> Tuple[Dict[str, Any], List[Dict[str, Any]], Dict[str, Any]]:
-    from .report import read_records
-
     run_json, results = d / "run.json", d / "results.jsonl"
     if not run_json.is_file() or not results.is_file():
         raise ShardError(f"{str(d)!r} has no run.json and results.jsonl (not a directory written by `harness run`)")

@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional
 
 from ..cache import Cache, default_root, link_or_copy
 from ..keys import CellKeys
-from ..records import CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir, stage_seconds
+from ..records import (CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir,
+                       read_records, stage_seconds)
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import usable_cores
 from ..shard import read_cache_costs, schedule, write_cache_costs
@@ -106,8 +107,6 @@ class RunSession:
 
     def _kept(self) -> List[Dict[str, Any]]:
         """Records of the earlier run in ``--out`` that ``--resume`` / ``--rerun-failed`` keep."""
-        from ..report import read_records
-
         flag = "--resume" if self.opts.resume else "--rerun-failed"
         run_json = self.out / "run.json"
         if not self.results.is_file() or not run_json.is_file():
