@@ -251,14 +251,19 @@ def _why_lost(best: Candidate, other: Candidate) -> str:
             return f"slower: p50 x{other.ratio:.2f} of the fastest{ci}"
         return "no latency measured" if other.p50_ms is None else f"slower: p50 x{other.ratio:.2f}"
     (br, bo, bt), (orr, oo, ot) = best.portability, other.portability
-    tie = f"tied on latency (p50 x{other.ratio:.2f}" + (
-        f", 95 % CI {other.lo:.2f}–{other.hi:.2f})" if other.lo is not None and other.lo != other.hi else ")")
+    if other.ratio is None:  # nothing at this target was timed (rank had no fastest): portability alone decides
+        tie = "no latency measured"
+    else:
+        tie = f"tied on latency (p50 x{other.ratio:.2f}" + (
+            f", 95 % CI {other.lo:.2f}–{other.hi:.2f})" if other.lo is not None and other.lo != other.hi else ")")
     if orr < br:
         return f"{tie}; less portable: its artifact passes on {orr} runtime(s), the winner's on {br}"
     if oo > bo:
         return f"{tie}; less portable: {oo} data-dependent op type(s) vs {bo}"
     if ot < bt:
         return f"{tie}; less portable: graph ready for {ot} static-analysis target(s) vs {bt}"
+    if other.p50_ms is None or best.p50_ms is None:
+        return f"{tie}; equally portable"
     return f"{tie}; equally portable, higher p50 ({other.p50_ms:.1f} vs {best.p50_ms:.1f} ms)"
 
 

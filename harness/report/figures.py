@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -28,6 +29,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finite(v: Any) -> bool:
+    """``v`` is a finite number (not None, NaN or infinite)."""
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _png(plt: Any, fig: Any) -> str:
     """``fig`` as a base64 PNG (90 dpi); closes it."""
     buf = io.BytesIO()
@@ -39,7 +45,7 @@ def _png(plt: Any, fig: Any) -> str:
 def plots(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """Base64 PNGs: ``latency`` (distribution per runtime and precision), ``scatter`` (speed vs parity).
     Empty when nothing was timed; only a ``skipped`` entry (why) when matplotlib is missing."""
-    timed = [r for r in records if r.get("p50_ms") is not None]
+    timed = [r for r in records if _finite(r.get("p50_ms"))]  # a NaN p50 cannot be placed on a log axis
     if not timed:
         return {}
     plt = _pyplot()
@@ -78,7 +84,8 @@ def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
         sem = semantic_label(r)
         label = (f"{r.get('exporter')}{'+sim' if r.get('simplify') else ''} → {r.get('runtime')} {r.get('precision')}"
                  + (f" · {sem}" if sem else ""))
-        groups.setdefault(label, []).extend(r.get("latency_samples_ms") or [r["p50_ms"]])
+        samples = [v for v in r.get("latency_samples_ms") or [r["p50_ms"]] if _finite(v)]
+        groups.setdefault(label, []).extend(samples or [r["p50_ms"]])
     if groups:
         labels = sorted(groups, key=lambda k: float(np.median(groups[k])))
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.2))
@@ -106,7 +113,7 @@ def _speed_parity_scatter(plt: Any, timed: List[Dict[str, Any]], env: Optional[D
     """Pareto chart per precision: p50 (ms) vs judged max abs alpha error of every passing or failing timed
     cell; colour = runtime, marker = the value of the model's semantic axis, dashed line = the precision's
     atol, the Pareto front of the passing cells drawn and labelled (None: nothing judged)."""
-    pts = [r for r in timed if r.get("judged_max_abs_pha", r.get("max_abs_pha")) is not None
+    pts = [r for r in timed if _finite(r.get("judged_max_abs_pha", r.get("max_abs_pha")))
            and r.get("status") in ("pass", "xpass", "fail")]
     if not pts:
         return None
