@@ -46,10 +46,16 @@ URL = re.compile(r"https?://[^\s\])'\"]+")
 
 
 def _samples(r: Dict[str, Any]) -> Optional[np.ndarray]:
-    s = r.get("latency_samples_ms")
-    if s and len(s) >= 2:
-        return np.asarray(s, dtype=np.float64)
-    return None
+    """The record's finite per-call latency samples (ms), or None for fewer than two."""
+    s = np.asarray(r.get("latency_samples_ms") or [], dtype=np.float64)
+    s = s[np.isfinite(s)]
+    return s if len(s) >= 2 else None
+
+
+def _p50(r: Dict[str, Any]) -> Optional[float]:
+    """The record's p50 in ms; None when it was not timed or is not a finite number (NaN: not timed either)."""
+    v = r.get("p50_ms")
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
 
 
 def p50_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,
@@ -357,7 +363,7 @@ def _decide_one(model: str, rt: str, prec: str, shape: Tuple[Any, ...], rs: List
     cands = []
     for r in ok:
         s = _samples(r)
-        cands.append(Candidate(record=r, label=config_label(r), p50_ms=r.get("p50_ms"),
+        cands.append(Candidate(record=r, label=config_label(r), p50_ms=_p50(r),
                                p50_ci=p50_ci(s) if s is not None else None,
                                portability=portability(r, runtimes_by_artifact)))
     ranked = rank(cands)

@@ -411,7 +411,9 @@ def static_findings(records: List[Dict[str, Any]]) -> List[str]:
     ratios: Dict[str, List[float]] = {}
     for r in static:
         twin = by_id.get(r["cell_id"].replace("-static", ""))
-        if twin and r.get("p50_ms") and twin.get("p50_ms") and r["status"] == "pass" and twin["status"] == "pass":
+        timed = all(isinstance(x.get("p50_ms"), (int, float)) and np.isfinite(x["p50_ms"]) and x["p50_ms"] > 0
+                    for x in (r, twin or {}))  # NaN: no latency to compare
+        if twin and timed and r["status"] == "pass" and twin["status"] == "pass":
             ratios.setdefault(f"{r.get('runtime')} {r.get('refine_mode')}", []).append(r["p50_ms"] / twin["p50_ms"])
     if ratios:
         out.append("p50 static / nonzero (median over twin cells): " + ", ".join(

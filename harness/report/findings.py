@@ -5,6 +5,7 @@ through :meth:`harness.models.ModelAdapter.report_findings`."""
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -29,6 +30,12 @@ def findings(records: List[Dict[str, Any]]) -> List[str]:
     (:meth:`~harness.models.ModelAdapter.report_findings`, in registry order), then the input-contract ones."""
     own = [line for a in MODELS.values() for line in a.report_findings(records)]
     return own + contract_findings(records)
+
+
+def _timed(r: Dict[str, Any]) -> bool:
+    """The record has a positive, finite p50 (None, 0 and NaN: no latency to compare)."""
+    v = r.get("p50_ms")
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 
 
 def _explain(bad: List[Dict[str, Any]], probed: List[Dict[str, Any]]) -> Optional[str]:
@@ -101,7 +108,7 @@ def contract_findings(records: List[Dict[str, Any]]) -> List[str]:
             a, b = twin.get(f"probe_{p}"), r.get(f"probe_{p}")
             if a != b:
                 changed[f"{p} {a} → {b}"] = changed.get(f"{p} {a} → {b}", 0) + 1
-        if r.get("p50_ms") and twin.get("p50_ms"):
+        if _timed(r) and _timed(twin):
             cost.append(r["p50_ms"] / twin["p50_ms"] - 1)
     if guarded:
         what = ", ".join(f"{k} ({n})" for k, n in sorted(changed.items())) or "nothing"

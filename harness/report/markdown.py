@@ -3,6 +3,7 @@ input-contract table, as Markdown lines."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional
 
 from ..decide import failure_groups
@@ -38,7 +39,8 @@ def decision_md(decisions: List[Any], env: Dict[str, Any]) -> List[str]:
         if c.p50_ci:
             p50 += f" ({c.p50_ci[0]:.1f}–{c.p50_ci[1]:.1f})"
         acc = d.accuracy
-        err = f"{acc['max_abs']:.1e} ({acc['atol']:g})" if acc.get("max_abs") is not None and acc.get("atol") else ""
+        known = acc.get("max_abs") is not None and math.isfinite(acc["max_abs"])  # NaN: no error to show
+        err = f"{acc['max_abs']:.1e} ({acc['atol']:g})" if known and acc.get("atol") else ""
         ru = f"{d.runner_up.label}: {d.why_runner_up_lost}" if d.runner_up else "only passing config"
         md.append(f"| {d.model} | {d.target} | {d.shape_label} | {_md_cell(c.label)} | {p50} | {err} | {_md_cell(ru)} |")
     return md
@@ -74,7 +76,8 @@ def summary_md(records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[
            "fastest p50 per mode, ms | not passing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in target_rows(records):
         p50 = t.get("p50_best", "")
-        md.append(f"| {t['runtime']} | {t['exporter']} | {t['precision']} | {t['passing']}/{t['ran']} | {t['skipped']} "
+        md.append(f"| {_md_cell(t['runtime'])} | {_md_cell(t['exporter'])} | {_md_cell(t['precision'])} "
+                  f"| {t['passing']}/{t['ran']} | {t['skipped']} "
                   f"| {t.get('crop_method', '')} | {t.get('replace_method', '')} | {t.get('refine_mode', '')} "
                   f"| {t.get('opset', '')} | {p50} | {t['not_passing'] or t.get('skip_reason', '')} |")
     contract = contract_rows(records)

@@ -142,7 +142,7 @@ def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 row[axis] = " · ".join(f"{v} {a}/{b}" for v, (a, b) in sorted(vals.items(), key=key))
         best: Dict[str, float] = {}
         for r in ok:
-            if r.get("p50_ms") is None:
+            if r.get("p50_ms") is None or not math.isfinite(r["p50_ms"]):  # not timed (NaN: no number either)
                 continue
             sem = semantic_label(r) or "all"
             best[sem] = min(best.get(sem, float("inf")), float(r["p50_ms"]))
@@ -151,7 +151,7 @@ def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         bad: Dict[str, int] = {}
         for r in ran:
             if r["status"] not in ("pass", "xpass"):
-                k = f"{r['status']} at {r.get('stage')}" + (f" ({r['rule']})" if r.get("rule") else "")
+                k = r["status"] + (f" at {r['stage']}" if r.get("stage") else "") + (f" ({r['rule']})" if r.get("rule") else "")
                 bad[k] = bad.get(k, 0) + 1
         row["not_passing"] = "; ".join(f"{n} {k}" for k, n in sorted(bad.items(), key=lambda kv: -kv[1]))
         rows.append(row)
