@@ -284,7 +284,8 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, 
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import read_records, write_report
+    from .records import read_records
+    from .report import write_report
 
     d = Path(args.dir)
     if not (d / "results.jsonl").is_file():

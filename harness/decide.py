@@ -48,10 +48,16 @@ URL = re.compile(r"https?://[^\s\])'\"]+")
 
 
 def _samples(r: Dict[str, Any]) -> Optional[np.ndarray]:
-    s = r.get("latency_samples_ms")
-    if s and len(s) >= 2:
-        return np.asarray(s, dtype=np.float64)
-    return None
+    """The record's finite per-call latency samples (ms), or None for fewer than two."""
+    s = np.asarray(r.get("latency_samples_ms") or [], dtype=np.float64)
+    s = s[np.isfinite(s)]
+    return s if len(s) >= 2 else None
+
+
+def _p50(r: Dict[str, Any]) -> Optional[float]:
+    """The record's p50 in ms; None when it was not timed or is not a finite number (NaN: not timed either)."""
+    v = r.get("p50_ms")
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
 
 
 def p50_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,
@@ -251,14 +257,19 @@ def _why_lost(best: Candidate, other: Candidate) -> str:
             return f"slower: p50 x{other.ratio:.2f} of the fastest{ci}"
         return "no latency measured" if other.p50_ms is None else f"slower: p50 x{other.ratio:.2f}"
     (br, bo, bt), (orr, oo, ot) = best.portability, other.portability
-    tie = f"tied on latency (p50 x{other.ratio:.2f}" + (
-        f", 95 % CI {other.lo:.2f}–{other.hi:.2f})" if other.lo is not None and other.lo != other.hi else ")")
+    if other.ratio is None:  # nothing at this target was timed (rank had no fastest): portability alone decides
+        tie = "no latency measured"
+    else:
+        tie = f"tied on latency (p50 x{other.ratio:.2f}" + (
+            f", 95 % CI {other.lo:.2f}–{other.hi:.2f})" if other.lo is not None and other.lo != other.hi else ")")
     if orr < br:
         return f"{tie}; less portable: its artifact passes on {orr} runtime(s), the winner's on {br}"
     if oo > bo:
         return f"{tie}; less portable: {oo} data-dependent op type(s) vs {bo}"
     if ot < bt:
         return f"{tie}; less portable: graph ready for {ot} static-analysis target(s) vs {bt}"
+    if other.p50_ms is None or best.p50_ms is None:
+        return f"{tie}; equally portable"
     return f"{tie}; equally portable, higher p50 ({other.p50_ms:.1f} vs {best.p50_ms:.1f} ms)"
 
 
@@ -353,7 +364,7 @@ def _decide_one(model: str, rt: str, prec: str, shape: Tuple[Any, ...], rs: List
     cands = []
     for r in ok:
         s = _samples(r)
-        cands.append(Candidate(record=r, label=config_label(r), p50_ms=r.get("p50_ms"),
+        cands.append(Candidate(record=r, label=config_label(r), p50_ms=_p50(r),
                                p50_ci=p50_ci(s) if s is not None else None,
                                portability=portability(r, runtimes_by_artifact)))
     ranked = rank(cands)

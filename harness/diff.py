@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .decide import _samples, p50_ratio_ci
+from .records import read_records
 
 BAD = ("fail", "error", "crash", "timeout")
 MIN_EFFECT = 0.10
@@ -169,8 +170,6 @@ def _latency(res: DiffResult, cid: str, old: Dict[str, Any], new: Dict[str, Any]
 
 
 def _read(d: Path) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    from .report import read_records
-
     if not (d / "results.jsonl").is_file():
         raise FileNotFoundError(f"{str(d)!r} has no results.jsonl (a directory written by `python -m harness run`)")
     env_path = d / "environment.json"

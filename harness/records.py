@@ -98,7 +98,7 @@ def append_record(path: Path, rec: Dict[str, Any]) -> None:
 
     Raises:
         OSError: the write failed (e.g. ENOSPC); the file then holds at most a torn last line, which
-            :func:`harness.report.read_records` ignores.
+            :func:`read_records` ignores.
     """
     line = json.dumps(rec, default=str, allow_nan=True)
     with open(path, "a", encoding="utf-8") as f:
@@ -108,6 +108,27 @@ def append_record(path: Path, rec: Dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+
+
+def read_records(results: Path) -> List[Dict[str, Any]]:
+    """Parse ``results.jsonl`` (one record per line); a torn last line (process killed mid-write) is ignored.
+
+    Raises:
+        FileNotFoundError: no results.jsonl at ``results``.
+        ValueError: a line other than the last is not valid JSON (names the line number).
+    """
+    lines = results.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise ValueError(f"{results}: line {n} is not valid JSON") from None
+    return out
 
 
 def check_out_dir(out: Path) -> None:

@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .cache import link_or_copy
 from .pool.coordinator import group_cells
 from .pool.schedule import expected_cost, longest_first  # noqa: F401 - expected_cost named in the docstring
-from .records import UNEXPECTED_STATUSES
+from .records import UNEXPECTED_STATUSES, read_records
+from .report import write_report
 
 
 class ShardError(ValueError):
@@ -100,8 +101,6 @@ def shard_plan(plan: Any, shard: Tuple[int, int], costs: Optional[Dict[str, floa
 
 
 def _load(d: Path) -> Tuple[Dict[str, Any], List[Dict[str, Any]], Dict[str, Any]]:
-    from .report import read_records
-
     run_json, results = d / "run.json", d / "results.jsonl"
     if not run_json.is_file() or not results.is_file():
         raise ShardError(f"{str(d)!r} has no run.json and results.jsonl (not a directory written by `harness run`)")
@@ -121,8 +120,6 @@ def merge(out: Path, dirs: Sequence[Path]) -> Dict[str, Any]:
     Raises :class:`ShardError` when the directories are not all shards 1..N of one plan, when a cell is
     missing or appears twice, or when a shard was interrupted (resume it first)."""
     import shutil
-
-    from .report import write_report
 
     out = Path(out)
     loaded = [(Path(d),) + _load(Path(d)) for d in dirs]

@@ -159,7 +159,7 @@ def test_static_onnx_graph_has_no_nonzero_and_matches_the_official_model(tmp_pat
 
 
 def test_report_findings_compare_the_selectors():
-    from harness.report import static_findings
+    from harness.models.bgmv2 import static_findings
 
     def rec(cid, sel, exporter, status, stage="done", p50=None, trt=None, key=None):
         return dict(cell_id=cid, refine_mode="sampling", refine_patch_select=sel, exporter=exporter, status=status,

@@ -293,6 +293,51 @@ class ModelAdapter:
         a non-empty answer fails the cell). Default: no cap."""
         return ""
 
+    # ------------------------------------------------------------------ report content (torch-free)
+    def own_records(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """The records of ``records`` this model owns (:func:`record_owner`)."""
+        return [r for r in records if record_owner(r) is self]
+
+    def report_findings(self, records: List[Dict[str, Any]]) -> List[str]:
+        """The model's own findings for the report and summary.md, one line each, from all of a run's
+        ``records`` (select your own with :meth:`own_records`). Default: none."""
+        return []
+
+    def report_sections(self, records: List[Dict[str, Any]]) -> List["ReportSection"]:
+        """The model's own sections of report.html (each a table, optionally a figure), from all of a run's
+        ``records``; none for a run without the model's records. Default: none."""
+        return []
+
+
+@dataclass
+class SectionCell:
+    """One table cell of a :class:`ReportSection`: ``value`` (a string shown as is; a number or None shown as
+    the report formats values, None and NaN empty), ``status`` (a cell status, e.g. ``pass``: coloured like
+    the grids) and ``note`` (a second line in small print)."""
+
+    value: Any
+    status: str = ""
+    note: str = ""
+
+
+@dataclass
+class ReportSection:
+    """A model's own part of report.html (:meth:`ModelAdapter.report_sections`).
+
+    ``id``: unique HTML id; ``title``: its heading; ``intro_html``: what comes before the table, as markup the
+    adapter writes itself (not escaped: never put record text in it); ``headers``: the table's column names;
+    ``rows``: the table, each cell a string, a number or a :class:`SectionCell` (escaped); ``figure``: a
+    callable given ``matplotlib.pyplot`` that returns a Figure (or None), drawn above the table where
+    matplotlib is installed; ``figure_alt``: the image's alt text."""
+
+    id: str
+    title: str
+    intro_html: str = ""
+    headers: Tuple[str, ...] = ()
+    rows: Tuple[Tuple[Any, ...], ...] = ()
+    figure: Optional[Any] = None
+    figure_alt: str = ""
+
 
 MODELS: Dict[str, ModelAdapter] = {}
 

@@ -8,13 +8,14 @@ Outputs (in this order, the official ``MattingRefine.forward``): ``pha`` ``(B,1,
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import NA
-from . import Inputs, ModelAdapter, register_model
+from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
 from ..parity import JUDGED_OUTPUTS
 from ..verdict import record_fields
 from .. import inputs as data_mod
@@ -293,6 +294,122 @@ class BGMv2(ModelAdapter):
               cell: Any, s: Any, crop_to: Optional[Any] = None):
         """The selection-aware verdict of :func:`harness.verdict.judge_outputs`."""
         return judge_outputs(outs, ref32, ref_same, tol, self.selection(cell, s), cell.precision, crop_to)
+
+    # ------------------------------------------------------------------ report
+    def report_findings(self, records: List[Dict[str, Any]]) -> List[str]:
+        """The static patch selector's findings (:func:`static_findings`)."""
+        return static_findings(records)
+
+    def report_sections(self, records: List[Dict[str, Any]]) -> List[ReportSection]:
+        """The paper's speed table (Table 3) beside ours (:func:`paper_table`); none without HD/4K batch-1 cells
+        of a paper backbone."""
+        rows = paper_table(records)
+        if not rows:
+            return []
+        cols = ("eager_fp32", "torchscript_fp32", "onnx_fp32", "eager_fp16", "torchscript_fp16", "onnx_fp16")
+        table = []
+        for row in rows:
+            ours = [SectionCell(f"{row[c][0]:.1f}", note=str(row[c][1])) if row.get(c) else "—" for c in cols]
+            table.append((row["backbone"], row["resolution"], str(row["paper_fps"]), str(row["paper_gmac"]),
+                          row["gmac"], *ours))
+        return [ReportSection(
+            id="paper-speed", title="Paper speed table, reproduced",
+            intro_html='<p class="small">Paper: Lin et al., CVPR 2021, Table 3 — RTX 2080 Ti, PyTorch FP32, batch 1, '
+                       'HD: backbone_scale 0.25 /\n80,000 px; 4K: 0.125 / 320,000 px. Ours: best passing runtime per '
+                       'exporter, FPS = 1000 / p50 (end-to-end) on the\ndevice in each record. GMac: convolutions and '
+                       'matmuls per frame (torch FlopCounterMode).</p>',
+            headers=("backbone", "resolution", "paper FPS", "paper GMac", "our GMac",
+                     *(f"{c.replace('_', ' ')} FPS" for c in cols)),
+            rows=tuple(table))]
+
+
+# Paper Table 3 (RTX 2080 Ti, PyTorch FP32, batch 1; spec bgmv2-model.md §5): (backbone, res) -> (fps, GMac)
+PAPER_TABLE3 = {
+    ("resnet50", "1080x1920"): (60.0, 34.3), ("resnet101", "1080x1920"): (42.5, 44.0),
+    ("mobilenetv2", "1080x1920"): (100.6, 9.9), ("resnet50", "2160x3840"): (33.2, 41.5),
+    ("resnet101", "2160x3840"): (29.8, 51.2), ("mobilenetv2", "2160x3840"): (45.4, 17.0),
+}
+
+
+def paper_table(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Our FPS beside the paper's (Table 3) for HD/4K batch-1 cells: per backbone and resolution, the paper's
+    FPS and GMac, our GMac per frame, and per ``<exporter>_<precision>`` the best passing ``(fps, runtime)``."""
+    rows: Dict[tuple, Dict[str, Any]] = {}
+    for r in records:
+        key = (r.get("backbone"), r.get("resolution"))
+        if key not in PAPER_TABLE3 or r.get("batch") != 1:
+            continue
+        fps, gmac = PAPER_TABLE3[key]
+        row = rows.setdefault(key, {"backbone": key[0], "resolution": key[1], "paper_fps": fps, "paper_gmac": gmac,
+                                    "gmac": None})
+        if r.get("gmac") is not None:
+            row["gmac"] = r["gmac"]
+        if r.get("status") not in ("pass", "xpass") or not r.get("fps"):
+            continue
+        col = f"{r.get('exporter')}_{r.get('precision')}"
+        cur = row.get(col)
+        if cur is None or r["fps"] > cur[0]:
+            row[col] = (r["fps"], r.get("runtime"))
+    return [rows[k] for k in sorted(rows)]
+
+
+def static_findings(records: List[Dict[str, Any]]) -> List[str]:
+    """Findings of the static patch selector (``refine_patch_select``, issue 14): sampling/thresholding
+    coverage per exporter (passing cells, nonzero vs static), ONNX graphs ready for TensorRT, what still
+    blocks CoreML, and the p50 of each static cell against its official (nonzero) twin per runtime."""
+    patch = [r for r in records if r.get("refine_mode") in ("sampling", "thresholding")]
+    static = [r for r in patch if r.get("refine_patch_select") == "static"]
+    if not static:
+        return []
+    out = []
+    cover = []
+    for ex in sorted({str(r.get("exporter")) for r in static}):
+        def n(sel):
+            rs = [r for r in patch if str(r.get("exporter")) == ex and (r.get("refine_patch_select") or "nonzero") == sel
+                  and r["status"] != "skip"]
+            return sum(r["status"] in ("pass", "xpass") for r in rs), len(rs)
+
+        a, b = n("nonzero"), n("static")
+        cover.append(f"{ex} {a[0]}/{a[1]} → {b[0]}/{b[1]}")
+    out.append("Static patch selection, sampling/thresholding cells passing (nonzero → static, of those run here): "
+               + "; ".join(cover))
+    for sel in ("nonzero", "static"):
+        graphs = {r.get("artifact_key"): r for r in patch if (r.get("refine_patch_select") or "nonzero") == sel
+                  and isinstance(r.get("ready_tensorrt"), bool)}.values()  # one per exported graph
+        if graphs:
+            ready = {t: sum(bool(r.get(f"ready_{t}")) for r in graphs) for t in ("tensorrt", "openvino", "coreml", "tflite")}
+            out.append(f"refine_patch_select={sel}: of {len(graphs)} sampling/thresholding ONNX graphs, "
+                       + ", ".join(f"{n} {t}-ready" for t, n in ready.items())
+                       + (" (TensorRT: no NonZero, every TopK K constant <= 3840)" if sel == "static" else ""))
+        exported = [r for r in patch if (r.get("refine_patch_select") or "nonzero") == sel
+                    and r.get("exporter") in ("onnx-dynamo", "aoti") and r["status"] != "skip"]
+        if exported:
+            ok = sum(r.get("stage") != "export" for r in exported)
+            out.append(f"refine_patch_select={sel}: torch.export (dynamo ONNX, AOTInductor) gets through on "
+                       f"{ok} of {len(exported)} sampling/thresholding cells")
+    for target in ("coreml", "tflite"):
+        blockers: Dict[str, int] = {}
+        for r in {r.get("artifact_key"): r for r in static}.values():
+            why = r.get(f"ready_{target}_why")
+            if isinstance(why, str) and why:
+                names = set(re.findall(r"\b([A-Z][A-Za-z]+)x\d+", why)) | ({"dynamic dims"} if "dynamic dims" in why else set())
+                for name in names:
+                    blockers[name] = blockers.get(name, 0) + 1
+        if blockers:
+            out.append(f"Still blocking {target} in static graphs (op: graphs): "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(blockers.items(), key=lambda kv: (-kv[1], kv[0]))))
+    by_id = {r["cell_id"]: r for r in records}
+    ratios: Dict[str, List[float]] = {}
+    for r in static:
+        twin = by_id.get(r["cell_id"].replace("-static", ""))
+        timed = all(isinstance(x.get("p50_ms"), (int, float)) and np.isfinite(x["p50_ms"]) and x["p50_ms"] > 0
+                    for x in (r, twin or {}))  # NaN: no latency to compare
+        if twin and timed and r["status"] == "pass" and twin["status"] == "pass":
+            ratios.setdefault(f"{r.get('runtime')} {r.get('refine_mode')}", []).append(r["p50_ms"] / twin["p50_ms"])
+    if ratios:
+        out.append("p50 static / nonzero (median over twin cells): " + ", ".join(
+            f"{k} {float(np.median(v)):.2f}x (n={len(v)})" for k, v in sorted(ratios.items())))
+    return out
 
 
 ADAPTER = register_model(BGMv2())

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Annotated
 
-from . import Inputs, ModelAdapter, register_model
+from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
 from .. import inputs as data_mod
 from ..inputs import InputError
 from ..values import as_list
@@ -520,6 +520,122 @@ class RVM(ModelAdapter):
             reasons.append(f"[1,1,1,1] zero states give other outputs than full-size zero states ({tiny})")
         passed = not reasons
         return Verdict(passed, "; ".join(reasons), None, [], rec)
+
+    # ------------------------------------------------------------------ report
+    def report_findings(self, records: List[Dict[str, Any]]) -> List[str]:
+        """The recurrent and TensorRT findings (:func:`recurrent_findings`) of this model's records."""
+        return recurrent_findings(self.own_records(records))
+
+    def report_sections(self, records: List[Dict[str, Any]]) -> List[ReportSection]:
+        """"RVM: recurrent parity and TensorRT readiness": one row per cell that ran its frames
+        (:func:`recurrent_rows`) under the per-frame error curves (:func:`recurrent_plot`); none without such
+        cells."""
+        ran = [r for r in self.own_records(records) if r.get("frame_err_max")]
+        if not ran:
+            return []
+        table = []
+        for row in recurrent_rows(ran):
+            trt = "—" if row["trt"] is None else ("ready" if row["trt"] else f"no: {row['trt_why']}")
+            table.append((row["cell_id"], SectionCell(row["status"], status=row["status"]), _g2(row["first"]),
+                          _g2(row["last"]), row["drift"], row["tiny_state"], trt, row["collisions"]))
+        return [ReportSection(
+            id="recurrent", title="RVM: recurrent parity and TensorRT readiness",
+            intro_html=RECURRENT_INTRO,
+            headers=("cell", "status", "frame 1", f"frame {FRAMES}", "drift", "[1,1,1,1] state", "TensorRT",
+                     "dim collisions"),
+            rows=tuple(table), figure=lambda plt: recurrent_plot(plt, ran), figure_alt="RVM per-frame error")]
+
+
+RECURRENT_INTRO = (
+    "<p>Each RVM cell runs 10 frames of a real-photo video; every frame's six outputs (fgr, pha, r1o..r4o) are compared\n"
+    "with eager PyTorch, the candidate's own states fed back. <b>drift</b>: the last frame's error above 2x the first's\n"
+    "by more than 0.1 x atol fails the cell. <b>[1,1,1,1] state</b>: frame 1 with <code>[1,1,1,1]</code> zero states\n"
+    "(the official first-frame input) must equal full-size zeros. <b>TensorRT</b>: static checks of the graph (a\n"
+    "Resize whose scales come from a graph input is a shape tensor TensorRT refuses; one dim name on tensors of\n"
+    "different sizes cannot get a profile); baked graphs come with <code>tensorrt_profile.json</code> and\n"
+    "<code>trtexec.sh</code> in their artifact folder.</p>")
+
+
+def _g2(v: Any) -> str:
+    """An error in 2 significant digits (``inf`` kept: a shape mismatch); "" for a missing or NaN value."""
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2g}"
+
+
+def recurrent_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per RVM record that ran its frames: the config, verdict, per-frame error curve (max abs over the
+    six outputs: ``first``, ``last``, ``worst``), drift, the ``[1,1,1,1]`` state check and the TensorRT-style
+    readiness of its graph; by cell id."""
+    rows = []
+    for r in records:
+        if r.get("model") != "rvm" or not r.get("frame_err_max"):
+            continue
+        curve = r["frame_err_max"]
+        onnx = str(r.get("exporter", "")).startswith("onnx")
+        rows.append({"cell_id": r["cell_id"], "status": r["status"], "exporter": r.get("exporter"),
+                     "runtime": r.get("runtime"), "precision": r.get("precision"), "opset": r.get("opset"),
+                     "ratio": r.get("downsample_ratio"), "ratio_mode": r.get("ratio_mode") if onnx else "",
+                     "dims": r.get("dim_names") if onnx else "",
+                     "simplify": r.get("simplify"), "first": curve[0], "last": curve[-1], "worst": max(curve),
+                     "drift": r.get("drift", ""), "tiny_state": r.get("tiny_state", ""),
+                     "trt": r.get("ready_tensorrt"), "trt_why": r.get("ready_tensorrt_why", ""),
+                     "collisions": r.get("dim_collisions", ""), "trtexec": r.get("trtexec", "")})
+    return sorted(rows, key=lambda x: x["cell_id"])
+
+
+def recurrent_findings(records: List[Dict[str, Any]]) -> List[str]:
+    """The RVM question in one line per answer: which ONNX exports match eager over the recurrent frames *and*
+    pass the TensorRT-style static checks (no Resize scales from a graph input, no dim name standing for two
+    sizes), and why the others do not."""
+    onnx = [r for r in records if r.get("model") == "rvm" and str(r.get("exporter", "")).startswith("onnx")]
+    if not onnx:
+        return []
+
+    def cfg(r: Dict[str, Any]) -> str:
+        return (f"{r['exporter']}{'+onnxsim' if r.get('simplify') else ''} op{r.get('opset')} {r.get('precision')} "
+                f"ratio {r.get('ratio_mode')} ({r.get('downsample_ratio')}) dims {r.get('dim_names')}")
+
+    good = sorted({cfg(r) for r in onnx if r["status"] in ("pass", "xpass") and r.get("ready_tensorrt")})
+    out = []
+    if good:
+        out.append(f"RVM on TensorRT-style constraints: {len(good)} ONNX configs match eager over 10 frames and pass "
+                   f"the static checks, e.g. {'; '.join(good[:3])}")
+    else:
+        out.append("RVM on TensorRT-style constraints: no ONNX config both matches eager and passes the static checks")
+    why: Dict[str, int] = {}
+    for r in onnx:
+        if r["status"] in ("pass", "xpass") and r.get("ready_tensorrt") is False:
+            text = str(r.get("ready_tensorrt_why", ""))
+            keys = [k for k, found in (
+                ("a runtime downsample_ratio input feeds Resize scales (a float shape tensor)", "Resize scales" in text),
+                ("one dim name stands for different sizes (shared names)", "stands for different sizes" in text)) if found]
+            for key in keys or [text.split(" (")[0][:120]]:
+                why[key] = why.get(key, 0) + 1
+    for k, n in sorted(why.items(), key=lambda kv: -kv[1]):
+        out.append(f"RVM: {n} passing ONNX cells are not TensorRT-ready: {k}")
+    return out
+
+
+def recurrent_plot(plt: Any, records: List[Dict[str, Any]]) -> Any:
+    """RVM's per-frame error curves (max abs over the six outputs vs eager, log scale), one line per exported
+    config (runtimes of one artifact overlap), fp32 and fp16 side by side; None without RVM records that ran
+    their frames."""
+    rows = [r for r in records if r.get("model") == "rvm" and r.get("frame_err_max")]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, prec in zip(axes, ("fp32", "fp16")):
+        sel = [r for r in rows if r.get("precision") == prec]
+        for r in sel[:40]:
+            ys = [max(v, 1e-9) for v in r["frame_err_max"]]
+            ax.plot(range(1, len(ys) + 1), ys, color="tab:green" if r["status"] in ("pass", "xpass") else "tab:red",
+                    alpha=0.5, linewidth=1)
+        ax.set_title(f"RVM {prec}: {len(sel)} cells")
+        ax.set_xlabel("frame (states fed back)")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("max abs error vs eager")
+    fig.tight_layout()
+    return fig
 
 
 ADAPTER = register_model(RVM())

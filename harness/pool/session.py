@@ -17,7 +17,8 @@ from ..cache import Cache, default_root, link_or_copy
 from ..keys import CellKeys
 from ..record import RecordError, new_record, validate
 from ..runtimes import RUNTIMES, gpu_device_nodes
-from ..records import CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir, stage_seconds
+from ..records import (CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir,
+                       read_records, stage_seconds)
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import usable_cores
 from .coordinator import Coordinator, group_cells
@@ -108,8 +109,6 @@ class RunSession:
 
     def _kept(self) -> List[Dict[str, Any]]:
         """Records of the earlier run in ``--out`` that ``--resume`` / ``--rerun-failed`` keep."""
-        from ..report import read_records
-
         flag = "--resume" if self.opts.resume else "--rerun-failed"
         run_json = self.out / "run.json"
         if not self.results.is_file() or not run_json.is_file():
