@@ -38,7 +38,7 @@ from .records import (  # noqa: F401 - re-exported
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
 from .models import Inputs, owner  # noqa: F401 - Inputs re-exported
 from .runtimes import RUNTIMES, as_list
-from .stages import PIPELINE, CellState, Outcome, StageError, in_stage, positional_call  # noqa: F401 - re-exported
+from .stages import PIPELINE, CellContext, Done, Outcome, StageClock, StageError, in_stage, positional_call  # noqa: F401 - re-exported
 from .runtimes import gpu_identity, set_tf32
 from .divergence import first_divergence
 from .onnx_analysis import analyze
@@ -70,14 +70,20 @@ def _replay_failure(entry: Path, cell_dir: Path) -> StageError:
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-class Runner(CellKeys):
-    """Executes cells one at a time (in a worker), with artifacts and references from ``cache``.
+class Runner:
+    """Executes cells one at a time (in a worker), with artifacts and references from ``cache``; implements
+    the :class:`harness.stages.Services` the stages ask for. The cells' identities (weights ids, cache keys,
+    record skeletons) are ``keys`` (:class:`harness.keys.CellKeys`, shared with the coordinator's session
+    when it passes its own).
 
     ``on_stage(name)`` is called as each stage starts (the worker reports it to the coordinator,
     which enforces per-stage time limits and keeps timing quiet while another worker measures)."""
 
-    def __init__(self, plan: Plan, opts: RunOptions, cache: Cache, threads: Optional[int] = None) -> None:
-        super().__init__(plan, opts, threads or torch.get_num_threads())
+    def __init__(self, plan: Plan, opts: RunOptions, cache: Cache, threads: Optional[int] = None,
+                 keys: Optional[CellKeys] = None) -> None:
+        self.keys = keys if keys is not None else CellKeys(plan, opts, threads or torch.get_num_threads())
+        self.plan, self.opts, self.s = plan, opts, plan.settings
+        self.threads, self.device = self.keys.threads, self.keys.device
         self.cache = cache
         self.out = Path(opts.out_dir)
         self.weights: Dict[str, Dict[str, torch.Tensor]] = {}
@@ -89,7 +95,6 @@ class Runner(CellKeys):
         # coordinator, which keeps the verdict if a probe kills the process)
         self.on_partial: Callable[[Dict[str, Any]], None] = lambda rec: None
         self.current_cell: Optional[Cell] = None
-        self.current_runtime: Any = None  # the runtime plug-in of the cell being run (closed after it)
 
     # ---------------------------------------------------------------- setup (coordinator)
     def load_user_pair(self) -> None:
@@ -108,7 +113,7 @@ class Runner(CellKeys):
         Returns ``{weights group: (weights file, weights id)}`` for the workers (BGMv2: a group per backbone).
         Raises the model's CheckpointError for a checkpoint that does not fit every group of the plan."""
         torch.manual_seed(self.s.seed)
-        groups = self.weights_groups()
+        groups = self.keys.weights_groups()
         files: Dict[str, Tuple[str, str]] = {}
         if self.opts.checkpoint is not None:
             sd = read_state_dict(self.opts.checkpoint)
@@ -116,14 +121,14 @@ class Runner(CellKeys):
             looks = {a.checkpoint_kind(sd) for a in groups.values()}
             for g, a in groups.items():
                 self.weights[g] = a.load_state(g, sd)  # raises CheckpointError naming the mismatch
-                self.weights_id[g] = f"ckpt:{digest}:{g}"
-                files[g] = (str(Path(self.opts.checkpoint).resolve()), self.weights_id[g])
-            self.weights_info = {"source": "checkpoint", "path": str(self.opts.checkpoint), "sha256": digest,
+                self.keys.weights_id[g] = f"ckpt:{digest}:{g}"
+                files[g] = (str(Path(self.opts.checkpoint).resolve()), self.keys.weights_id[g])
+            self.keys.weights_info = {"source": "checkpoint", "path": str(self.opts.checkpoint), "sha256": digest,
                                  "looks_like": " / ".join(sorted(looks))}
             return files
         Path(self.out).mkdir(parents=True, exist_ok=True)
-        for g, name in self.weights_file_names().items():
-            key, parts = self._calibration_key(g)
+        for g, name in self.keys.weights_file_names().items():
+            key, parts = self.keys._calibration_key(g)
             hit = self.cache.get("weights", key)
             if hit is not None:
                 self.weights[g] = torch.load(hit / "weights.pth", weights_only=True)
@@ -135,17 +140,17 @@ class Runner(CellKeys):
                 (self.out / name).unlink(missing_ok=True)
                 torch.save(self.weights[g], self.out / name)
                 self.cache.put("weights", key, {"weights.pth": self.out / name}, {"group": g, **parts})
-            self.weights_id[g] = f"calibrated:{key[:16]}"
-            files[g] = (str((self.out / name).resolve()), self.weights_id[g])
-        self.weights_info = self.calibrated_info()
+            self.keys.weights_id[g] = f"calibrated:{key[:16]}"
+            files[g] = (str((self.out / name).resolve()), self.keys.weights_id[g])
+        self.keys.weights_info = self.keys.calibrated_info()
         return files
 
     def use_weights(self, files: Dict[str, Tuple[str, str]]) -> None:
         """In a worker: load the weights the coordinator prepared (``{weights group: (file, id)}``)."""
-        groups = self.weights_groups()
+        groups = self.keys.weights_groups()
         for g, (path, wid) in files.items():
             self.weights[g] = groups[g].load_state(g, read_state_dict(path))
-            self.weights_id[g] = wid
+            self.keys.weights_id[g] = wid
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, cell: Cell) -> Inputs:
@@ -177,8 +182,8 @@ class Runner(CellKeys):
         options (``refine_patch_select`` static, ``input_guard``) are off, so a static cell passes only if it
         equals the official selection."""
         cell = owner(cell).official(cell)
-        parts = self._model_parts(cell, precision)
-        parts.update(inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
+        parts = self.keys._model_parts(cell, precision)
+        parts.update(inputs=self.keys.inputs_id(cell.resolution, cell.batch, cell.model),
                      threads=torch.get_num_threads())
         if device != "cpu":
             parts.update(device=device, gpu=gpu_identity(), tf32=False)
@@ -215,7 +220,7 @@ class Runner(CellKeys):
         import dataclasses
 
         one = dataclasses.replace(cell, batch=1)
-        key = make_key("gmacs", {**self._model_parts(one, "fp32"), "mode": str(self.model_kwargs(one)),
+        key = make_key("gmacs", {**self.keys._model_parts(one, "fp32"), "mode": str(self.model_kwargs(one)),
                                  "res": list(cell.resolution)})
         memo = self.__dict__.setdefault("_gmacs", {})
         if key not in memo:
@@ -300,7 +305,7 @@ class Runner(CellKeys):
         fields its exporter bakes, the names of those it leaves settable, the weights' identity (with the
         calibration recipe's seed and samples) and the exporter's name."""
         exporter = EXPORTERS[cell.exporter]
-        parts = self.artifact_parts(cell, simplified)
+        parts = self.keys.artifact_parts(cell, simplified)
         return {"model": cell.model, "format": exporter.format, "exporter": cell.exporter, "weights": parts["weights"],
                 "seed": self.s.seed, "samples": list(self.plan.samples), "settable": list(exporter.settable),
                 **parts["baked"]}
@@ -330,7 +335,7 @@ class Runner(CellKeys):
             return art
 
         suffix = exporter.suffix
-        plain = self._artifact(cell_dir, self.artifact_key(cell, False), make, suffix)
+        plain = self._artifact(cell_dir, self.keys.artifact_key(cell, False), make, suffix)
         times = {"export": plain.seconds}
         if "check_s" in plain.meta:
             times["check"] = float(plain.meta["check_s"])  # type: ignore[arg-type]
@@ -345,7 +350,7 @@ class Runner(CellKeys):
             return art
 
         stem, ext = suffix.rsplit(".", 1)
-        sim = self._artifact(cell_dir, self.artifact_key(cell, True), make_sim, f"{stem}.sim.{ext}")
+        sim = self._artifact(cell_dir, self.keys.artifact_key(cell, True), make_sim, f"{stem}.sim.{ext}")
         times["simplify"] = sim.seconds
         return sim, times
 
@@ -379,54 +384,59 @@ class Runner(CellKeys):
         Returns the record as a dict of the typed record's fields (:mod:`harness.record`). The record is
         *raw*: known-incompatibility rules are applied by the coordinator (:func:`harness.rules.apply_rule`),
         so cached records stay valid when rules change."""
-        self.current_cell, self.current_runtime = cell, None
-        self.stage_times: Dict[str, float] = {}
+        self.current_cell = cell
         t0 = time.perf_counter()
-        state = CellState(self, cell, self.out / "artifacts" / cell.cell_id, new_record(cell.model,
-                                                                                         **self.base_record(cell)))
-        why = self.unavailable(cell)
-        if why:
-            state.outcome = Outcome("skip", "load", f"skipped: {why}")
-        else:
-            state.outcome = self._walk(state)
-        o = state.outcome
-        state.record.put(stage_times={k: round(v, 4) for k, v in self.stage_times.items()}, status=o.status,
-                         stage=o.stage, reason=o.reason, cell_s=round(time.perf_counter() - t0, 3))
-        return state.record.as_dict()
+        record = new_record(cell.model, **self.keys.base_record(cell))
+        clock = StageClock(self.on_stage)
+        outcome = [Outcome()]  # the outcome so far (the probes' snapshots report it)
 
-    def _walk(self, state: CellState) -> Outcome:
-        """The pipeline's stages in order; a stage's exception is the cell's ``error`` at that stage."""
-        state.cell_dir.mkdir(parents=True, exist_ok=True)
+        def snapshot() -> Dict[str, Any]:
+            o = outcome[0]
+            return {**record.as_dict(), "status": o.status, "stage": o.stage, "reason": o.reason,
+                    "stage_times": clock.rounded()}
+
+        ctx = CellContext(cell=cell, cell_dir=self.out / "artifacts" / cell.cell_id, out=self.out, settings=self.s,
+                          tolerance=self.plan.tolerances[cell.precision], threads=self.threads, device=self.device,
+                          keys=self.keys, cache=self.cache, clock=clock, services=self, snapshot=snapshot,
+                          on_partial=self.on_partial)
+        why = self.keys.unavailable(cell)
+        if why:
+            outcome[0] = Outcome("skip", "load", f"skipped: {why}")
+        else:
+            self._walk(ctx, record, outcome)
+        o = outcome[0]
+        record.put(stage_times=clock.rounded(), status=o.status, stage=o.stage, reason=o.reason,
+                   cell_s=round(time.perf_counter() - t0, 3))
+        return record.as_dict()
+
+    @staticmethod
+    def _walk(ctx: CellContext, record: Any, outcome: List[Outcome]) -> None:
+        """The pipeline's stages in order, each given the results before it; ``outcome[0]`` is the cell's
+        outcome as the stages decide it; a stage's exception is the cell's ``error`` at that stage."""
+        ctx.cell_dir.mkdir(parents=True, exist_ok=True)
+        done = Done()
         try:
             for stage in PIPELINE:
-                result = stage(state)
-                if result is not None:
-                    state.results[stage.name] = result
-                    state.record.put(**result.fields())
-                if state.stop:
+                step = stage(ctx, done)
+                if step.result is not None:
+                    setattr(done, stage.name, step.result)
+                    record.put(**step.result.fields())
+                if step.outcome is not None:
+                    outcome[0] = step.outcome
+                if step.stop:
                     break
-            return state.outcome
         except StageError as e:
             if getattr(e.exc, "cached_failure", False):
-                state.record.put(cache="export-failure")  # replayed from the cache, not re-attempted
-            return Outcome("error", e.stage, describe(e.exc))
+                record.put(cache="export-failure")  # replayed from the cache, not re-attempted
+            outcome[0] = Outcome("error", e.stage, describe(e.exc))
         except Exception as e:  # noqa: BLE001 - a harness bug must not lose the other cells
-            return Outcome("error", "harness", describe(e) + " | " + traceback.format_exc(limit=2).splitlines()[-1])
+            outcome[0] = Outcome("error", "harness", describe(e) + " | " + traceback.format_exc(limit=2).splitlines()[-1])
         finally:
-            if self.current_runtime is not None:
+            if done.runtime is not None:
                 try:
-                    self.current_runtime.close()
+                    done.runtime.close()
                 except Exception:  # noqa: BLE001 - cleanup never changes a verdict
                     pass
-
-    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
-        """``fn()`` as (part of) ``stage``: reported to ``on_stage`` and added to ``stage_times`` (s)."""
-        self.on_stage(stage)
-        t = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.stage_times[stage] = self.stage_times.get(stage, 0.0) + time.perf_counter() - t
 
     def inputs_for(self, cell: Cell) -> Inputs:
         """The cell's validation inputs (float32, cached per model, resolution and batch)."""

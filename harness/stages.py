@@ -1,21 +1,25 @@
-"""The stages of one cell, as small objects that each return a typed result.
+"""The stages of one cell: each takes the typed results of the stages before it and returns its own.
 
 ``Runner.run_cell`` walks :data:`PIPELINE` in order::
 
     model -> export (+ check, simplify) -> load -> run -> analyze -> parity -> diagnose -> latency -> probe
 
-Each stage reads what earlier stages produced from the :class:`CellState` (``state.results[name]``),
-returns its own result (a dataclass below) and the runner copies ``result.fields()`` into the typed
-record (:mod:`harness.record`), so every record field comes from exactly one stage result. A stage
-decides the cell only through ``state.outcome`` (skip in ``model``, fail in ``parity``) and ends the walk
-with ``state.stop``; an exception inside a stage becomes :class:`StageError` (the record's ``stage`` and
+A stage is called as ``stage(ctx, done)``: ``ctx`` (:class:`CellContext`, frozen) holds the cell and its
+values (settings, tolerance, folders, threads, device), the cell's cache keys (:class:`harness.keys.CellKeys`),
+the :class:`StageClock` that times stages and the :class:`Services` that compute what a stage cannot
+compute from values alone (eager references, exports through the cache, inputs, localisation); ``done``
+(:class:`Done`) holds the frozen results of the stages that ran, one typed attribute each. It returns a
+:class:`Step`: its own result (a frozen dataclass below, or None), and optionally the cell's
+:class:`Outcome` (skip in ``model``, fail in ``parity``) and whether the walk stops. The runner copies
+``result.fields()`` into the typed record (:mod:`harness.record`), so every record field comes from exactly
+one stage result. An exception inside a stage becomes :class:`StageError` (the record's ``stage`` and
 ``reason``: status ``error``). Export, check and simplify are one stage because they share one
 content-addressed artifact (a cached artifact costs ~0 s); their own seconds are in ``export_s``,
 ``check_s``, ``simplify_s`` when the artifact was made.
 
-The services the stages call (eager references, exports through the cache, localisation, runtime
-settings) are methods of :class:`harness.runner.Runner`; the model-specific parts go through its model
-adapter (:func:`harness.models.owner` of the cell).
+No stage sees the runner: :class:`Services` is the whole of what the stages ask of the process that runs
+them (:class:`harness.runner.Runner` implements it); model-specific parts go through the cell's model
+adapter (:func:`harness.models.owner`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -37,7 +41,13 @@ from .parity import ShapeMismatch
 from .probes import record_fields, run_probes
 from .records import describe
 from .runtimes import RUNTIMES
-from .values import STAGES, SUB_STAGES, as_list
+from .values import STAGES, SUB_STAGES, Tolerance, as_list
+
+if TYPE_CHECKING:  # types only: the pipeline's inputs
+    from .config import Cell
+    from .exporters import Artifact
+    from .keys import CellKeys
+    from .models import Inputs
 
 
 class StageError(Exception):
@@ -69,17 +79,93 @@ class Outcome:
     reason: str = ""
 
 
-@dataclass
-class CellState:
-    """What one cell's stages share: the runner (its services), the cell, its artifact folder, the typed
-    record being filled, each finished stage's result by stage name, and the outcome so far."""
+class StageClock:
+    """Seconds per stage of one cell (``stage_times`` in the record) and the hook told as each stage starts
+    (a worker reports it to the coordinator, which enforces per-stage limits and keeps timing quiet while
+    another worker measures latency)."""
 
-    runner: Any
-    cell: Any
+    def __init__(self, on_stage: Callable[[str], None]) -> None:
+        self.on_stage = on_stage
+        self.times: Dict[str, float] = {}
+
+    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` as (part of) ``stage``: reported to ``on_stage`` and added to :attr:`times` (s)."""
+        self.on_stage(stage)
+        t = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.add(stage, time.perf_counter() - t)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` of work to ``stage``."""
+        self.times[stage] = self.times.get(stage, 0.0) + seconds
+
+    def rounded(self) -> Dict[str, float]:
+        """:attr:`times` rounded to 0.1 ms, as the record stores them."""
+        return {k: round(v, 4) for k, v in self.times.items()}
+
+
+class Services(Protocol):
+    """What the stages ask of the process that runs them (:class:`harness.runner.Runner`): values they cannot
+    compute from the cell alone. Each raises whatever its work raises; the stage decides what that means."""
+
+    def reference(self, cell: "Cell", precision: str, device: str = "cpu") -> List[np.ndarray]:
+        """Eager outputs (numpy float32, output order) of the official configuration of ``cell``."""
+
+    def gmacs(self, cell: "Cell") -> Optional[float]:
+        """Multiply-accumulates per frame in GMac (batch 1, fp32)."""
+
+    def export(self, cell: "Cell", cell_dir: Path) -> Tuple["Artifact", Dict[str, float]]:
+        """The cell's artifact (made now or from the cache) and the seconds its export/check/simplify took."""
+
+    def inputs_for(self, cell: "Cell") -> "Inputs":
+        """The cell's validation inputs (float32)."""
+
+    def runtime_settings(self, cell: "Cell") -> Dict[str, Any]:
+        """What the runtime plug-in's ``load`` gets for ``cell``."""
+
+    def analyze_onnx(self, path: Path, cell: "Cell", observed: Dict[str, Any]) -> Dict[str, Any]:
+        """Static-analysis record fields of an ONNX artifact."""
+
+    def judge_vs_cuda_eager(self, cell: "Cell", outs: List[np.ndarray], tol: Tolerance) -> Dict[str, Any]:
+        """Record fields of the model's judge against eager on the same GPU (information)."""
+
+    def localize(self, cell: "Cell", art: "Artifact", inp: "Inputs", atol: float) -> str:
+        """The first divergence of a failing ONNX graph from the fp32 export, or why it was not localised."""
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """Everything a stage reads besides earlier results: the cell, its artifact folder and the run's output
+    folder, the profile's settings, the tolerance of the cell's precision, the thread count latency is timed
+    with, the device string of the record, the cell's keys, the content-addressed cache (runtime plug-ins
+    build into it, e.g. the C++ runner), the clock and the services; ``snapshot()`` is the
+    record so far (status, stage, reason and stage times included), which the probes hand to ``on_partial``
+    (the coordinator keeps that verdict if a probe kills the worker)."""
+
+    cell: "Cell"
     cell_dir: Path
-    record: Any
-    results: Dict[str, Any] = field(default_factory=dict)
-    outcome: Outcome = Outcome()
+    out: Path
+    settings: Any
+    tolerance: Tolerance
+    threads: int
+    device: str
+    keys: "CellKeys"
+    cache: Any
+    clock: StageClock
+    services: Services
+    snapshot: Callable[[], Dict[str, Any]] = dict
+    on_partial: Callable[[Dict[str, Any]], None] = lambda rec: None
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a stage returns: its ``result`` (None when it has nothing to record), the cell's ``outcome`` when
+    the stage decided it, and ``stop`` to end the walk."""
+
+    result: Optional["StageResult"] = None
+    outcome: Optional[Outcome] = None
     stop: bool = False
 
 
@@ -92,16 +178,16 @@ class StageResult:
 
 class Stage:
     """One step of :data:`PIPELINE`: ``name`` (as in ``stage_times`` and the record's ``stage``) and
-    ``__call__(state) -> StageResult | None``."""
+    ``__call__(ctx, done) -> Step``."""
 
     name: ClassVar[str] = ""
 
-    def __call__(self, state: CellState) -> Optional[StageResult]:
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
         raise NotImplementedError
 
 
 # ------------------------------------------------------------------------------------------ model
-@dataclass
+@dataclass(frozen=True)
 class References(StageResult):
     """Eager outputs of the official configuration (numpy float32): in fp32 and, for a reduced-precision
     cell, in the cell's precision; ``gmac`` per frame when ``settings.count_macs``."""
@@ -119,20 +205,19 @@ class ModelStage(Stage):
 
     name = "model"
 
-    def __call__(self, state: CellState) -> Optional[References]:
-        r, cell = state.runner, state.cell
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell, sv, clock = ctx.cell, ctx.services, ctx.clock
         try:
-            ref32 = r.timed("model", lambda: r.reference(cell, "fp32"))
-            ref_same = r.timed("model", lambda: r.reference(cell, cell.precision)) if cell.precision != "fp32" else None
+            ref32 = clock.timed("model", lambda: sv.reference(cell, "fp32"))
+            ref_same = clock.timed("model", lambda: sv.reference(cell, cell.precision)) if cell.precision != "fp32" else None
         except Exception as e:  # noqa: BLE001
-            state.outcome, state.stop = Outcome("skip", "model", f"skipped: eager reference failed: {describe(e)}"), True
-            return None
-        gmac = r.timed("model", lambda: r.gmacs(cell)) if r.s.count_macs else None
-        return References(ref32, ref_same, gmac)
+            return Step(None, Outcome("skip", "model", f"skipped: eager reference failed: {describe(e)}"), stop=True)
+        gmac = clock.timed("model", lambda: sv.gmacs(cell)) if ctx.settings.count_macs else None
+        return Step(References(ref32, ref_same, gmac))
 
 
 # ------------------------------------------------------------------------------------------ export
-@dataclass
+@dataclass(frozen=True)
 class Exported(StageResult):
     """The cell's artifact (made now or hard-linked from the cache), its key, the seconds its export/check/
     simplify took when it was made, and any fault injected into it (harness self-tests)."""
@@ -158,20 +243,17 @@ class Exported(StageResult):
 
 
 class ExportStage(Stage):
-    """Export, check and simplify through the cache (``Runner.export``); ONNX fault injection for self-tests."""
+    """Export, check and simplify through the cache (:meth:`Services.export`); ONNX fault injection for
+    self-tests."""
 
     name = "export"
 
-    def __call__(self, state: CellState) -> Exported:
-        r, cell = state.runner, state.cell
-        r.on_stage("export")
-        t = time.perf_counter()
-        try:
-            art, seconds = r.export(cell, state.cell_dir)
-        finally:
-            r.stage_times["export"] = time.perf_counter() - t  # this cell's own export work (~0 when cached)
-        return Exported(art, r.artifact_key(cell, cell.simplify), str(art.path.relative_to(r.out)), seconds,
-                        _inject_faults(cell.cell_id, art))
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell = ctx.cell
+        # this cell's own export work (~0 when cached); check and simplify report their own start inside it
+        art, seconds = ctx.clock.timed("export", lambda: ctx.services.export(cell, ctx.cell_dir))
+        return Step(Exported(art, ctx.keys.artifact_key(cell, cell.simplify), str(art.path.relative_to(ctx.out)),
+                             seconds, _inject_faults(cell.cell_id, art)))
 
 
 def _inject_faults(cell_id: str, art: Any) -> str:
@@ -188,7 +270,7 @@ def _inject_faults(cell_id: str, art: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ load
-@dataclass
+@dataclass(frozen=True)
 class Loaded(StageResult):
     """The runtime plug-in with the artifact loaded, its load time in s and the facts ``prepare`` reported."""
 
@@ -205,17 +287,19 @@ class LoadStage(Stage):
 
     name = "load"
 
-    def __call__(self, state: CellState) -> Loaded:
-        r, cell = state.runner, state.cell
-        art = state.results["export"].artifact
-        runtime = r.current_runtime = RUNTIMES[cell.runtime]()
-        facts = in_stage("load", lambda: r.timed("load", lambda: runtime.prepare(r.cache, r.out)))
-        seconds = in_stage("load", lambda: r.timed("load", lambda: runtime.load(str(art.path), r.runtime_settings(cell))))
-        return Loaded(runtime, seconds, dict(facts or {}))
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell, clock = ctx.cell, ctx.clock
+        art = done.export.artifact
+        runtime = RUNTIMES[cell.runtime]()
+        done.opened(runtime)  # closed by the walk whatever happens next
+        facts = in_stage("load", lambda: clock.timed("load", lambda: runtime.prepare(ctx.cache, ctx.out)))
+        settings = ctx.services.runtime_settings(cell)
+        seconds = in_stage("load", lambda: clock.timed("load", lambda: runtime.load(str(art.path), settings)))
+        return Step(Loaded(runtime, seconds, dict(facts or {})))
 
 
 # ------------------------------------------------------------------------------------------ run
-@dataclass
+@dataclass(frozen=True)
 class Ran(StageResult):
     """One call on the validation inputs: the inputs (:class:`harness.models.Inputs`), the named feeds, the
     outputs in the model's output order (numpy), the call's wall time in ms and the runtime's ``info()``."""
@@ -241,20 +325,20 @@ class RunStage(Stage):
 
     name = "run"
 
-    def __call__(self, state: CellState) -> Ran:
-        r, cell = state.runner, state.cell
-        runtime = state.results["load"].runtime
-        inp = r.inputs_for(cell)
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell = ctx.cell
+        runtime = done.load.runtime
+        inp = ctx.services.inputs_for(cell)
         feeds = owner(cell).cast(inp.feeds, cell.precision)
         t = time.perf_counter()
-        outs = in_stage("run", lambda: r.timed("run", lambda: owner(cell).run_candidate(runtime, feeds, cell)))
+        outs = in_stage("run", lambda: ctx.clock.timed("run", lambda: owner(cell).run_candidate(runtime, feeds, cell)))
         # a runtime that times itself (libtorch-cpp) reports the call without its transfer overhead
         ms = getattr(runtime, "last_run_ms", None) or (time.perf_counter() - t) * 1e3
-        return Ran(inp, feeds, outs, ms, runtime.info())
+        return Step(Ran(inp, feeds, outs, ms, runtime.info()))
 
 
 # ------------------------------------------------------------------------------------------ analyze
-@dataclass
+@dataclass(frozen=True)
 class Analyzed(StageResult):
     """Static analysis of an ONNX graph (:func:`harness.onnx_analysis.analyze`): its record fields, or why
     it could not be analysed (information only, never a verdict)."""
@@ -271,24 +355,24 @@ class AnalyzeStage(Stage):
 
     name = "analyze"
 
-    def __call__(self, state: CellState) -> Optional[Analyzed]:
-        r, cell = state.runner, state.cell
-        art, ran = state.results["export"].artifact, state.results["run"]
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell = ctx.cell
+        art, ran = done.export.artifact, done.run
         if art.format != "onnx":
-            return None
+            return Step()
         a = owner(cell)
         observed = {n: tuple(t.shape) for n, t in a.single_call(ran.feeds, cell).items()}
         observed.update({n: o.shape for n, o in zip(a.io(cell)[1], a.single_outputs(ran.outputs, cell))})
         try:
-            fields = r.timed("analyze", lambda: r.analyze_onnx(art.path, cell, observed))
+            fields = ctx.clock.timed("analyze", lambda: ctx.services.analyze_onnx(art.path, cell, observed))
             fields.update(a.analyze_artifact(cell, Path(art.path), observed))
-            return Analyzed(fields)
+            return Step(Analyzed(fields))
         except Exception as e:  # noqa: BLE001 - analysis is information, never a reason to fail a cell
-            return Analyzed({}, describe(e))
+            return Step(Analyzed({}, describe(e)))
 
 
 # ------------------------------------------------------------------------------------------ parity
-@dataclass
+@dataclass(frozen=True)
 class Judged(StageResult):
     """The adapter's verdict (:class:`harness.verdict.Verdict`) and, for BGMv2's static selector, why the
     patch cap truncated the official selection ("" when it did not)."""
@@ -308,27 +392,25 @@ class ParityStage(Stage):
 
     name = "parity"
 
-    def __call__(self, state: CellState) -> Optional[Judged]:
-        r, cell = state.runner, state.cell
-        refs, ran = state.results["model"], state.results["run"]
-        tol = r.plan.tolerances[cell.precision]
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell, s = ctx.cell, ctx.settings
+        refs, ran = done.model, done.run
         try:
-            verdict = r.timed("parity", lambda: owner(cell).judge(ran.outputs, refs.ref32, refs.ref_same, tol, cell, r.s,
-                                                                ran.inputs.crop_to))
+            verdict = ctx.clock.timed("parity", lambda: owner(cell).judge(ran.outputs, refs.ref32, refs.ref_same,
+                                                                        ctx.tolerance, cell, s, ran.inputs.crop_to))
         except ShapeMismatch as e:
-            state.outcome, state.stop = Outcome("fail", "parity", f"ShapeMismatch: {e}"), True
-            return None
+            return Step(None, Outcome("fail", "parity", f"ShapeMismatch: {e}"), stop=True)
         except Exception as e:  # noqa: BLE001
             raise StageError("parity", e) from e
-        state.outcome = Outcome("fail", "parity", verdict.reason) if not verdict.passed else Outcome()
-        truncated = owner(cell).cap_truncation(cell, r.s, refs.ref32)
-        if truncated:  # the static selector refined fewer cells than the official one: never a pass
-            state.outcome = Outcome("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
-        return Judged(verdict, truncated)
+        outcome = Outcome("fail", "parity", verdict.reason) if not verdict.passed else Outcome()
+        truncated = owner(cell).cap_truncation(cell, s, refs.ref32)
+        if truncated:  # the patch cap refined fewer cells than the official selection: never a pass
+            outcome = Outcome("fail", "parity", truncated + ("" if verdict.passed else "; " + verdict.reason))
+        return Step(Judged(verdict, truncated), outcome)
 
 
 # ------------------------------------------------------------------------------------------ diagnose
-@dataclass
+@dataclass(frozen=True)
 class Diagnosed(StageResult):
     """Information next to the verdict: on CUDA, the judge against eager on the same GPU; for a failing ONNX
     graph, its first divergence from the fp32 export (or why it was not localised)."""
@@ -348,24 +430,24 @@ class DiagnoseStage(Stage):
 
     name = "diagnose"
 
-    def __call__(self, state: CellState) -> Diagnosed:
-        r, cell = state.runner, state.cell
-        runtime, art = state.results["load"].runtime, state.results["export"].artifact
-        ran, verdict = state.results["run"], state.results["parity"].verdict
-        tol = r.plan.tolerances[cell.precision]
-        out = Diagnosed()
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        cell, tol, sv = ctx.cell, ctx.tolerance, ctx.services
+        runtime, art = done.load.runtime, done.export.artifact
+        ran, verdict = done.run, done.parity.verdict
+        on_gpu: Dict[str, Any] = {}
+        first = ""
         if runtime.device == "cuda":  # separates GPU numerics from the graph
-            out.on_gpu = r.judge_vs_cuda_eager(cell, ran.outputs, tol)
+            on_gpu = ctx.clock.timed("diagnose", lambda: sv.judge_vs_cuda_eager(cell, ran.outputs, tol))
         if not verdict.passed and art.format == "onnx" and cell.runtime == "onnxruntime-cpu":
-            out.first_divergence = r.timed("diagnose", lambda: r.localize(cell, art, ran.inputs, tol.atol))
+            first = ctx.clock.timed("diagnose", lambda: sv.localize(cell, art, ran.inputs, tol.atol))
         elif not verdict.passed and art.format == "onnx":
-            out.first_divergence = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
-                                    f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
-        return out
+            first = (f"not localised: the graphs are compared on onnxruntime-cpu; see the "
+                     f"onnxruntime-cpu cell of this artifact for whether {cell.runtime} alone fails")
+        return Step(Diagnosed(on_gpu, first))
 
 
 # ------------------------------------------------------------------------------------------ latency
-@dataclass
+@dataclass(frozen=True)
 class Timed(StageResult):
     """End-to-end and (``latency.compute``) device-compute :class:`harness.benchmark.Latency` in ms, the
     first call's ms (``cold_ms``), the device name for a CUDA cell and its peak memory in MiB."""
@@ -391,15 +473,15 @@ class LatencyStage(Stage):
 
     name = "latency"
 
-    def __call__(self, state: CellState) -> Timed:
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
         import torch  # the worker has it loaded; the coordinator imports this module without torch
 
-        r, cell = state.runner, state.cell
-        runtime = state.results["load"].runtime
-        feeds = owner(cell).single_call(state.results["run"].feeds, cell)  # one call (a recurrent model: one frame)
-        lat_cfg, proto = r.s.latency, r.s.latency.protocol()
+        cell, ran = ctx.cell, done.run
+        runtime = done.load.runtime
+        feeds = owner(cell).single_call(ran.feeds, cell)  # one call (a recurrent model: one frame)
+        lat_cfg, proto = ctx.settings.latency, ctx.settings.latency.protocol()
         cuda = runtime.device == "cuda"
-        device = f"cuda: {state.results['run'].runtime_info.get('gpu', '?')}" if cuda else r.device
+        device = f"cuda: {ran.runtime_info.get('gpu', '?')}" if cuda else ctx.device
 
         def timing() -> Tuple[Any, Any]:
             e2e = runtime.measure_native(feeds, "end-to-end", proto, device, cell.batch)
@@ -414,12 +496,12 @@ class LatencyStage(Stage):
 
         work_threads = torch.get_num_threads()
         try:
-            torch.set_num_threads(r.threads)  # timed alone, on all cores (see harness/pool/)
-            lat, comp = in_stage("latency", lambda: r.timed("latency", timing))
+            torch.set_num_threads(ctx.threads)  # timed alone, on all cores (see harness/pool/)
+            lat, comp = in_stage("latency", lambda: ctx.clock.timed("latency", timing))
         finally:
             torch.set_num_threads(work_threads)
-        cold = state.record.get("first_run_ms")
-        return Timed(lat, comp, cold, device if cuda else "", runtime.peak_memory_mib())
+        cold = round(ran.first_run_ms, 2)  # the first call of the run stage (as its record field)
+        return Step(Timed(lat, comp, cold, device if cuda else "", runtime.peak_memory_mib()))
 
 
 def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
@@ -443,7 +525,7 @@ def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ probe
-@dataclass
+@dataclass(frozen=True)
 class Probed(StageResult):
     """Input-contract probes (:mod:`harness.probes`): their record fields, or why probing broke off."""
 
@@ -456,35 +538,54 @@ class Probed(StageResult):
 
 class ProbeStage(Stage):
     """The probes on the loaded artifact, after the verdict: they add fields and never change the status.
-    Before each probe the record so far goes to the coordinator (``runner.on_partial``), which keeps the
+    Before each probe the record so far goes to the coordinator (``ctx.on_partial``), which keeps the
     verdict if a probe kills the worker."""
 
     name = "probe"
 
-    def __call__(self, state: CellState) -> Optional[Probed]:
-        r, a = state.runner, owner(state.cell)
-        probes = list(r.s.input_probes)
+    def __call__(self, ctx: CellContext, done: "Done") -> Step:
+        a = owner(ctx.cell)
+        probes = list(ctx.settings.input_probes)
         if not probes or not a.probe_inputs:  # the model declares no inputs to probe
-            return None
-        runtime, ran = state.results["load"].runtime, state.results["run"]
+            return Step()
+        runtime, ran = done.load.runtime, done.run
 
-        def on_probe(name: str, done: list) -> None:
-            o = state.outcome
-            snap = state.record.as_dict()
-            snap.update(status=o.status, stage=o.stage, reason=o.reason, probing=name,
-                        stage_times={k: round(v, 4) for k, v in r.stage_times.items()})
+        def on_probe(name: str, found: list) -> None:
+            snap = ctx.snapshot()
+            snap.update(probing=name)
             snap.pop("latency_samples_ms", None)
-            snap.update(record_fields(done, probes))
-            r.on_partial(snap)
+            snap.update(record_fields(found, probes))
+            ctx.on_partial(snap)
 
         on_probe(probes[0], [])  # before the stage starts: a fault injected at its start finds the verdict
         call = positional_call(runtime, a)
         try:
-            found = r.timed("probe", lambda: run_probes(call, *(ran.feeds[n] for n in a.probe_inputs), ran.outputs,
-                                                        probes, on_probe))
+            found = ctx.clock.timed("probe", lambda: run_probes(call, *(ran.feeds[n] for n in a.probe_inputs),
+                                                                ran.outputs, probes, on_probe))
         except Exception as e:  # noqa: BLE001 - probing is information, never a reason to fail a cell
-            return Probed({}, describe(e))
-        return Probed(record_fields(found, probes))
+            return Step(Probed({}, describe(e)))
+        return Step(Probed(record_fields(found, probes)))
+
+
+@dataclass
+class Done:
+    """The results of the stages that ran for one cell, one typed attribute per stage (None until it ran or
+    when it had nothing to record), and the runtime plug-in the load stage opened (the walk closes it)."""
+
+    model: Optional[References] = None
+    export: Optional[Exported] = None
+    load: Optional[Loaded] = None
+    run: Optional[Ran] = None
+    analyze: Optional[Analyzed] = None
+    parity: Optional[Judged] = None
+    diagnose: Optional[Diagnosed] = None
+    latency: Optional[Timed] = None
+    probe: Optional[Probed] = None
+    runtime: Any = None
+
+    def opened(self, runtime: Any) -> None:
+        """Remember the runtime plug-in a stage created, so the walk closes it whatever happens."""
+        self.runtime = runtime
 
 
 def positional_call(runtime: Any, adapter: Any = None) -> Callable[..., List[np.ndarray]]:

@@ -224,7 +224,7 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     runner = Runner(plan, opts, Cache())
     runner.load_user_pair()
     runner.prepare_weights()
-    wid = runner.weights_id[s["backbone"]]
+    wid = runner.keys.weights_id[s["backbone"]]
     if meta is not None and not args.checkpoint and meta.get("weights") not in (None, wid):
         raise VerifyError(f"{path}: exported with weights {meta.get('weights')!r}, which are not the calibrated weights "
                           f"this harness makes ({wid!r}); give --checkpoint")

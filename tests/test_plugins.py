@@ -118,7 +118,7 @@ def test_a_runtime_plugin_from_outside_the_core_runs_a_real_cell(tmp_path, monke
     recs = [runner.run_cell(c) for c in plan.cells]
     assert [r["status"] for r in recs] == ["pass", "pass"], [r.get("reason") for r in recs]
     assert recs[0]["artifact_key"] == recs[1]["artifact_key"]  # one export serves both runtimes
-    assert runner.result_key(plan.cells[0]) != runner.result_key(plan.cells[1])
+    assert runner.keys.result_key(plan.cells[0]) != runner.keys.result_key(plan.cells[1])
     assert '"graph_optimization": "disabled"' in recs[1]["runtime_info"] and recs[1]["p50_ms"] > 0
     assert recs[1]["input_contract"] and recs[1]["judged_max_abs_pha"] < 1e-3
 

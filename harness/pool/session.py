@@ -78,8 +78,7 @@ class RunSession:
         if self.runner is None:
             from ..runner import Runner
 
-            self.runner = Runner(self.plan, self.opts, self.cache, self.threads)
-            self.runner.weights_id.update(self.keys.weights_id)
+            self.runner = Runner(self.plan, self.opts, self.cache, self.threads, keys=self.keys)
         return self.runner
 
     # ------------------------------------------------------------------ before any cell
@@ -91,7 +90,6 @@ class RunSession:
             self.torch_runner().load_user_pair()
         if opts.checkpoint is not None:
             self.files = self.torch_runner().prepare_weights()
-            self.keys = self.runner
         else:
             self.keys.weights_ids()
         kept = self._kept() if (opts.resume or opts.rerun_failed) else []
@@ -217,7 +215,6 @@ class RunSession:
                 self._run_workers(misses)
             elif self.files is None and not self.keys.link_cached_weights(self.cache, self.out):
                 self.torch_runner().prepare_weights()  # weights.pth in the output dir, as in a full run
-                self.keys = self.runner
         finally:
             if self.coord is not None:  # also workers started for cells that then could not run here
                 self.coord.shutdown()
@@ -268,7 +265,6 @@ class RunSession:
         t_prep = time.perf_counter()
         coord.weights_files = self.files if self.files is not None else runner.prepare_weights()
         self.summary.stage_s += time.perf_counter() - t_prep  # calibration is model work, not overhead
-        self.keys = coord.runner = runner
         coord.stop = self.interrupted
         # longest expected groups first (this cache's recorded cell times, else harness/shard.py's table)
         coord.run(schedule(group_cells(misses), read_cache_costs(self.cache_root)))
