@@ -10,8 +10,8 @@ adding a silent column. The sections, in column order:
 - outcome: ``status``/``stage``/``reason`` (and, after the rules, ``raw_status``/``rule``), the timings
   of the cell (``cell_s``, ``stage_times`` in s; ``paused_s``: seconds the latency gate kept the worker stopped
   while another worker timed, already taken out of the other two) and where it ran (``worker``, its RSS in MiB);
-- parity/diagnosis/latency/export/load/run/analysis/probes: the typed results of the stages
-  (:mod:`harness.stages`);
+- parity/diagnosis/latency/export/load/run/analysis/probes: the fields each typed stage result declares
+  (``FIELDS`` of :mod:`harness.results`; :mod:`harness.stages` produces the results);
 - the plug-ins' own facts: each exporter's and runtime's ``record_fields`` (e.g. AOTInductor's
   ``compile_s``, ExecuTorch's delegation counts, the C++ runner's build time);
 - the model adapter's judge fields (:meth:`harness.models.ModelAdapter.record_fields`: BGMv2's per-output
@@ -32,9 +32,8 @@ from .exporters import EXPORTERS
 from .models import MODELS, default_model
 from .onnx_analysis import record_fields as analysis_fields
 from .runtimes import RUNTIMES
+from .results import Analyzed, Diagnosed, Exported, Fields, Judged, Loaded, Probed, Ran, References, Timed
 from .values import PROBES
-
-Fields = Dict[str, Any]  # field name -> type (every field is Optional with default None)
 
 IDENTITY: Fields = {"cell_id": str}
 # filled from the cell (harness.config.Cell): the common axes; the model's own come from its adapter
@@ -47,30 +46,17 @@ OUTCOME: Fields = {
     "status": str, "stage": str, "reason": str, "raw_status": str, "rule": str, "cell_s": float, "paused_s": float,
     "stage_times": Dict[str, float], "worker": int, "worker_max_rss_mib": int, "cache": str, "finished_at": str,
     "resumable": bool, "exit_code": int, "exit_signal": str, "timeout_s": float, "peak_rss_mib": int,
-    "injected_fault": str,
 }
-EXPORT: Fields = {
-    "export_s": float, "check_s": float, "simplify_s": float, "exporter_name": str, "artifact": str,
-    "artifact_key": str, "artifact_mib": float, "cached_artifact": bool, "nodes_before_sim": int, "nodes": int,
-}
-LOAD_RUN: Fields = {"load_s": float, "first_run_ms": float, "output_dtypes": str, "runtime_info": str}
-DIAGNOSIS: Fields = {
-    "first_divergence": str, "max_abs_pha_vs_cuda_eager": float, "judged_max_abs_pha_vs_cuda_eager": float,
-    "passes_vs_cuda_eager": bool, "cuda_eager_error": str, "gmac": float, "analysis_error": str,
-}
-LATENCY: Fields = {
-    **{f"{k}_ms": float for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
-    "cv": float, "fps": float, "latency_runs": int, "warmup_runs": int, "latency_clock": str,
-    "latency_warning": str, "latency_samples_ms": List[float], "cold_ms": float,
-    "p50_ci_ms": List[float], "latency_stop": str,
-    "compute_p50_ms": float, "compute_p90_ms": float, "compute_p99_ms": float, "compute_cv": float,
-    "compute_clock": str, "compute_fps": float, "peak_device_mib": float,
-}
+# what the stages write: each stage result declares its own fields (harness/results.py)
+EXPORT: Fields = Exported.FIELDS
+LOAD_RUN: Fields = {**Loaded.FIELDS, **Ran.FIELDS}
+DIAGNOSIS: Fields = {**Diagnosed.FIELDS, **References.FIELDS, **Analyzed.FIELDS, **Judged.FIELDS}
+LATENCY: Fields = Timed.FIELDS
 
 
 def _probe_fields() -> Fields:
     fields: Fields = {f"probe_{p}": str for p in PROBES}
-    fields.update(probe_details=Dict[str, str], input_contract=str, silent_failures=int, probe_error=str,
+    fields.update(probe_details=Dict[str, str], input_contract=str, silent_failures=int, **Probed.FIELDS,
                   probe_abnormal=str, probing=str)
     return fields
 
@@ -149,8 +135,13 @@ def record_model(model: Optional[str] = None) -> type:
 @lru_cache(maxsize=None)
 def _record_model(model: str) -> type:
     fields: Dict[str, Any] = {}
-    for _, sec in sections(model):
+    where: Dict[str, str] = {}
+    for section, sec in sections(model):
         for name, typ in sec.items():
+            if name in where and where[name] != section:
+                raise ValueError(f"record field {name!r} is declared twice: in section {where[name]!r} and in "
+                                 f"{section!r} (declare it once, where it is produced)")
+            where[name] = section
             fields.setdefault(name, (Optional[typ], None))
     return create_model(f"CellRecord_{model}", __base__=RecordBase, **fields)
 

@@ -24,9 +24,8 @@ adapter (:func:`harness.models.owner`).
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple
 
@@ -40,6 +39,8 @@ from .mutants import mutate_onnx
 from .parity import ShapeMismatch
 from .probes import record_fields, run_probes
 from .records import describe
+from .results import (Analyzed, Diagnosed, Exported, Judged, Loaded, Outcome, Probed, Ran, References,  # noqa: F401
+                      StageResult, Timed, latency_fields)
 from .runtimes import RUNTIMES
 from .values import STAGES, SUB_STAGES, Tolerance, as_list
 
@@ -67,16 +68,6 @@ def in_stage(stage: str, fn: Callable[[], Any]) -> Any:
         raise
     except Exception as e:  # noqa: BLE001
         raise StageError(stage, e) from e
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a cell ended: ``status`` (see :data:`harness.config.STATUSES`), the ``stage`` that decided it
-    (``done`` for a pass) and a one-line ``reason`` ("" for a pass)."""
-
-    status: str = "pass"
-    stage: str = "done"
-    reason: str = ""
 
 
 class StageClock:
@@ -169,13 +160,6 @@ class Step:
     stop: bool = False
 
 
-class StageResult:
-    """Base of the stage results: :meth:`fields` are the record fields the result contributes."""
-
-    def fields(self) -> Dict[str, Any]:
-        return {}
-
-
 class Stage:
     """One step of :data:`PIPELINE`: ``name`` (as in ``stage_times`` and the record's ``stage``) and
     ``__call__(ctx, done) -> Step``."""
@@ -187,19 +171,6 @@ class Stage:
 
 
 # ------------------------------------------------------------------------------------------ model
-@dataclass(frozen=True)
-class References(StageResult):
-    """Eager outputs of the official configuration (numpy float32): in fp32 and, for a reduced-precision
-    cell, in the cell's precision; ``gmac`` per frame when ``settings.count_macs``."""
-
-    ref32: List[np.ndarray]
-    ref_same: Optional[List[np.ndarray]]
-    gmac: Optional[float] = None
-
-    def fields(self) -> Dict[str, Any]:
-        return {"gmac": self.gmac} if self.gmac is not None else {}
-
-
 class ModelStage(Stage):
     """Eager references first: a configuration the model itself rejects is a ``skip``, not an export finding."""
 
@@ -217,31 +188,6 @@ class ModelStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------ export
-@dataclass(frozen=True)
-class Exported(StageResult):
-    """The cell's artifact (made now or hard-linked from the cache), its key, the seconds its export/check/
-    simplify took when it was made, and any fault injected into it (harness self-tests)."""
-
-    artifact: Any
-    key: str
-    relpath: str
-    seconds: Dict[str, float]
-    injected_fault: str = ""
-
-    def fields(self) -> Dict[str, Any]:
-        art = self.artifact
-        out: Dict[str, Any] = {f"{k}_s": round(v, 4) for k, v in self.seconds.items()}
-        if self.injected_fault:
-            out["injected_fault"] = self.injected_fault
-        out["exporter_name"] = art.exporter
-        out.update(art.meta.get("record") or {})  # facts the exporter plug-in reports (its record_fields)
-        out.update(artifact=self.relpath, artifact_key=self.key, artifact_mib=round(art.size_mib, 3),
-                   cached_artifact=bool(art.meta.get("cached", False)))
-        if "nodes_after" in art.meta:
-            out.update(nodes_before_sim=art.meta["nodes_before"], nodes=art.meta["nodes_after"])
-        return out
-
-
 class ExportStage(Stage):
     """Export, check and simplify through the cache (:meth:`Services.export`); ONNX fault injection for
     self-tests."""
@@ -270,18 +216,6 @@ def _inject_faults(cell_id: str, art: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ load
-@dataclass(frozen=True)
-class Loaded(StageResult):
-    """The runtime plug-in with the artifact loaded, its load time in s and the facts ``prepare`` reported."""
-
-    runtime: Any
-    load_s: float
-    facts: Dict[str, Any]
-
-    def fields(self) -> Dict[str, Any]:
-        return {**self.facts, "load_s": round(self.load_s, 4)}
-
-
 class LoadStage(Stage):
     """The runtime plug-in prepares (e.g. builds the C++ runner) and loads the artifact."""
 
@@ -299,27 +233,6 @@ class LoadStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------ run
-@dataclass(frozen=True)
-class Ran(StageResult):
-    """One call on the validation inputs: the inputs (:class:`harness.models.Inputs`), the named feeds, the
-    outputs in the model's output order (numpy), the call's wall time in ms and the runtime's ``info()``."""
-
-    inputs: Any
-    feeds: Dict[str, Any]
-    outputs: List[np.ndarray]
-    first_run_ms: float
-    runtime_info: Dict[str, Any]
-
-    def fields(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        if self.inputs.crop_to is not None:  # --pad: the model saw the padded size (padded_to, from base_record)
-            out["input_size"] = f"{self.inputs.crop_to[0]}x{self.inputs.crop_to[1]}"
-        out.update(first_run_ms=round(self.first_run_ms, 2),
-                   output_dtypes=",".join(sorted({str(o.dtype) for o in self.outputs})),
-                   runtime_info=json.dumps(self.runtime_info, default=str))  # rules may test it (what really ran)
-        return out
-
-
 class RunStage(Stage):
     """One call of the loaded artifact on the cell's validation inputs."""
 
@@ -338,18 +251,6 @@ class RunStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------ analyze
-@dataclass(frozen=True)
-class Analyzed(StageResult):
-    """Static analysis of an ONNX graph (:func:`harness.onnx_analysis.analyze`): its record fields, or why
-    it could not be analysed (information only, never a verdict)."""
-
-    analysis: Dict[str, Any]
-    error: str = ""
-
-    def fields(self) -> Dict[str, Any]:
-        return {"analysis_error": self.error} if self.error else dict(self.analysis)
-
-
 class AnalyzeStage(Stage):
     """ONNX artifacts only: op histogram, dynamic dims, data-dependent ops, per-target readiness."""
 
@@ -372,21 +273,6 @@ class AnalyzeStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------ parity
-@dataclass(frozen=True)
-class Judged(StageResult):
-    """The adapter's verdict (:class:`harness.verdict.Verdict`) and, for BGMv2's static selector, why the
-    patch cap truncated the official selection ("" when it did not)."""
-
-    verdict: Any
-    truncated: str = ""
-
-    def fields(self) -> Dict[str, Any]:
-        out = dict(self.verdict.record)
-        if self.truncated:
-            out["patch_cap_truncated"] = self.truncated
-        return out
-
-
 class ParityStage(Stage):
     """The model adapter's judge against the eager references; decides pass or fail."""
 
@@ -410,21 +296,6 @@ class ParityStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------ diagnose
-@dataclass(frozen=True)
-class Diagnosed(StageResult):
-    """Information next to the verdict: on CUDA, the judge against eager on the same GPU; for a failing ONNX
-    graph, its first divergence from the fp32 export (or why it was not localised)."""
-
-    on_gpu: Dict[str, Any] = field(default_factory=dict)
-    first_divergence: str = ""
-
-    def fields(self) -> Dict[str, Any]:
-        out = dict(self.on_gpu)
-        if self.first_divergence:
-            out["first_divergence"] = self.first_divergence
-        return out
-
-
 class DiagnoseStage(Stage):
     """CUDA cells also against eager on the same GPU (TF32 off); failing ONNX graphs localised on onnxruntime-cpu."""
 
@@ -447,27 +318,6 @@ class DiagnoseStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------ latency
-@dataclass(frozen=True)
-class Timed(StageResult):
-    """End-to-end and (``latency.compute``) device-compute :class:`harness.benchmark.Latency` in ms, the
-    first call's ms (``cold_ms``), the device name for a CUDA cell and its peak memory in MiB."""
-
-    latency: Any
-    compute: Any
-    cold_ms: Optional[float]
-    device: str = ""
-    peak_device_mib: Optional[float] = None
-
-    def fields(self) -> Dict[str, Any]:
-        out = latency_fields(self.latency, self.compute)
-        out["cold_ms"] = self.cold_ms
-        if self.device:
-            out["device"] = self.device
-        if self.peak_device_mib is not None:
-            out["peak_device_mib"] = round(self.peak_device_mib, 1)
-        return out
-
-
 class LatencyStage(Stage):
     """Timed alone on all cores (the coordinator keeps other workers quiet), by the profile's protocol."""
 
@@ -504,38 +354,7 @@ class LatencyStage(Stage):
         return Step(Timed(lat, comp, cold, device if cuda else "", runtime.peak_memory_mib()))
 
 
-def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
-    """Record fields of an end-to-end :class:`~harness.benchmark.Latency` and an optional compute one (ms)."""
-    rec: Dict[str, Any] = {k: round(getattr(lat, k), 3)
-                           for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
-    rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, warmup_runs=lat.warmup_runs,
-               latency_clock=lat.clock, latency_warning=lat.warning, latency_samples_ms=lat.samples_ms)
-    ci = getattr(lat, "p50_ci_ms", None)
-    if ci is not None:
-        rec["p50_ci_ms"] = [round(ci[0], 3), round(ci[1], 3)]
-    if getattr(lat, "stop", ""):
-        rec["latency_stop"] = lat.stop
-    if comp is not None:
-        rec.update(compute_p50_ms=round(comp.p50_ms, 3), compute_p90_ms=round(comp.p90_ms, 3),
-                   compute_p99_ms=round(comp.p99_ms, 3), compute_cv=round(comp.cv, 4), compute_clock=comp.clock,
-                   compute_fps=round(comp.fps, 2))
-        if comp.warning:
-            rec["latency_warning"] = "; ".join(filter(None, [lat.warning, f"compute {comp.warning}"]))
-    return rec
-
-
 # ------------------------------------------------------------------------------------------ probe
-@dataclass(frozen=True)
-class Probed(StageResult):
-    """Input-contract probes (:mod:`harness.probes`): their record fields, or why probing broke off."""
-
-    probe_fields: Dict[str, Any]
-    error: str = ""
-
-    def fields(self) -> Dict[str, Any]:
-        return {"probe_error": self.error} if self.error else dict(self.probe_fields)
-
-
 class ProbeStage(Stage):
     """The probes on the loaded artifact, after the verdict: they add fields and never change the status.
     Before each probe the record so far goes to the coordinator (``ctx.on_partial``), which keeps the
