@@ -78,7 +78,8 @@ def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]
         if v is not None:
             s[k] = (v == "true") if k == "refine_prevent_oversampling" else v
     if "backbone" not in s and args.checkpoint:
-        from model.bgmv2.checkpoint import guess_backbone, read_state_dict
+        from model.bgmv2.checkpoint import guess_backbone
+        from model.checkpoint import read_state_dict
 
         s["backbone"] = guess_backbone(read_state_dict(args.checkpoint))
     if not s.get("backbone"):
@@ -142,12 +143,13 @@ def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Entry point of ``python -m harness verify`` (see the module docstring for exit codes)."""
+    from model.errors import ModelInputError
+
     from .inputs import InputError
-    from model.bgmv2.errors import CheckpointError
 
     try:
         return _verify(args)
-    except (VerifyError, InputError, CheckpointError) as e:
+    except (VerifyError, InputError, ModelInputError) as e:  # every model's CheckpointError/InputContractError
         print(f"error: {e}", file=sys.stderr)
         return 2
 
