@@ -82,7 +82,7 @@ def load_checkpoint(
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     wrong = [
-        f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        f"{k} has shape {list(sd[k].shape)}, expected {list(own[k].shape)}"
         for k in own
         if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
     ]

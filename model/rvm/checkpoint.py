@@ -76,7 +76,7 @@ def load_checkpoint(model: nn.Module, state_dict_or_path: Union[str, os.PathLike
         sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {list(sd[k].shape)} (model expects {list(own[k].shape)})"
+    wrong = [f"{k} {list(sd[k].shape)} (expected {list(own[k].shape)})"
              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         parts = []
