@@ -344,6 +344,9 @@ CLI_BAD = [  # (kind, argv maker(tmp) -> list, regex the message must match)
     ("report results.jsonl not JSON", lambda t: ["report", _results_dir(t, "{not json\n{also not\n")], r"results.jsonl"),
     ("report benchmark json missing", lambda t: ["report", _results_dir(t, ""), "--benchmark-json", str(t / "b.json")],
      r"b.json'?: no such file"),
+    ("merge run.json garbage", lambda t: ["merge", str(t / "merged"), _garbage_run_json(t)], r"run.json' is unreadable"),
+    ("--src of image mode LAB", lambda t: [*SMOKE, "--src", _lab(t), "--bgr", _img(t / "b.png"), "--out", str(t / "o")],
+     r"has image mode LAB, which is not RGB or gray; accepted modes: RGB"),
     ("verify artifact missing", lambda t: ["verify", str(t / "model.onnx")], r"model.onnx'?: no such file"),
     ("verify artifact a directory", lambda t: ["verify", str(t)], r"it is a directory"),
     ("verify unknown artifact type", lambda t: ["verify", _cfg(t, "x")], r"unknown artifact type '.yaml'"),
@@ -399,6 +402,12 @@ def _wrong_shape(t):
     sd = MattingRefine("mobilenetv2").state_dict()
     sd["refiner.conv1.weight"] = torch.zeros(24, 42, 1, 1)
     return _torch_file(t, sd)
+
+
+def _lab(t):
+    p = t / "lab.tiff"
+    Image.new("LAB", (512, 288), (50, 10, 10)).save(p)
+    return str(p)
 
 
 def _file(t):
