@@ -39,14 +39,15 @@ def guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     """``"mobilenetv2"``, ``"resnet50"`` or ``"resnet101"`` from a state_dict's keys; None for none of them,
     and for a state_dict without BGMv2's own ASPP/decoder keys (another model's, e.g. RVM's, whose backbones
     share torchvision's key names)."""
-    keys = set(state_dict)
+    keys = [k for k in state_dict if isinstance(k, str)]
     if not any(k.startswith(_BGMV2_MARKERS) for k in keys):
         return None
-    if "backbone.features.0.0.weight" in keys:
+    # by key prefixes, not single keys, so a checkpoint missing a few keys is still recognised
+    if any(k.startswith("backbone.features.") for k in keys):
         return "mobilenetv2"
-    if "backbone.layer3.22.conv1.weight" in keys:
+    if any(k.startswith("backbone.layer3.22.") for k in keys):
         return "resnet101"
-    if "backbone.layer1.0.conv1.weight" in keys:
+    if any(k.startswith("backbone.layer") for k in keys):
         return "resnet50"
     return None
 
