@@ -140,7 +140,7 @@ def _fail(msg: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``harness run``: plan, run, report; exit 0 (nothing unexpected), 1 (unexpected results), 2 (bad input),
     130/143 (interrupted: ``--resume`` continues)."""
-    from model.bgmv2.errors import CheckpointError
+    from model.errors import ModelInputError
 
     from .config import ConfigError, expand, load_config
     from .inputs import InputError
@@ -185,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         summary, runner = run_plan(plan, _run_options(args, timeouts, shard_info))
-    except (RunError, CheckpointError, InputError) as e:
+    except (RunError, ModelInputError, InputError) as e:  # every model's CheckpointError/InputContractError
         return _fail(str(e))
     return _report_run(args, plan, summary, runner, time.perf_counter() - t0, shard_info)
 

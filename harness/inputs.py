@@ -35,9 +35,37 @@ class Pair:
     conversion: str = ""  # what loading converted (e.g. "src: 16-bit grayscale (mode I;16) / 65535 -> RGB")
 
 
+# PIL image modes --src/--bgr accept, and what loading does with each (see _read_array); any other mode (LAB,
+# HSV, ...: channels that are not RGB or gray, which PIL would copy into R, G, B unconverted) is refused
+ACCEPTED_MODES = {
+    "RGB": "as is",
+    "RGBA": "alpha composited over black",
+    "LA": "alpha composited over black, gray -> RGB",
+    "PA": "alpha composited over black, palette -> RGB",
+    "P": "palette -> RGB (transparency composited over black)",
+    "L": "gray -> RGB",
+    "1": "bilevel -> RGB",
+    "CMYK": "CMYK -> RGB (PIL's conversion, no ICC profile)",
+    "YCbCr": "YCbCr -> RGB",
+    "RGBX": "padding byte dropped",
+    "I;16": "16-bit gray / 65535 -> RGB",
+    "I": "32-bit integer gray / 255 or / 65535 (whichever range its values fit) -> RGB",
+    "F": "float gray in [0, 1] -> RGB",
+}
+
+
+def _accepted(mode: str) -> bool:
+    return mode in ACCEPTED_MODES or mode.startswith("I;16")
+
+
 def _open_rgb(path: Path, role: str):
-    """Open ``path`` as 8-bit RGB (EXIF orientation applied, alpha composited over black); for 16-bit,
-    32-bit integer and float images see :func:`_read_array`. Raises InputError naming the file."""
+    """Open ``path`` (EXIF orientation applied) and composite an alpha channel over black; returns the image
+    (RGB after compositing, else its own mode) and a note of the compositing ("" without alpha). Modes:
+    :data:`ACCEPTED_MODES`; for 16-bit, 32-bit integer and float images see :func:`_read_array`.
+
+    Raises:
+        InputError: naming the file: a directory, missing, unreadable, or an image mode not in
+            :data:`ACCEPTED_MODES` (named with the accepted ones)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if path.is_dir():
@@ -50,11 +78,20 @@ def _open_rgb(path: Path, role: str):
         im = ImageOps.exif_transpose(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"--{role} {str(path)!r} is not a readable image ({type(e).__name__}: {e})") from None
+    if not _accepted(im.mode):
+        raise InputError(f"--{role} {str(path)!r} has image mode {im.mode}, which is not RGB or gray; accepted modes: "
+                         f"{', '.join(ACCEPTED_MODES)} (I;16 in any byte order); save it as 8- or 16-bit RGB or grayscale")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        mode = im.mode
+        rgba = im.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"))
+        see_through = int((alpha < 255).sum())
         bg = Image.new("RGB", im.size, (0, 0, 0))
-        bg.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
-        im = bg  # alpha is composited over black: the model takes RGB only
-    return im
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        # alpha is composited over black: the model takes RGB only
+        return bg, (f"mode {mode} -> RGB, alpha composited over black ({see_through} of {alpha.size} pixels not "
+                    f"opaque)")
+    return im, ""
 
 
 def _read_array(path: Path, role: str) -> Tuple[np.ndarray, str]:
@@ -63,11 +100,12 @@ def _read_array(path: Path, role: str) -> Tuple[np.ndarray, str]:
 
     8-bit modes (L, P, CMYK, RGBA, ...) are divided by 255; 16-bit grayscale (``I;16*``) by 65535; 32-bit
     integer (``I``) by 255 or 65535, whichever range its values fit; float (``F``) is taken as is when it lies
-    in [0, 1]. Raises InputError (file and mode named) for values outside those ranges."""
-    im = _open_rgb(path, role)
+    in [0, 1]; alpha (RGBA, LA, PA, P with transparency) is composited over black. Raises InputError (file and
+    mode named) for values outside those ranges and for modes not in :data:`ACCEPTED_MODES`."""
+    im, note = _open_rgb(path, role)
     mode = im.mode
     if mode == "RGB":
-        return np.asarray(im, dtype=np.float32) / 255.0, ""
+        return np.asarray(im, dtype=np.float32) / 255.0, note
     if mode.startswith("I;16") or mode in ("I", "F"):
         arr = np.asarray(im).astype(np.float64)
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from model.bgmv2.checkpoint import CheckpointError, read_state_dict, sha256_of
+from model.checkpoint import CheckpointError, read_state_dict, sha256_of
 
 from . import inputs as data_mod
 from .cache import Cache, link_or_copy, make_key

@@ -104,12 +104,22 @@ def _load(d: Path) -> Tuple[Dict[str, Any], List[Dict[str, Any]], Dict[str, Any]
     run_json, results = d / "run.json", d / "results.jsonl"
     if not run_json.is_file() or not results.is_file():
         raise ShardError(f"{str(d)!r} has no run.json and results.jsonl (not a directory written by `harness run`)")
-    run = json.loads(run_json.read_text())
+    env_path = d / "environment.json"
+    current = run_json
+    try:  # a torn or hand-edited file: name it, no traceback
+        run = json.loads(run_json.read_text())
+        current = env_path
+        env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+        current = results
+        records = read_records(results)
+    except (OSError, ValueError) as e:
+        raise ShardError(f"{str(current)!r} is unreadable ({e}); expected the file `harness run --shard K/N` "
+                         f"wrote") from None
+    if not isinstance(run, dict) or not isinstance(env, dict):
+        raise ShardError(f"{str(d)!r}: run.json/environment.json do not hold JSON objects (not written by `harness run`)")
     if not run.get("shard"):
         raise ShardError(f"{str(d)!r} is not a shard (it was run without --shard K/N)")
-    env_path = d / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
-    return run, read_records(results), env
+    return run, records, env
 
 
 def merge(out: Path, dirs: Sequence[Path]) -> Dict[str, Any]:

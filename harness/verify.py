@@ -78,7 +78,8 @@ def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]
         if v is not None:
             s[k] = (v == "true") if k == "refine_prevent_oversampling" else v
     if "backbone" not in s and args.checkpoint:
-        from model.bgmv2.checkpoint import guess_backbone, read_state_dict
+        from model.bgmv2.checkpoint import guess_backbone
+        from model.checkpoint import read_state_dict
 
         s["backbone"] = guess_backbone(read_state_dict(args.checkpoint))
     if not s.get("backbone"):
@@ -142,12 +143,13 @@ def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Entry point of ``python -m harness verify`` (see the module docstring for exit codes)."""
+    from model.errors import ModelInputError
+
     from .inputs import InputError
-    from model.bgmv2.errors import CheckpointError
 
     try:
         return _verify(args)
-    except (VerifyError, InputError, CheckpointError) as e:
+    except (VerifyError, InputError, ModelInputError) as e:  # every model's CheckpointError/InputContractError
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -180,6 +182,11 @@ def _verify(args: argparse.Namespace) -> int:
     if meta is not None and meta.get("model", "bgmv2") != "bgmv2":
         raise VerifyError(f"{args.artifact!r}: exported from model {meta.get('model')!r}; verify judges BGMv2 "
                           f"artifacts (model 'bgmv2') only: run that model's cells with `python -m harness run`")
+    from .models import MODELS
+
+    assumed = MODELS["bgmv2"]  # what verify judges today (see _plan)
+    if fmt == "onnx":  # names first: a foreign graph is named before any flag is asked for
+        _check_interface(args.artifact, assumed, assumed.input_names, assumed.output_names)
     s = _settings(args, fmt, meta)
     if args.runtime:
         names = list(args.runtime)
@@ -191,8 +198,83 @@ def _verify(args: argparse.Namespace) -> int:
         raise VerifyError(f"no installed runtime can load {args.artifact!r} (format {fmt}); tried {names}")
     res = _resolution(args, s)
     plan = _plan(s, meta, fmt, runnable, res, (1, 2))
+    if fmt == "onnx":  # then ranks, fixed sizes and dtypes against the inputs this plan feeds
+        cell = plan.cells[0]
+        a = MODELS[cell.model]
+        ins, outs, _ = a.io(cell)
+        feeds = a.cast(a.validation_inputs(tuple(res), 1, list(plan.samples)).feeds, cell.precision)
+        _check_interface(args.artifact, a, ins, outs, feeds, where=f"{cell.precision}, {res[0]}x{res[1]}",
+                         fixed_hw=not args.src)
     with tempfile.TemporaryDirectory(prefix="matrix-verify-") as tmp:
         return _judge_all(args, path, plan, meta, s, Path(tmp))
+
+
+def _onnx_io(path: str) -> Tuple[List[Tuple[str, str, List[Any]]], List[Tuple[str, str, List[Any]]]]:
+    """``(inputs, outputs)`` of an ONNX graph, each ``[(name, dtype name, dims)]`` (a dim is an int, a dim
+    name, or None); initializers listed as inputs (old exporters) are left out."""
+    import onnx
+
+    g = onnx.load(path, load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+
+    def one(v):
+        t = v.type.tensor_type
+        try:
+            dtype = str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else "?"
+        except (KeyError, ValueError, TypeError):
+            dtype = onnx.TensorProto.DataType.Name(t.elem_type).lower()
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        return v.name, dtype, dims
+
+    return [one(v) for v in g.input if v.name not in inits], [one(v) for v in g.output]
+
+
+def _fmt_io(items) -> str:
+    return ", ".join(f"{n} {dt} [{', '.join('?' if d is None else str(d) for d in dims)}]" for n, dt, dims in items)
+
+
+def _check_interface(path: str, adapter: Any, inputs: Tuple[str, ...], outputs: Tuple[str, ...],
+                     feeds: Optional[Dict[str, Any]] = None, where: str = "", fixed_hw: bool = True) -> None:
+    """Refuse an ONNX graph that is not a graph of ``adapter``'s model before anything runs: its input names must
+    be ``inputs`` and its outputs include ``outputs``; with ``feeds`` (the tensors verify will feed, named), each
+    input's rank and dtype must match, and so must its fixed sizes (batch excepted; H/W only with ``fixed_hw``).
+
+    Raises:
+        VerifyError: naming the graph's inputs and outputs and what the model needs (exit 2)."""
+    got_in, got_out = _onnx_io(path)
+    names_in, names_out = [n for n, _, _ in got_in], [n for n, _, _ in got_out]
+    problems = []
+    missing, extra = [n for n in inputs if n not in names_in], [n for n in names_in if n not in inputs]
+    if missing:
+        problems.append(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected input{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
+    lost = [n for n in outputs if n not in names_out]
+    if lost:
+        problems.append(f"missing output{'s' if len(lost) > 1 else ''} {', '.join(lost)}")
+    want = ", ".join(inputs)
+    if feeds is not None and not problems:
+        want = ", ".join(f"{n} {str(feeds[n].dtype).replace('torch.', '')} {list(feeds[n].shape)}" for n in inputs)
+        for n, dt, dims in got_in:
+            t = feeds[n]
+            exp_dt = str(t.dtype).replace("torch.", "")
+            if dt != exp_dt:
+                problems.append(f"input {n} is {dt}, the {where} run feeds {exp_dt}")
+            if len(dims) != t.dim():
+                problems.append(f"input {n} has {len(dims)} dims, the model takes {t.dim()}")
+                continue
+            fixed = [i for i, d in enumerate(dims) if isinstance(d, int) and d > 0 and i > 0
+                     and (fixed_hw or i < t.dim() - 2) and d != t.shape[i]]
+            if fixed:
+                problems.append(f"input {n} is fixed to [{', '.join('?' if d is None else str(d) for d in dims)}], "
+                                f"the {where} run feeds {list(t.shape)}"
+                                + (" (give --resolution HxW of the size it was exported at)"
+                                   if any(i >= t.dim() - 2 for i in fixed) else ""))
+    if problems:
+        raise VerifyError(
+            f"{path!r} is not a {adapter.label or adapter.name} graph: it takes {_fmt_io(got_in) or 'no inputs'} and "
+            f"gives {_fmt_io(got_out) or 'no outputs'}; a {adapter.label or adapter.name} artifact takes {want} and "
+            f"gives {', '.join(outputs)} ({'; '.join(problems)})")
 
 
 def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:

@@ -344,6 +344,9 @@ CLI_BAD = [  # (kind, argv maker(tmp) -> list, regex the message must match)
     ("report results.jsonl not JSON", lambda t: ["report", _results_dir(t, "{not json\n{also not\n")], r"results.jsonl"),
     ("report benchmark json missing", lambda t: ["report", _results_dir(t, ""), "--benchmark-json", str(t / "b.json")],
      r"b.json'?: no such file"),
+    ("merge run.json garbage", lambda t: ["merge", str(t / "merged"), _garbage_run_json(t)], r"run.json' is unreadable"),
+    ("--src of image mode LAB", lambda t: [*SMOKE, "--src", _lab(t), "--bgr", _img(t / "b.png"), "--out", str(t / "o")],
+     r"has image mode LAB, which is not RGB or gray; accepted modes: RGB"),
     ("verify artifact missing", lambda t: ["verify", str(t / "model.onnx")], r"model.onnx'?: no such file"),
     ("verify artifact a directory", lambda t: ["verify", str(t)], r"it is a directory"),
     ("verify unknown artifact type", lambda t: ["verify", _cfg(t, "x")], r"unknown artifact type '.yaml'"),
@@ -401,6 +404,12 @@ def _wrong_shape(t):
     return _torch_file(t, sd)
 
 
+def _lab(t):
+    p = t / "lab.tiff"
+    Image.new("LAB", (512, 288), (50, 10, 10)).save(p)
+    return str(p)
+
+
 def _file(t):
     p = t / "a_file"
     p.write_text("x")
@@ -441,3 +450,76 @@ def test_cli_bad_input_inventory(tmp_path, capsys, kind, argv, message):
 def test_inventory_has_at_least_50_kinds():
     n = len(CLI_BAD) + len(EAGER_BAD) + 6 + 3  # + checkpoint files, duplicate YAML key, directory --src, 16-bit/float
     assert n >= 50, n
+
+
+# ------------------------------------------------------------------ image modes of --src/--bgr
+MODE_FILES = [  # (PIL mode, file suffix, what Pair.conversion must say; None: refused)
+    ("RGB", "png", ""),
+    ("RGBA", "png", r"mode RGBA -> RGB, alpha composited over black \(\d+ of \d+ pixels not opaque\)"),
+    ("LA", "png", r"mode LA -> RGB, alpha composited over black"),
+    ("L", "png", r"mode L -> 8-bit RGB"),
+    ("P", "png", r"mode P -> 8-bit RGB"),
+    ("I;16", "png", r"16-bit grayscale \(mode I;16\) / 65535"),
+    ("I", "tiff", r"16-bit grayscale \(mode I\) / 65535"),
+    ("F", "tiff", r"float grayscale \(mode F\) in \[0, 1\]"),
+    ("CMYK", "jpeg", r"mode CMYK -> 8-bit RGB"),
+    ("1", "png", r"mode 1 -> 8-bit RGB"),
+    ("LAB", "tiff", None),
+]
+
+
+def _mode_image(tmp, mode, suffix, name="s"):
+    """A 512x288 image in ``mode`` with a gradient (alpha: the top 100 rows transparent)."""
+    ramp = np.tile(np.linspace(0, 1, 512), (288, 1))
+    if mode in ("I;16", "I"):
+        im = Image.fromarray((ramp * 60000).astype(np.uint16 if mode == "I;16" else np.int32))
+    elif mode == "F":
+        im = Image.fromarray(ramp.astype(np.float32), "F")
+    else:
+        im = Image.fromarray((ramp * 255).astype(np.uint8), "L").convert(mode)
+        if mode in ("RGBA", "LA", "PA"):
+            a = np.full((288, 512), 255, np.uint8)
+            a[:100] = 0
+            im.putalpha(Image.fromarray(a, "L"))
+    p = tmp / f"{name}_{mode.replace(';', '')}.{suffix}"
+    im.save(p)
+    assert Image.open(p).mode == mode, (mode, Image.open(p).mode)
+    return p
+
+
+@pytest.mark.parametrize("mode, suffix, note", MODE_FILES, ids=[m[0] for m in MODE_FILES])
+def test_each_image_mode_is_converted_and_named_or_refused(tmp_path, mode, suffix, note):
+    """Every PIL mode: converted to RGB in [0, 1] with a note saying how, or refused naming the mode and the
+    accepted ones (LAB would otherwise have its L, a, b copied into R, G, B)."""
+    import re
+
+    src = _mode_image(tmp_path, mode, suffix)
+    bgr = _mode_image(tmp_path, "RGB", "png", "b")
+    if note is None:
+        with pytest.raises(inputs.InputError, match=rf"has image mode {mode}, which is not RGB or gray; accepted "
+                                                    r"modes: RGB, RGBA, .*CMYK"):
+            inputs.load_user_pair(str(src), str(bgr))
+        return
+    pair = inputs.load_user_pair(str(src), str(bgr))
+    assert tuple(pair.src.shape) == (3, 288, 512) and 0.0 <= float(pair.src.min()) <= float(pair.src.max()) <= 1.0
+    assert re.search(note, pair.conversion) if note else pair.conversion == "", pair.conversion
+    if mode in ("RGBA", "LA"):  # composited over black: the transparent rows are black
+        assert float(pair.src[:, :100].abs().max()) == 0.0 and float(pair.src[:, 100:].max()) > 0.9
+
+
+def test_image_modes_through_the_cli_converted_in_the_record_or_refused(tmp_path):
+    """A real run with an RGBA --src and a CMYK --bgr records both conversions in environment.json; a LAB
+    --src exits 2 naming its mode before anything runs."""
+    import json
+
+    src, bgr = _mode_image(tmp_path, "RGBA", "png"), _mode_image(tmp_path, "CMYK", "jpeg", "b")
+    proc = _run("--src", str(src), "--bgr", str(bgr), "--out", str(tmp_path / "out"), "--deadline", "0.5")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    conv = json.loads((tmp_path / "out" / "environment.json").read_text())["inputs"]["conversion"]
+    assert "src: mode RGBA -> RGB, alpha composited over black (51200 of 147456 pixels not opaque)" in conv, conv
+    assert "bgr: mode CMYK -> 8-bit RGB" in conv, conv
+    lab = _mode_image(tmp_path, "LAB", "tiff")
+    proc = _run("--src", str(lab), "--bgr", str(bgr), "--out", str(tmp_path / "out2"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert f"--src {str(lab)!r} has image mode LAB, which is not RGB or gray; accepted modes: RGB" in proc.stderr
+    assert not (tmp_path / "out2").exists()

@@ -21,6 +21,8 @@ from ..verdict import elementwise_fields
 from ..values import as_list
 from ..verdict import elementwise_verdict
 
+from model.errors import CheckpointError
+
 
 @dataclass
 class Inputs:
@@ -44,6 +46,7 @@ class ModelAdapter:
     cells); ``calibration_recipe``: how the seeded weights are made (``environment.json``)."""
 
     name: str = ""
+    label: str = ""  # how messages name the model family (e.g. "BGMv2"; default: name)
     input_names: Tuple[str, ...] = ()
     output_names: Tuple[str, ...] = ()
     dynamic_axes: Dict[str, Dict[int, str]] = {}
@@ -250,6 +253,31 @@ class ModelAdapter:
     def checkpoint_kind(self, state_dict: Dict[str, Any]) -> str:
         """What a checkpoint looks like (``environment.json``), or ``"unknown"``."""
         return "unknown"
+
+    def group_kind(self, group: str) -> str:
+        """The model weights group ``group`` loads into, as :meth:`checkpoint_kind` names it (messages; default:
+        the group's name)."""
+        return group
+
+    def refuse_foreign(self, group: str, state_dict: Dict[str, Any]) -> None:
+        """Refuse another registered model's weights before any key is compared: when ``state_dict`` looks like
+        none of this model's (:meth:`checkpoint_kind` is ``"unknown"``) but like another model's. Call it first
+        in :meth:`load_state`.
+
+        Raises:
+            model.errors.CheckpointError: naming what the checkpoint looks like, what ``group`` expects, and a
+                few of its keys."""
+        if self.checkpoint_kind(state_dict) != "unknown":
+            return
+        for other in MODELS.values():
+            kind = other.checkpoint_kind(state_dict) if other is not self else "unknown"
+            if kind != "unknown":
+                keys = list(state_dict)
+                shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+                raise CheckpointError(
+                    f"checkpoint looks like {other.label or other.name} {kind}, expected {self.label or self.name} "
+                    f"{self.group_kind(group)}: {len(keys)} keys ({shown}); give {self.label or self.name} weights, "
+                    f"or run the {other.name} cells with these (--filter model={other.name})")
 
     def calibrated_state(self, group: str, s: Any, samples: List[str]) -> Dict[str, Any]:
         """Seeded, calibrated weights of ``group`` (the caller seeds torch with ``settings.seed``) made on the

@@ -76,6 +76,7 @@ class BGMv2(ModelAdapter):
     """``MattingRefine`` built from a cell's fields and the profile's settings."""
 
     name = "bgmv2"
+    label = "BGMv2"
     default = True  # matrix files and records from before RVM joined are BGMv2's
     torchscript_tensor_io = True  # forward(src, bgr) -> (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)
     input_names = INPUT_NAMES
@@ -180,10 +181,12 @@ class BGMv2(ModelAdapter):
 
     def load_state(self, group: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
         """Strict load into ``MattingRefine(group)`` (:func:`model.bgmv2.checkpoint.load_checkpoint`: raises
-        CheckpointError naming missing/unexpected keys or shapes)."""
+        CheckpointError naming missing/unexpected keys, shapes or non-finite values; another model's weights
+        are refused first, by :meth:`refuse_foreign`)."""
         from model.bgmv2 import MattingRefine
         from model.bgmv2.checkpoint import load_checkpoint
 
+        self.refuse_foreign(group, state_dict)
         m = MattingRefine(group)
         load_checkpoint(m, state_dict)
         return m.state_dict()
@@ -192,6 +195,9 @@ class BGMv2(ModelAdapter):
         from model.bgmv2.checkpoint import guess_architecture
 
         return guess_architecture(state_dict) or "unknown"
+
+    def group_kind(self, group: str) -> str:
+        return f"MattingRefine(backbone={group!r})"
 
     def calibrated_state(self, group: str, s: Any, samples: List[str]) -> Dict[str, Any]:
         """Seeded init, then BatchNorm statistics calibrated on the shipped pairs at the small size and their

@@ -139,6 +139,7 @@ class RVM(ModelAdapter):
     """``MattingNetwork`` (model/rvm) behind the export I/O of :mod:`model.rvm.export`."""
 
     name = "rvm"
+    label = "RVM"
     torchscript_tensor_io = True  # forward(src, r1i..r4i, downsample_ratio) -> (fgr, pha, r1o..r4o)
     input_names = ("src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio")
     output_names = OUTPUT_NAMES
@@ -277,9 +278,12 @@ class RVM(ModelAdapter):
         return MattingNetwork(self._variant(group), "deep_guided_filter")
 
     def load_state(self, group: str, state_dict: Dict[str, Any]) -> Dict[str, Any]:
-        """Strict load into the DGF ``MattingNetwork`` of the group's variant (raises CheckpointError)."""
+        """Strict load into the DGF ``MattingNetwork`` of the group's variant (raises CheckpointError naming
+        missing, unexpected or mis-shaped keys or non-finite values; another model's weights are refused first,
+        by :meth:`refuse_foreign`)."""
         from model.rvm import MattingNetwork, load_checkpoint
 
+        self.refuse_foreign(group, state_dict)
         m = MattingNetwork(self._variant(group), "deep_guided_filter")
         load_checkpoint(m, state_dict)
         return m.state_dict()
@@ -292,11 +296,14 @@ class RVM(ModelAdapter):
         return state_dict
 
     def checkpoint_kind(self, state_dict: Dict[str, Any]) -> str:
-        keys = set(state_dict)
-        if "aspp.aspp1.0.weight" not in keys:
-            return "unknown"
-        width = tuple(state_dict["aspp.aspp1.0.weight"].shape)[1]
-        return {960: "rvm-mobilenetv3", 2048: "rvm-resnet50"}.get(width, "unknown")
+        """``MattingNetwork(variant='mobilenetv3')`` (or resnet50) for RVM weights, else ``"unknown"``."""
+        from model.rvm.checkpoint import guess_variant
+
+        variant = guess_variant(state_dict)
+        return f"MattingNetwork(variant={variant!r})" if variant else "unknown"
+
+    def group_kind(self, group: str) -> str:
+        return f"MattingNetwork(variant={self._variant(group)!r})"
 
     def calibrated_state(self, group: str, s: Any, samples: List[str]) -> Dict[str, Any]:
         """Seeded init calibrated (:func:`model.rvm.calibration.calibrate`) on the first 4 frames of each shipped

@@ -9,80 +9,47 @@ other key is still checked).
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
-from typing import Dict, Union
+from typing import Union
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from .. import checkpoint as _core
+from ..checkpoint import StateDict, strip_prefixes  # noqa: F401 - re-exported
 from .errors import CheckpointError
 
-StateDict = Dict[str, Tensor]
-_PREFIXES = ("module.", "model.")
-_EXAMPLES = 5
-
-
-def strip_prefixes(state_dict: Mapping) -> StateDict:
-    """Remove a ``module.`` (DataParallel) or ``model.`` prefix shared by every key, repeatedly."""
-    sd = dict(state_dict)
-    changed = True
-    while changed and sd:
-        changed = False
-        for p in _PREFIXES:
-            if all(isinstance(k, str) and k.startswith(p) for k in sd):
-                sd = {k[len(p):]: v for k, v in sd.items()}
-                changed = True
-    return sd
+_examples = _core.examples
+# key prefixes only RVM's LR-ASPP, recurrent decoder and projections have (BGMv2's are aspp.convs., decoder.conv1., ...)
+_RVM_MARKERS = ("aspp.aspp1.", "aspp.aspp2.", "decoder.decode", "project_mat.", "project_seg.")
 
 
 def read_state_dict(path: Union[str, os.PathLike]) -> StateDict:
-    """Read a state_dict with ``torch.load(weights_only=True)`` onto the CPU (never unpickles code).
+    """Read a state_dict with ``torch.load(weights_only=True)`` onto the CPU, never unpickling code
+    (:func:`model.checkpoint.read_state_dict`).
 
     Accepts a bare state_dict or one wrapped under ``"state_dict"``/``"model"``, with ``module.``/``model.``
     prefixes.
 
     Raises:
-        CheckpointError: missing file, unreadable/corrupt file, pickled objects other than tensors, or
-            something that is not a mapping of names to tensors.
+        CheckpointError: missing file or a directory, an empty, text, Git LFS pointer, zip-without-data.pkl,
+            unreadable or corrupt file, pickled objects other than tensors, or something that is not a mapping
+            of names to tensors.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found (or not a file): {path!r}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refused to load {path!r}: it pickles objects other than tensors ({first}); re-save "
-                              f"it as a plain state_dict") from None
-    except Exception as e:  # noqa: BLE001 - torch.load raises many classes
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise CheckpointError(f"cannot read checkpoint {path!r} (truncated or not a torch file?): "
-                              f"{type(e).__name__}: {first}") from None
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path!r} does not hold a state_dict (a mapping of names to tensors); got "
-                              f"{type(obj).__name__}")
-    return strip_prefixes(obj)
+    return _core.read_state_dict(path, error=CheckpointError)
 
 
 def guess_variant(state_dict: Mapping) -> Union[str, None]:
-    """``"mobilenetv3"`` or ``"resnet50"`` from a state_dict's keys; None if it looks like neither."""
+    """``"mobilenetv3"`` or ``"resnet50"`` from a state_dict's keys; None if it looks like neither, or has none
+    of RVM's own LR-ASPP/decoder/projection keys (another model's, e.g. BGMv2's, whose backbones share
+    torchvision's key names)."""
+    if not any(isinstance(k, str) and k.startswith(_RVM_MARKERS) for k in state_dict):
+        return None
     if "backbone.features.16.0.weight" in state_dict:
         return "mobilenetv3"
     if "backbone.layer4.0.conv1.weight" in state_dict:
         return "resnet50"
     return None
 
-
-def _examples(items: list) -> str:
-    shown = ", ".join(items[:_EXAMPLES])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > _EXAMPLES else "")
 
 
 def load_checkpoint(model: nn.Module, state_dict_or_path: Union[str, os.PathLike, Mapping]) -> nn.Module:
@@ -96,7 +63,7 @@ def load_checkpoint(model: nn.Module, state_dict_or_path: Union[str, os.PathLike
     Raises:
         CheckpointError: unreadable file (see :func:`read_state_dict`), or one message naming the missing,
             unexpected and mis-shaped keys (a few of each, with counts) and which variant the checkpoint looks
-            like.
+            like, or one naming the tensors that hold NaN/Inf values (expected: finite weights).
     """
     if isinstance(state_dict_or_path, (str, os.PathLike)):
         sd = read_state_dict(state_dict_or_path)
@@ -109,7 +76,7 @@ def load_checkpoint(model: nn.Module, state_dict_or_path: Union[str, os.PathLike
         sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {list(sd[k].shape)} (model expects {list(own[k].shape)})"
+    wrong = [f"{k} {list(sd[k].shape)} (expected {list(own[k].shape)})"
              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         parts = []
@@ -123,6 +90,10 @@ def load_checkpoint(model: nn.Module, state_dict_or_path: Union[str, os.PathLike
         theirs = guess_variant(sd)
         raise CheckpointError(f"checkpoint does not match the {mine} model: " + "; ".join(parts)
                               + f". The checkpoint looks like {theirs or 'no RVM variant'}.")
+    bad = _core.nonfinite(sd, [k for k in own if k in sd])
+    if bad:
+        mine = getattr(model, "variant", None) or guess_variant(own) or type(model).__name__
+        raise CheckpointError(f"checkpoint does not fit the {mine} model: {bad}")
     result = model.load_state_dict(sd, strict=False)
     leftover = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if leftover or result.unexpected_keys:  # pragma: no cover - the checks above make this unreachable
