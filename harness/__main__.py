@@ -16,7 +16,21 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .config import DEFAULT_CONFIG
+from model.errors import ModelInputError
+
+from .config import DEFAULT_CONFIG, STAGES, ConfigError, expand, load_config
+from .diff import add_parser as add_diff
+from .diff import cmd_diff, diff_dirs, to_markdown
+from .diff import write as write_diff
+from .inputs import InputError, image_size
+from .pool import run_plan
+from .records import UNEXPECTED_STATUSES, RunError, RunOptions, read_records
+from .report import write_report
+from .shard import ShardError, cmd_merge, parse_shard, read_costs, shard_plan
+from .shard import add_parser as add_merge
+from .system import usable_cores
+from .verify import add_parser as add_verify
+from .verify import run_verify
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,10 +83,6 @@ def _parser() -> argparse.ArgumentParser:
                         "(give every shard the same file; default: a built-in table)")
     r.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even with unexpected results or a baseline regression (bad input still exits 2)")
-    from .diff import add_parser as add_diff
-    from .shard import add_parser as add_merge
-    from .verify import add_parser as add_verify
-
     add_verify(sub)
     add_diff(sub)
     add_merge(sub)
@@ -94,8 +104,6 @@ def _positive_int(text: str) -> int:
 
 
 def _stage_timeouts(text: Optional[str]) -> dict:
-    from .config import STAGES, ConfigError
-
     out = {}
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         stage, _, val = item.partition("=")
@@ -140,13 +148,6 @@ def _fail(msg: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``harness run``: plan, run, report; exit 0 (nothing unexpected), 1 (unexpected results), 2 (bad input),
     130/143 (interrupted: ``--resume`` continues)."""
-    from model.errors import ModelInputError
-
-    from .config import ConfigError, expand, load_config
-    from .inputs import InputError
-    from .pool import run_plan
-    from .records import RunError
-
     if args.resume or args.rerun_failed:
         problem = _resume_args(args)
         if problem:
@@ -160,8 +161,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(e))
     shard_info = None
     if args.shard is not None or args.shard_costs is not None:
-        from .shard import ShardError, parse_shard, read_costs, shard_plan
-
         try:
             if args.shard is None:
                 raise ShardError("--shard-costs needs --shard K/N")
@@ -197,8 +196,6 @@ def _sized_to_src(plan, src: Optional[str]):
         return plan
     import dataclasses
 
-    from .inputs import image_size
-
     try:
         hw = image_size(src)
     except (OSError, ValueError):
@@ -220,9 +217,6 @@ def _run_args_problem(args: argparse.Namespace) -> Optional[str]:
 
 
 def _run_options(args: argparse.Namespace, timeouts: Dict[str, float], shard_info: Optional[dict] = None):
-    from .records import RunOptions
-    from .system import usable_cores
-
     return RunOptions(
         out_dir=Path(args.out), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         src=args.src, bgr=args.bgr, pad=args.pad, progress=not args.no_progress, config_path=args.config,
@@ -235,8 +229,6 @@ def _run_options(args: argparse.Namespace, timeouts: Dict[str, float], shard_inf
 
 def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, shard_info: Optional[dict] = None) -> int:
     """Write the report of a finished (or interrupted) run and choose the exit code."""
-    from .report import write_report
-
     meta = {
         "profile": plan.profile, "config": str(args.config), "filter": args.filter,
         "settings": plan.settings.model_dump(),
@@ -273,10 +265,8 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, 
         print(f"{summary.unexpected} unexpected result(s): see {paths['md']} (junit: {paths['junit']})",
               file=sys.stderr)
     if args.baseline is not None:
-        from .diff import diff_dirs, to_markdown, write
-
         res = diff_dirs(Path(args.baseline), Path(args.out))
-        dpaths = write(res, Path(args.out))
+        dpaths = write_diff(res, Path(args.out))
         sys.stdout.write(to_markdown(res))
         print(f"diff against {args.baseline}: {dpaths['html']}")
         code = max(code, 1 if res.regression else 0)
@@ -284,9 +274,6 @@ def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, 
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .records import read_records
-    from .report import write_report
-
     d = Path(args.dir)
     if not (d / "results.jsonl").is_file():
         return _fail(f"{str(d)!r} has no results.jsonl (run `python -m harness run --out {args.dir}` first)")
@@ -301,8 +288,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e))
     print(f"{len(records)} cells; report: {paths['html']}")
-    from .records import UNEXPECTED_STATUSES
-
     return 1 if any(r["status"] in UNEXPECTED_STATUSES for r in records) else 0
 
 
@@ -311,16 +296,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "merge":
-        from .shard import cmd_merge
-
         return cmd_merge(args)
     if args.command == "diff":
-        from .diff import cmd_diff
-
         return cmd_diff(args)
     if args.command == "verify":
-        from .verify import run_verify
-
         return run_verify(args)
     return cmd_report(args)
 

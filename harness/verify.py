@@ -22,22 +22,37 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-SETTING_FLAGS = ("backbone", "backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold",
-                 "refine_kernel_size", "refine_prevent_oversampling", "crop_method", "replace_method", "precision")
+from model.errors import ModelInputError
+
+from .cache import Cache
+from .config import DEFAULT_CONFIG, Cell, Plan, Settings, load_config
+from .exporters import EXPORTERS, exporter_for_suffix, read_metadata
+from .inputs import InputError
+from .models import MODELS, default_model, owner
+from .parity import ShapeMismatch
+from .probes import record_fields, run_probes
+from .records import UNEXPECTED_STATUSES, RunOptions, describe
+from .rules import apply_rule, matching_rules, pick_rule
+from .runtimes import RUNTIMES
+from .stages import positional_call
+
+# what an artifact's metadata says beyond the model's own settings (harness/runner.py artifact_metadata)
+META_KEYS = ("export_resolution", "opset", "exporter", "simplify", "precision")
+
+
+def verifiable() -> List[str]:
+    """The registered models whose artifacts verify can judge (their adapters implement the verify hooks)."""
+    return [n for n, a in MODELS.items() if a.verifiable]
 
 
 def formats() -> Dict[str, str]:
     """``{artifact suffix: format}`` from the exporter plug-ins (``.onnx``: onnx, ``.pt``: torchscript, ...)."""
-    from .exporters import EXPORTERS, exporter_for_suffix
-
     suffixes = {Path(cls.suffix).suffix for cls in EXPORTERS.values()}
     return {sfx: exporter_for_suffix(sfx).format for sfx in sorted(suffixes)}  # type: ignore[union-attr]
 
 
 def default_exporter(fmt: str) -> str:
     """The exporter assumed for an artifact of format ``fmt`` without metadata (first by name)."""
-    from .exporters import EXPORTERS
-
     return next(name for name in sorted(EXPORTERS) if EXPORTERS[name].format == fmt)
 
 
@@ -49,51 +64,32 @@ def add_parser(sub: Any) -> None:
     """Register the ``verify`` sub-command on an argparse sub-parser collection."""
     v = sub.add_parser("verify", help="judge one exported artifact against eager PyTorch on every installed runtime")
     v.add_argument("artifact", help="model.onnx / model.pt (TorchScript) / model.pt2 (AOTInductor) / model.pth (eager)")
-    v.add_argument("--checkpoint", default=None, help="BMV2 state_dict (default: the calibrated weights in the metadata)")
+    v.add_argument("--checkpoint", default=None, help="the model's state_dict (default: the calibrated weights in "
+                   "the metadata)")
     v.add_argument("--src", default=None, help="your own source image (needs --bgr)")
     v.add_argument("--bgr", default=None, help="your own background image (needs --src)")
-    v.add_argument("--backbone", choices=["mobilenetv2", "resnet50", "resnet101"], default=None)
-    v.add_argument("--backbone-scale", type=float, default=None)
-    v.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"], default=None)
-    v.add_argument("--refine-sample-pixels", type=int, default=None)
-    v.add_argument("--refine-threshold", type=float, default=None)
-    v.add_argument("--refine-kernel-size", type=int, choices=[1, 3], default=None)
-    v.add_argument("--refine-prevent-oversampling", choices=["true", "false"], default=None)
-    v.add_argument("--crop-method", choices=["unfold", "roi_align", "gather"], default=None)
-    v.add_argument("--replace-method", choices=["scatter_nd", "scatter_element"], default=None)
+    v.add_argument("--model", choices=verifiable(), default=None,
+                   help="the model the artifact was exported from (default: its metadata's, else "
+                        f"{default_model()})")
+    for name in verifiable():  # each model's own settings as flags
+        MODELS[name].add_verify_arguments(v.add_argument_group(f"{MODELS[name].label or name} settings"))
     v.add_argument("--precision", choices=["fp32", "fp16"], default=None)
     v.add_argument("--runtime", action="append", default=None, help="only this runtime (repeatable)")
     v.add_argument("--resolution", default=None, metavar="HxW", help="validation size (default 288x512, "
                    "or 320x576 when the artifact was exported at 288x512)")
 
 
-def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Settings from the artifact's metadata, overridden by flags, completed with the official defaults."""
-    from .config import NA
-
-    s: Dict[str, Any] = {k: v for k, v in (meta or {}).items() if k in SETTING_FLAGS or k in (
-        "export_resolution", "opset", "exporter", "simplify", "input_guard", "refine_patch_select")}
-    for k in SETTING_FLAGS:
-        v = getattr(args, k, None)
-        if v is not None:
-            s[k] = (v == "true") if k == "refine_prevent_oversampling" else v
-    if "backbone" not in s and args.checkpoint:
-        from model.bgmv2.checkpoint import guess_backbone
-        from model.checkpoint import read_state_dict
-
-        s["backbone"] = guess_backbone(read_state_dict(args.checkpoint))
-    if not s.get("backbone"):
-        raise VerifyError(f"{args.artifact}: no harness metadata and no --backbone (nor a --checkpoint to tell it "
-                          f"from); give --backbone mobilenetv2|resnet50|resnet101 and the other settings you exported with")
-    defaults = {"backbone_scale": 0.25, "refine_mode": "sampling", "refine_sample_pixels": 80_000,
-                "refine_threshold": 0.1, "refine_kernel_size": 3, "refine_prevent_oversampling": True,
-                "crop_method": "roi_align", "replace_method": "scatter_element", "exporter": default_exporter(fmt)}
-    for k, v in defaults.items():
-        s.setdefault(k, v)
+def _settings(args: argparse.Namespace, fmt: str, meta: Optional[Dict[str, Any]], a: Any) -> Dict[str, Any]:
+    """Settings from the artifact's metadata, overridden by flags, completed with the model adapter's defaults
+    (:meth:`harness.models.ModelAdapter.verify_settings`)."""
+    found = dict(meta or {})
+    s: Dict[str, Any] = {k: v for k, v in found.items() if k in META_KEYS}
+    s.update(a.verify_settings(args, found))
+    if args.precision is not None:
+        s["precision"] = args.precision
+    s.setdefault("exporter", default_exporter(fmt))
     if "precision" not in s:  # only an artifact without metadata or flag: read it from the graph's input
         s["precision"] = _detect_precision(args.artifact, fmt)
-    if s["refine_mode"] == "full":
-        s["crop_method"] = s["replace_method"] = NA
     return s
 
 
@@ -106,35 +102,27 @@ def _detect_precision(path: str, fmt: str) -> str:
     return "fp32"
 
 
-def _resolution(args: argparse.Namespace, s: Dict[str, Any]) -> Tuple[int, int]:
+def _resolution(args: argparse.Namespace, s: Dict[str, Any], multiple: int = 4) -> Tuple[int, int]:
     if args.resolution:
         try:
             h, w = (int(x) for x in args.resolution.lower().split("x"))
         except ValueError:
             raise VerifyError(f"--resolution {args.resolution!r}: expected HxW, e.g. 288x512") from None
-        if h <= 0 or w <= 0 or h % 4 or w % 4:
-            raise VerifyError(f"--resolution {args.resolution!r}: H and W must be positive multiples of 4")
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            raise VerifyError(f"--resolution {args.resolution!r}: H and W must be positive multiples of {multiple}")
         return h, w
     return (320, 576) if list(s.get("export_resolution") or []) == [288, 512] else (288, 512)
 
 
-def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes: List[str], res, batches):
-    """A plan of one cell per runtime and batch, with matrix.yaml's settings, tolerances and rules."""
-    from .config import Cell, Plan, Settings, load_config
-    from .exporters import EXPORTERS
-    from .config import DEFAULT_CONFIG
-
+def _plan(a: Any, s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes: List[str], res, batches):
+    """A plan of one cell of model adapter ``a`` per runtime and batch, with matrix.yaml's settings (and the
+    ones the artifact fixes), tolerances and rules."""
     cfg = load_config(DEFAULT_CONFIG)
-    settings = Settings.model_validate({
-        **cfg.settings.model_dump(), "backbone_scale": s["backbone_scale"],
-        "refine_sample_pixels": s["refine_sample_pixels"], "refine_threshold": s["refine_threshold"],
-        "refine_kernel_size": s["refine_kernel_size"], "refine_prevent_oversampling": s["refine_prevent_oversampling"],
-        "seed": (meta or {}).get("seed", cfg.settings.seed)})
+    settings = Settings.model_validate({**cfg.settings.model_dump(), **a.verify_overrides(s),
+                                        "seed": (meta or {}).get("seed", cfg.settings.seed)})
     samples = tuple((meta or {}).get("samples") or cfg.samples)
     exporter = s["exporter"] if s["exporter"] in EXPORTERS else default_exporter(fmt)
-    own = {k: s[k] for k in ("backbone", "refine_mode", "crop_method", "replace_method")}
-    own.update(input_guard=bool(s.get("input_guard", False)), refine_patch_select=s.get("refine_patch_select", "nonzero"))
-    cells = tuple(Cell(model="bgmv2", **own, precision=s["precision"], exporter=exporter,
+    cells = tuple(Cell(model=a.name, **a.verify_cell_fields(s), precision=s["precision"], exporter=exporter,
                        opset=s.get("opset") if EXPORTERS[exporter].opsets else None,
                        simplify=bool(s.get("simplify", False)), runtime=rt, resolution=tuple(res), batch=b)
                   for rt in runtimes for b in batches)
@@ -143,10 +131,6 @@ def _plan(s: Dict[str, Any], meta: Optional[Dict[str, Any]], fmt: str, runtimes:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Entry point of ``python -m harness verify`` (see the module docstring for exit codes)."""
-    from model.errors import ModelInputError
-
-    from .inputs import InputError
-
     try:
         return _verify(args)
     except (VerifyError, InputError, ModelInputError) as e:  # every model's CheckpointError/InputContractError
@@ -155,9 +139,6 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .exporters import read_metadata
-    from .runtimes import RUNTIMES
-
     path = Path(args.artifact)
     if not path.is_file():
         raise VerifyError(f"{args.artifact!r}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
@@ -179,15 +160,17 @@ def _verify(args: argparse.Namespace) -> int:
         raise VerifyError(str(e)) from None
     if meta is not None and meta.get("format") not in (None, fmt):
         raise VerifyError(f"{args.artifact!r}: its metadata says format {meta.get('format')!r}, the suffix says {fmt!r}")
-    if meta is not None and meta.get("model", "bgmv2") != "bgmv2":
-        raise VerifyError(f"{args.artifact!r}: exported from model {meta.get('model')!r}; verify judges BGMv2 "
-                          f"artifacts (model 'bgmv2') only: run that model's cells with `python -m harness run`")
-    from .models import MODELS
-
-    assumed = MODELS["bgmv2"]  # what verify judges today (see _plan)
+    name = args.model or (meta or {}).get("model") or default_model()
+    if name not in verifiable():
+        raise VerifyError(f"{args.artifact!r}: exported from model {name!r}; verify judges artifacts of "
+                          f"{', '.join(repr(n) for n in verifiable())} only: run that model's cells with "
+                          f"`python -m harness run`")
+    if args.model and meta is not None and meta.get("model") not in (None, args.model):
+        raise VerifyError(f"--model {args.model!r}: the artifact's metadata says model {meta.get('model')!r}")
+    assumed = MODELS[name]
     if fmt == "onnx":  # names first: a foreign graph is named before any flag is asked for
         _check_interface(args.artifact, assumed, assumed.input_names, assumed.output_names)
-    s = _settings(args, fmt, meta)
+    s = _settings(args, fmt, meta, assumed)
     if args.runtime:
         names = list(args.runtime)
     runnable = [n for n in names if RUNTIMES[n].unavailable() is None]
@@ -196,8 +179,8 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"skip  {n}: {why}")
     if not runnable:
         raise VerifyError(f"no installed runtime can load {args.artifact!r} (format {fmt}); tried {names}")
-    res = _resolution(args, s)
-    plan = _plan(s, meta, fmt, runnable, res, (1, 2))
+    res = _resolution(args, s, max(assumed.size_multiple, 1))
+    plan = _plan(assumed, s, meta, fmt, runnable, res, (1, 2))
     if fmt == "onnx":  # then ranks, fixed sizes and dtypes against the inputs this plan feeds
         cell = plan.cells[0]
         a = MODELS[cell.model]
@@ -277,15 +260,14 @@ def _check_interface(path: str, adapter: Any, inputs: Tuple[str, ...], outputs: 
             f"gives {', '.join(outputs)} ({'; '.join(problems)})")
 
 
-def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:
+def _contract(rt: Any, a: Any, feeds: Dict[str, Any], outs: Any) -> str:
     """The artifact's input contract on this runtime (harness/probes.py), e.g. "size garbage · dtype
-    refuses · channels refuses · range garbage"; information only, it never changes the verdict."""
-    from .probes import record_fields, run_probes
-    from .records import describe
-    from .runner import positional_call
-
+    refuses · channels refuses · range garbage"; information only, it never changes the verdict ("" for a
+    model that declares no ``probe_inputs``)."""
+    if not a.probe_inputs:
+        return ""
     try:
-        found = run_probes(positional_call(rt), src, bgr, outs)
+        found = run_probes(positional_call(rt, a), *(feeds[n] for n in a.probe_inputs), outs)
     except Exception as e:  # noqa: BLE001
         return f"not probed: {describe(e)}"
     fields = record_fields(found)
@@ -295,9 +277,6 @@ def _contract(rt: Any, src: Any, bgr: Any, outs: Any) -> str:
 
 def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     """Judge the artifact on every cell of ``plan`` (runtime x batch); print one line per cell; exit code."""
-    from .cache import Cache
-    from .records import UNEXPECTED_STATUSES, RunOptions
-    from .rules import apply_rule, matching_rules, pick_rule
     from .runner import Runner
 
     opts = RunOptions(out_dir=tmp, checkpoint=Path(args.checkpoint) if args.checkpoint else None, src=args.src,
@@ -306,13 +285,13 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
     runner = Runner(plan, opts, Cache())
     runner.load_user_pair()
     runner.prepare_weights()
-    wid = runner.keys.weights_id[s["backbone"]]
+    cell0 = plan.cells[0]
+    wid = runner.keys.weights_of(cell0)
     if meta is not None and not args.checkpoint and meta.get("weights") not in (None, wid):
         raise VerifyError(f"{path}: exported with weights {meta.get('weights')!r}, which are not the calibrated weights "
                           f"this harness makes ({wid!r}); give --checkpoint")
-    print(f"verify {path} ({plan.cells[0].exporter}, {s['precision']}, backbone {s['backbone']}, mode {s['refine_mode']}, "
-          f"crop {s['crop_method']}, replace {s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, "
-          f"threshold {s['refine_threshold']}; weights {wid}; metadata: {'yes' if meta else 'no'})")
+    print(f"verify {path} ({cell0.exporter}, {s['precision']}, {owner(cell0).verify_describe(s)}; weights {wid}; "
+          f"metadata: {'yes' if meta else 'no'})")
     counts: Dict[str, int] = {}
     for cell in plan.cells:
         rec, contract = _judge_one(runner, cell, path, tmp)
@@ -330,12 +309,6 @@ def _judge_all(args, path: Path, plan, meta, s, tmp: Path) -> int:
 
 def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str, Any], str]:
     """Load, run and judge the artifact for one cell: the raw record and the input contract ("" when not probed)."""
-    from .parity import ShapeMismatch
-    from .records import describe
-    from .runner import positional_call
-    from .models import owner
-    from .runtimes import RUNTIMES
-
     rt = RUNTIMES[cell.runtime]()
     rec: Dict[str, Any] = {"status": "pass", "stage": "done", "reason": ""}
     stage, contract = "model", ""
@@ -346,17 +319,17 @@ def _judge_one(runner: Any, cell: Any, path: Path, tmp: Path) -> Tuple[Dict[str,
         rt.prepare(runner.cache, tmp)
         rt.load(str(path), runner.runtime_settings(cell))
         stage = "run"
-        feeds = owner(cell).cast(runner.inputs_for(cell).feeds, cell.precision)
-        src, bgr = feeds["src"], feeds["bgr"]
-        outs = positional_call(rt)(src, bgr)
+        a = owner(cell)
+        feeds = a.cast(runner.inputs_for(cell).feeds, cell.precision)
+        outs = a.run_candidate(rt, feeds, cell)
         rec["runtime_info"] = rt.info()
         stage = "parity"
-        v = owner(cell).judge(outs, ref32, ref_same, runner.plan.tolerances[cell.precision], cell, runner.s)
+        v = a.judge(outs, ref32, ref_same, runner.plan.tolerances[cell.precision], cell, runner.s)
         if not v.passed:
             rec.update(status="fail", stage="parity", reason=v.reason)
         else:
-            rec["reason"] = v.record["parity_note"]
-        contract = _contract(rt, src, bgr, outs)
+            rec["reason"] = v.record.get("parity_note", "")
+        contract = _contract(rt, a, feeds, outs)
     except ShapeMismatch as e:
         rec.update(status="fail", stage="parity", reason=f"ShapeMismatch: {e}")
     except Exception as e:  # noqa: BLE001 - a runtime that raises is a finding, reported per runtime

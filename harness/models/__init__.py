@@ -180,6 +180,33 @@ class ModelAdapter:
         plug-in (default: one call; a recurrent model runs its frames here, feeding its states back)."""
         return as_list(runtime.run(feeds), self.io(cell)[1])
 
+    # ------------------------------------------------------------------ verify (python -m harness verify)
+    # whether ``verify`` can judge a file of this model (the hooks below are implemented)
+    verifiable: bool = False
+
+    def add_verify_arguments(self, parser: Any) -> None:
+        """Add the model's own ``verify`` flags (its settings an artifact without metadata needs)."""
+
+    def verify_settings(self, args: Any, found: Dict[str, Any]) -> Dict[str, Any]:
+        """The settings of the artifact ``verify`` judges: ``found`` (what the artifact's metadata says)
+        overridden by the model's flags in ``args`` and completed with the model's defaults.
+
+        Raises:
+            harness.inputs.InputError: a setting that cannot be known (names the flag to give)."""
+        return dict(found)
+
+    def verify_overrides(self, s: Dict[str, Any]) -> Dict[str, Any]:
+        """Profile settings that ``s`` fixes (``{setting: value}``, joined to matrix.yaml's settings)."""
+        return {}
+
+    def verify_cell_fields(self, s: Dict[str, Any]) -> Dict[str, Any]:
+        """The model's own cell fields (its axes) for the artifact described by ``s``."""
+        return {}
+
+    def verify_describe(self, s: Dict[str, Any]) -> str:
+        """One line naming the artifact's model settings, for verify's header."""
+        return ", ".join(f"{k} {v}" for k, v in s.items())
+
     # ------------------------------------------------------------------ report
     # the report's compatibility grids: one grid per value of grid_group_axes (with exporter, runtime,
     # resolution, batch), one row per combination of grid_row_axes (columns: opset x precision)

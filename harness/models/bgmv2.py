@@ -92,6 +92,66 @@ class BGMv2(ModelAdapter):
                                       "is data-dependent; full refine mode exports"}
     calibration_recipe = "model/bgmv2/calibration.py: seeded init, BatchNorm stats calibrated on the shipped samples"
 
+    # ------------------------------------------------------------------ verify
+    verifiable = True
+    # settings an artifact without metadata needs as flags, with the official defaults (upstream
+    # export_onnx.py: mobilenetv2-era defaults; roi_align + scatter_element, sampling 80,000 px)
+    VERIFY_DEFAULTS = {"backbone_scale": 0.25, "refine_mode": "sampling", "refine_sample_pixels": 80_000,
+                       "refine_threshold": 0.1, "refine_kernel_size": 3, "refine_prevent_oversampling": True,
+                       "crop_method": "roi_align", "replace_method": "scatter_element"}
+    VERIFY_KEYS = ("backbone", *VERIFY_DEFAULTS, "input_guard", "refine_patch_select")
+
+    def add_verify_arguments(self, parser: Any) -> None:
+        """``--backbone``, ``--backbone-scale``, ``--refine-*``, ``--crop-method``, ``--replace-method``."""
+        parser.add_argument("--backbone", choices=["mobilenetv2", "resnet50", "resnet101"], default=None)
+        parser.add_argument("--backbone-scale", type=float, default=None)
+        parser.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"], default=None)
+        parser.add_argument("--refine-sample-pixels", type=int, default=None)
+        parser.add_argument("--refine-threshold", type=float, default=None)
+        parser.add_argument("--refine-kernel-size", type=int, choices=[1, 3], default=None)
+        parser.add_argument("--refine-prevent-oversampling", choices=["true", "false"], default=None)
+        parser.add_argument("--crop-method", choices=["unfold", "roi_align", "gather"], default=None)
+        parser.add_argument("--replace-method", choices=["scatter_nd", "scatter_element"], default=None)
+
+    def verify_settings(self, args: Any, found: Dict[str, Any]) -> Dict[str, Any]:
+        """Metadata, then flags, then the official defaults; the backbone from ``--checkpoint``'s keys when
+        neither says it. Raises InputError when the backbone cannot be known."""
+        s = {k: v for k, v in found.items() if k in self.VERIFY_KEYS}
+        for k in ("backbone", *self.VERIFY_DEFAULTS):
+            v = getattr(args, k, None)
+            if v is not None:
+                s[k] = (v == "true") if k == "refine_prevent_oversampling" else v
+        if "backbone" not in s and getattr(args, "checkpoint", None):
+            from model.bgmv2.checkpoint import guess_backbone
+            from model.checkpoint import read_state_dict
+
+            s["backbone"] = guess_backbone(read_state_dict(args.checkpoint))
+        if not s.get("backbone"):
+            raise InputError(f"{args.artifact}: no harness metadata and no --backbone (nor a --checkpoint to tell it "
+                             f"from); give --backbone mobilenetv2|resnet50|resnet101 and the other settings you "
+                             f"exported with")
+        for k, v in self.VERIFY_DEFAULTS.items():
+            s.setdefault(k, v)
+        if s["refine_mode"] == "full":
+            s["crop_method"] = s["replace_method"] = NA
+        return s
+
+    def verify_overrides(self, s: Dict[str, Any]) -> Dict[str, Any]:
+        """The refinement settings the artifact was exported with."""
+        return {k: s[k] for k in ("backbone_scale", "refine_sample_pixels", "refine_threshold", "refine_kernel_size",
+                                  "refine_prevent_oversampling")}
+
+    def verify_cell_fields(self, s: Dict[str, Any]) -> Dict[str, Any]:
+        """backbone, refine mode, crop/replace methods, input guard and patch selector."""
+        own = {k: s[k] for k in ("backbone", "refine_mode", "crop_method", "replace_method")}
+        own.update(input_guard=bool(s.get("input_guard", False)), refine_patch_select=s.get("refine_patch_select", "nonzero"))
+        return own
+
+    def verify_describe(self, s: Dict[str, Any]) -> str:
+        """``backbone B, mode M, crop C, replace R, sample_pixels N, threshold T``."""
+        return (f"backbone {s['backbone']}, mode {s['refine_mode']}, crop {s['crop_method']}, replace "
+                f"{s['replace_method']}, sample_pixels {s['refine_sample_pixels']}, threshold {s['refine_threshold']}")
+
     def combinations(self, axes: Dict[str, List[Any]]) -> Iterator[Dict[str, Any]]:
         """Full mode crops and replaces nothing (``crop_method``/``replace_method`` are ``n/a``) and selects
         nothing (no static selector)."""
