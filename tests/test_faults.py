@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.values import STAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = ["--profile", "smoke", "--filter", "batch=1,input_guard=false", "--no-progress"]  # 9 cells, 2 of them xfail
 
@@ -199,3 +201,19 @@ def test_parity_failure_is_localised_to_the_first_divergent_node(tmp_path):
     assert rec["topk_k"] == "2000"
     html = (out / "report.html").read_text()
     assert "first divergence: Conv /conv2/Conv" in html and "Target readiness" in html
+    # localising is the diagnose stage's own work: timed as diagnose (not billed to parity) ...
+    assert rec["stage_times"]["diagnose"] > 0 and set(rec["stage_times"]) <= set(STAGES)
+
+
+def test_diagnose_is_a_stage_with_its_own_limit(tmp_path):
+    """``--stage-timeout diagnose=S`` is accepted and enforced: a localisation that hangs ends its cell as
+    ``timeout`` at stage ``diagnose`` with that limit, while --stage-timeout parity=... would not catch it."""
+    out = tmp_path / "hang"
+    cell = "mobilenetv2-sampling-roi_align-scatter_element-onnx-op17"
+    proc = _harness("run", "--profile", "smoke", "--filter", f"batch=1,input_guard=false,{cell}", "--out", str(out),
+                    "--jobs", "1", "--no-progress", "--stage-timeout", "diagnose=6,parity=600",
+                    env=_env(MATRIX_FAULTS=f"{cell}@export=perturb;{cell}@diagnose=hang"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (rec,) = _records(out).values()
+    assert (rec["status"], rec["stage"]) == ("timeout", "diagnose"), rec.get("reason")
+    assert "limit of 6 s" in rec["reason"] and "stage_timeout_s.diagnose" in rec["reason"]

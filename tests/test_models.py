@@ -78,6 +78,16 @@ def test_a_model_from_outside_the_core_runs_through_the_unchanged_matrix(tmp_pat
     assert (out / "weights-toymatte-w4.pth").read_bytes() != (out / "weights-toymatte-w8.pth").read_bytes()
     html = (out / "report.html").read_text()
     assert "toymatte · onnx → onnxruntime-cpu · 64x96 · batch 1" in html and "<th>toy_width</th>" in html
+    # the plug-in's own parity metric is in every judged record, its section and finding in the report
+    judged = [r for r in recs.values() if r.get("max_abs_pha") is not None]
+    assert judged and all("toy_mean_abs_pha" in r for r in judged)
+    fp32 = [r for r in judged if r["precision"] == "fp32" and r["status"] == "pass"]  # judged against eager fp32 too
+    assert fp32 and all(0 <= r["toy_mean_abs_pha"] <= r["max_abs_pha"] for r in fp32)
+    assert recs["toymatte-8-onnx-op17-fp32-onnxruntime-cpu-64x96-b1"]["toy_mean_abs_pha"] > 1e-3  # the perturbed graph
+    assert 'id="toymatte-mean-abs"' in html and "TinyMatte: mean |pha - eager|" in html
+    ok = sum(r["status"] == "pass" for r in recs.values())
+    finding = f"TinyMatte: {ok} of {len(recs)} cells match eager PyTorch"
+    assert finding in html and finding in (out / "summary.md").read_text()
     # the core names no model of its own besides BGMv2: the toy model needed no edit in harness/
     core = [p for p in (ROOT / "harness").rglob("*.py") if "toymatte" in p.read_text()]
     assert core == []

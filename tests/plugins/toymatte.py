@@ -3,7 +3,10 @@
 ``TinyMatte(width)``: ``src (B, 3, H, W)`` RGB in [0, 1] -> ``pha (B, 1, H, W)`` = sigmoid(gain * conv3x3(
 relu(conv3x3(src)))) in [0, 1] and ``fgr (B, 3, H, W)`` = ``src * pha``. One model axis (``toy_width``: the
 hidden channels), one setting (``toy_gain``), one input instead of BGMv2's two, two outputs instead of six,
-the default elementwise judge and no input probes. Loaded with ``MATRIX_PLUGINS=tests.plugins.toymatte``.
+the default elementwise judge plus a parity metric of its own (``toy_mean_abs_pha``: mean |pha - eager fp32|,
+recorded next to the judge's fields), no input probes, and a report section and finding of its own. Loaded
+with ``MATRIX_PLUGINS=tests.plugins.toymatte``. Each item of docs/architecture.md's "add a model" checklist
+that a plug-in can exercise is exercised here (tests/test_models.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any, Dict, List
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.models import Inputs, ModelAdapter, register_model
+from harness.models import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
+from harness.verdict import Verdict
 
 
 class ToyAxes(BaseModel):
@@ -102,6 +106,34 @@ class ToyMatte(ModelAdapter):
 
     def user_inputs(self, user, batch, pad) -> Inputs:
         return Inputs([user.name] * batch, {"src": user.src.unsqueeze(0).repeat(batch, 1, 1, 1)})
+
+    # a parity metric of the model's own: declared with the judge's fields, computed next to its verdict
+    def record_fields(self) -> Dict[str, Any]:
+        return {**super().record_fields(), "toy_mean_abs_pha": float}
+
+    def judge(self, outs, ref32, ref_same, tol, cell, s, crop_to=None) -> Verdict:
+        import numpy as np
+
+        v = super().judge(outs, ref32, ref_same, tol, cell, s, crop_to)
+        pha = np.asarray(outs[0], dtype=np.float64)
+        mean = float(np.mean(np.abs(pha - ref32[0]))) if pha.shape == np.shape(ref32[0]) else float("nan")
+        return Verdict(v.passed, v.reason, v.best, v.results, {**v.record, "toy_mean_abs_pha": mean})
+
+    # the model's own report content
+    def report_findings(self, records: List[Dict[str, Any]]) -> List[str]:
+        mine = self.own_records(records)
+        if not mine:
+            return []
+        ok = sum(r.get("status") == "pass" for r in mine)
+        return [f"TinyMatte: {ok} of {len(mine)} cells match eager PyTorch"]
+
+    def report_sections(self, records: List[Dict[str, Any]]) -> List[ReportSection]:
+        rows = [(r["cell_id"], SectionCell(r.get("status", ""), r.get("status", "")), r.get("toy_mean_abs_pha"))
+                for r in self.own_records(records) if r.get("toy_mean_abs_pha") is not None]
+        if not rows:
+            return []
+        return [ReportSection(id="toymatte-mean-abs", title="TinyMatte: mean |pha - eager|",
+                              headers=("cell", "status", "toy_mean_abs_pha"), rows=tuple(rows))]
 
 
 register_model(ToyMatte())
