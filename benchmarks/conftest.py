@@ -32,7 +32,7 @@ def bench_runner(request, tmp_path_factory):
     from harness.system import usable_cores
     from harness.cache import Cache, default_root
     from harness.config import expand, load_config
-    from harness.records import RunOptions, check_out_dir
+    from harness.runs import RunOptions, check_out_dir
     from harness.runner import Runner
 
     plan = expand(load_config(ROOT / "matrix.yaml"), request.config.getoption("--matrix-profile"))

@@ -24,7 +24,7 @@ from .diff import cmd_diff, diff_dirs, to_markdown
 from .diff import write as write_diff
 from .inputs import InputError, image_size
 from .pool import run_plan
-from .records import UNEXPECTED_STATUSES, RunError, RunOptions, read_records
+from .runs import UNEXPECTED_STATUSES, RunError, RunOptions, read_records
 from .report import write_report
 from .shard import ShardError, cmd_merge, parse_shard, read_costs, shard_plan
 from .shard import add_parser as add_merge

@@ -27,7 +27,7 @@ from .runtimes import RUNTIMES
 from .values import DEFAULT_STAGE_TIMEOUT_S, PRECISIONS, STAGES, STATUSES, Tolerance  # noqa: F401 - re-exported
 from .values import Strict as _Strict
 
-from .records import NA  # noqa: E402 - re-exported
+from .runs import NA  # noqa: E402 - re-exported
 from .benchmark import Protocol
 from .inputs import SAMPLE_NAMES
 

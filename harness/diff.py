@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .decide import _samples, p50_ratio_ci
-from .records import read_records
+from .runs import read_records
 
 BAD = ("fail", "error", "crash", "timeout")
 MIN_EFFECT = 0.10

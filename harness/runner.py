@@ -25,7 +25,7 @@ from . import inputs as data_mod
 from .cache import Cache, link_or_copy, make_key
 from .config import Cell, Plan
 from .keys import CellKeys
-from .records import (  # noqa: F401 - re-exported
+from .runs import (  # noqa: F401 - re-exported
     CACHEABLE_STATUSES,
     RERUN_STATUSES,
     UNEXPECTED_STATUSES,
@@ -38,13 +38,13 @@ from .records import (  # noqa: F401 - re-exported
 from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
 from .models import Inputs, owner  # noqa: F401 - Inputs re-exported
 from .runtimes import RUNTIMES, as_list
-from .stages import PIPELINE, CellContext, Done, Outcome, StageClock, StageError, in_stage, positional_call  # noqa: F401 - re-exported
+from .stages import PIPELINE, CellContext, Done, Outcome, StageClock, StageFailure, in_stage, positional_call  # noqa: F401 - re-exported
 from .runtimes import gpu_identity, set_tf32
 from .divergence import first_divergence
 from .onnx_analysis import analyze
 from .record import new_record
 
-_Stage, _in_stage = StageError, in_stage
+_Stage, _in_stage = StageFailure, in_stage
 
 # Failures that say something about the machine, not the export: never cached (the next run retries them).
 NONDETERMINISTIC = (MemoryError, OSError, TimeoutError, KeyboardInterrupt)
@@ -57,15 +57,15 @@ def _link_entry(entry: Path, cell_dir: Path) -> None:
             link_or_copy(f, cell_dir / f.name)
 
 
-def _replay_failure(entry: Path, cell_dir: Path) -> StageError:
+def _replay_failure(entry: Path, cell_dir: Path) -> StageFailure:
     """The cached failure of an export (cache kind ``export-failure``, same key as the artifact would have:
-    exporter and its version, model code, settings, precision, ...) as the same StageError: same stage, same
+    exporter and its version, model code, settings, precision, ...) as the same StageFailure: same stage, same
     exception class name and message, so the record's reason and the rules' verdict are those of a real
     attempt; the exporter's log is linked into ``cell_dir``. ``--no-cache`` or a new torch re-attempts it."""
     meta = json.loads((entry / "meta.json").read_text())
     _link_entry(entry, cell_dir)
     exc_type = type(str(meta["type"]), (RuntimeError,), {"cached_failure": True})
-    return StageError(str(meta["stage"]), exc_type(meta["message"]))
+    return StageFailure(str(meta["stage"]), exc_type(meta["message"]))
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -425,7 +425,7 @@ class Runner:
                     outcome[0] = step.outcome
                 if step.stop:
                     break
-        except StageError as e:
+        except StageFailure as e:
             if getattr(e.exc, "cached_failure", False):
                 record.put(cache="export-failure")  # replayed from the cache, not re-attempted
             outcome[0] = Outcome("error", e.stage, describe(e.exc))

@@ -12,7 +12,7 @@ compute from values alone (eager references, exports through the cache, inputs, 
 :class:`Step`: its own result (a frozen dataclass below, or None), and optionally the cell's
 :class:`Outcome` (skip in ``model``, fail in ``parity``) and whether the walk stops. The runner copies
 ``result.fields()`` into the typed record (:mod:`harness.record`), so every record field comes from exactly
-one stage result. An exception inside a stage becomes :class:`StageError` (the record's ``stage`` and
+one stage result. An exception inside a stage becomes :class:`StageFailure` (the record's ``stage`` and
 ``reason``: status ``error``). Export, check and simplify are one stage because they share one
 content-addressed artifact (a cached artifact costs ~0 s); their own seconds are in ``export_s``,
 ``check_s``, ``simplify_s`` when the artifact was made.
@@ -38,7 +38,7 @@ from .models import owner
 from .mutants import mutate_onnx
 from .parity import ShapeMismatch
 from .probes import record_fields, run_probes
-from .records import describe
+from .runs import describe
 from .results import (Analyzed, Diagnosed, Exported, Judged, Loaded, Outcome, Probed, Ran, References,  # noqa: F401
                       StageResult, Timed, latency_fields)
 from .runtimes import RUNTIMES
@@ -51,8 +51,10 @@ if TYPE_CHECKING:  # types only: the pipeline's inputs
     from .models import Inputs
 
 
-class StageError(Exception):
-    """``exc`` raised inside stage ``stage`` (the record's ``stage``; ``reason`` is ``describe(exc)``)."""
+class StageFailure(Exception):
+    """``exc`` raised inside stage ``stage`` (the record's ``stage``; ``reason`` is ``describe(exc)``). A
+    wrapper the walk unpacks, never shown; the exception an exporter raises to state a failure in words is
+    :class:`harness.exporters.StageError`."""
 
     def __init__(self, stage: str, exc: BaseException):
         super().__init__(stage)
@@ -64,10 +66,10 @@ def in_stage(stage: str, fn: Callable[[], Any]) -> Any:
     """``fn()``, with any exception re-raised as the failure of ``stage`` (the record's stage and reason)."""
     try:
         return fn()
-    except StageError:
+    except StageFailure:
         raise
     except Exception as e:  # noqa: BLE001
-        raise StageError(stage, e) from e
+        raise StageFailure(stage, e) from e
 
 
 class StageClock:
@@ -287,7 +289,7 @@ class ParityStage(Stage):
         except ShapeMismatch as e:
             return Step(None, Outcome("fail", "parity", f"ShapeMismatch: {e}"), stop=True)
         except Exception as e:  # noqa: BLE001
-            raise StageError("parity", e) from e
+            raise StageFailure("parity", e) from e
         outcome = Outcome("fail", "parity", verdict.reason) if not verdict.passed else Outcome()
         truncated = owner(cell).cap_truncation(cell, s, refs.ref32)
         if truncated:  # the patch cap refined fewer cells than the official selection: never a pass

@@ -39,7 +39,6 @@ ALL_FIELDS = MODEL_CELL_FIELDS + MODEL_SETTINGS + EXPORT_FIELDS + RUN_FIELDS
 
 # TorchScript's hoisted attributes (set with setattr after loading): each adapter's ``hoisted``.
 TORCHSCRIPT_SETTABLE = tuple(dict.fromkeys(f for m in MODELS.values() for f in m.hoisted))
-BASE_PACKAGES = ("torch", "torchvision", "numpy")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class ExporterSpec:
     ``format``: the artifact format runtimes consume; ``bakes``: fields fixed in the file (drive the
     artifact key); ``settable``: model fields set on the loaded artifact; ``ignores``: fields the exporter
     never reads (always the same value for its cells, e.g. opset for TorchScript); ``packages``:
-    distributions whose versions change the artifact (besides :data:`BASE_PACKAGES`); ``suffix``: file name.
+    distributions whose versions change the artifact (besides :data:`harness.cache.BASE_PACKAGES`); ``suffix``: file name.
     """
 
     name: str

@@ -31,7 +31,7 @@ from .inputs import InputError
 from .models import MODELS, default_model, owner
 from .parity import ShapeMismatch
 from .probes import record_fields, run_probes
-from .records import UNEXPECTED_STATUSES, RunOptions, describe
+from .runs import UNEXPECTED_STATUSES, RunOptions, describe
 from .rules import apply_rule, matching_rules, pick_rule
 from .runtimes import RUNTIMES
 from .stages import positional_call

@@ -10,7 +10,7 @@ from harness import cache as cache_mod
 from harness.cache import Cache, make_key
 from harness.config import expand, load_config
 from harness.keys import CellKeys
-from harness.records import RunOptions
+from harness.runs import RunOptions
 
 from .test_config import MATRIX
 

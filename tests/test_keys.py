@@ -12,7 +12,7 @@ from harness import cache as cache_mod
 from harness import runtimes as runtimes_mod
 from harness.config import Settings, expand, load_config
 from harness.keys import CellKeys
-from harness.records import RunOptions
+from harness.runs import RunOptions
 from harness.runtimes import HOISTED, RUNTIMES
 from harness.exporters import specs
 from harness.targets import ALL_FIELDS, MODEL_CELL_FIELDS, MODEL_SETTINGS, RUN_FIELDS, ExporterSpec

@@ -11,7 +11,7 @@ import yaml
 from harness.cache import Cache
 from harness.config import ConfigError, expand, load_config
 from harness.exporters import EXPORTERS, Exporter, read_metadata, register_exporter
-from harness.records import RunOptions
+from harness.runs import RunOptions
 from harness.runtimes import RUNTIMES, Runtime, register_runtime
 from harness.runtimes.onnxruntime import OnnxRuntimeCPU
 

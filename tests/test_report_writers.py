@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from harness.models import MODELS
-from harness.records import read_records
+from harness.runs import read_records
 from harness.report import write_report
 
 BASELINE = Path(__file__).resolve().parent.parent / "reports" / "baseline"

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..records import NA
+from ..runs import NA
 from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
 from ..parity import JUDGED_OUTPUTS
 from ..verdict import record_fields

@@ -13,7 +13,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 from ..exporters import EXPORTERS
 from ..probes import mark_abnormal
-from ..records import RunError
+from ..runs import RunError
 from ..system import physical_memory_mib, rss_mib
 from .worker import worker_main
 

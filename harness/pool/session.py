@@ -17,7 +17,7 @@ from ..cache import Cache, default_root, link_or_copy
 from ..keys import CellKeys
 from ..record import RecordError, new_record, validate
 from ..runtimes import RUNTIMES, gpu_device_nodes
-from ..records import (CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir,
+from ..runs import (CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir,
                        read_records, stage_seconds)
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import usable_cores

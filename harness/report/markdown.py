@@ -7,7 +7,7 @@ import math
 from typing import Any, Dict, List, Optional
 
 from ..decide import failure_groups
-from ..records import UNEXPECTED_STATUSES
+from ..runs import UNEXPECTED_STATUSES
 from .tables import contract_rows, target_rows
 
 

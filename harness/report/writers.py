@@ -22,7 +22,7 @@ from ..benchmark import cpu_flags, cpu_name
 from ..cache import package_versions
 from ..decide import decide, failure_groups
 from ..models import MODELS, ReportSection, record_owner
-from ..records import read_records
+from ..runs import read_records
 from ..system import describe
 from .figures import plots, section_figures
 from .findings import findings as all_findings

@@ -1,5 +1,6 @@
-"""Torch-free pieces of a run: options, statuses, records and their rules, so that the coordinator can
-answer a fully cached re-run without importing torch."""
+"""A run's files and bookkeeping, torch-free (the coordinator answers a fully cached re-run without torch):
+its options (:class:`RunOptions`), statuses, summary, and results.jsonl I/O (:func:`append_record`,
+:func:`read_records`). The typed record of one cell is :mod:`harness.record`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
 from .faults import write_fault
 
 
