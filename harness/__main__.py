@@ -183,10 +183,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                      f"`python -m harness run`, e.g. reports/baseline)")
     t0 = time.perf_counter()
     try:
-        summary, runner = run_plan(plan, _run_options(args, timeouts, shard_info))
+        summary, keys = run_plan(plan, _run_options(args, timeouts, shard_info))
     except (RunError, ModelInputError, InputError) as e:  # every model's CheckpointError/InputContractError
         return _fail(str(e))
-    return _report_run(args, plan, summary, runner, time.perf_counter() - t0, shard_info)
+    return _report_run(args, plan, summary, keys, time.perf_counter() - t0, shard_info)
 
 
 def _sized_to_src(plan, src: Optional[str]):
@@ -227,18 +227,18 @@ def _run_options(args: argparse.Namespace, timeouts: Dict[str, float], shard_inf
     )
 
 
-def _report_run(args: argparse.Namespace, plan, summary, runner, wall_s: float, shard_info: Optional[dict] = None) -> int:
+def _report_run(args: argparse.Namespace, plan, summary, keys, wall_s: float, shard_info: Optional[dict] = None) -> int:
     """Write the report of a finished (or interrupted) run and choose the exit code."""
     meta = {
         "profile": plan.profile, "config": str(args.config), "filter": args.filter,
         "settings": plan.settings.model_dump(),
         "tolerances": {k: v.model_dump() for k, v in plan.tolerances.items()},
-        "limits": plan.limits.model_dump(), "weights": runner.weights_info,
+        "limits": plan.limits.model_dump(), "weights": keys.weights_info,
         "inputs": args.src and {"src": args.src, "bgr": args.bgr, "pad": args.pad,
-                                "conversion": getattr(getattr(runner, "user_pair", None), "conversion", "")}
+                                "conversion": keys.input_conversion}
         or {"samples": list(plan.samples)},
         "wall_s": wall_s, "run_wall_s": summary.wall_s, "stage_s": summary.stage_s, "jobs": summary.jobs,
-        "worker_threads": runner.threads, "cache": summary.cache, "interrupted": summary.interrupted,
+        "worker_threads": keys.threads, "cache": summary.cache, "interrupted": summary.interrupted,
         "counts": summary.counts(),
         "rules": {r.id: {"reason": r.reason, "evidence": r.evidence, "machine": r.machine_conditioned}
                   for r in plan.rules},

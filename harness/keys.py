@@ -31,6 +31,7 @@ class CellKeys:
         self.device = f"cpu: {cpu_name()} ({threads} threads)"
         self.weights_id: Dict[str, str] = {}
         self.weights_info: Dict[str, Any] = {}
+        self.input_conversion = ""  # what loading --src/--bgr converted (mode, alpha), for environment.json
 
     def _calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
         a = self.weights_groups()[group]

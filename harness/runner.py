@@ -104,6 +104,7 @@ class Runner:
             if not (self.opts.src and self.opts.bgr):
                 raise data_mod.InputError("--src and --bgr must be given together")
             self.user_pair = data_mod.load_user_pair(self.opts.src, self.opts.bgr, pad=self.opts.pad)
+            self.keys.input_conversion = self.user_pair.conversion  # environment.json says what was converted
             for a in {owner(c).name: owner(c) for c in self.plan.cells}.values():
                 a.check_user_inputs(self.user_pair, [c for c in self.plan.cells if c.model == a.name], self.s)
 

@@ -38,7 +38,8 @@ def _rewrite_records(path: Path, records: List[Dict[str, Any]]) -> None:
 
 
 def run_plan(plan, opts):
-    """Run all cells of ``plan`` in worker processes; return ``(RunSummary, Runner or CellKeys)``.
+    """Run all cells of ``plan`` in worker processes; return ``(RunSummary, CellKeys)`` (the keys carry the
+    run's weights and input facts for environment.json: ``weights_info``, ``input_conversion``, ``threads``).
 
     Records go to ``<out>/results.jsonl`` as each cell ends. With ``opts.resume``, cells that already
     have a final record are kept and not run; with ``opts.rerun_failed``, records with status fail,
