@@ -15,9 +15,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import jinja2
-import pandas as pd
-
 from ..benchmark import cpu_flags, cpu_name
 from ..cache import package_versions
 from ..decide import decide, failure_groups
@@ -171,6 +168,8 @@ def write_junit(path: Path, records: List[Dict[str, Any]], env: Optional[Dict[st
 
 def write_csv(path: Path, records: List[Dict[str, Any]]) -> None:
     """results.csv (pandas): one row per record, the columns of :func:`~harness.report.tables.csv_columns`."""
+    import pandas as pd  # ~0.3 s to import: a run that stops on bad input never writes a report
+
     pd.DataFrame(records, columns=csv_columns(records)).to_csv(path, index=False)
 
 
@@ -192,6 +191,9 @@ def _table_json(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Opt
 def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int],
                 findings: List[str], benchmark_json: Optional[Path], decisions: Optional[List[Any]] = None) -> None:
     """report.html from harness/templates/report.html.j2 (and benchmark.csv beside it with ``benchmark_json``)."""
+    import jinja2  # the report's HTML only
+    import pandas as pd
+
     tmpl = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
