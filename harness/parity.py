@@ -26,6 +26,9 @@ import numpy as np
 
 from .values import Tolerance
 
+# The output contract of patch-refinement matting that this judge reads, in order: alpha and foreground at full
+# resolution, the coarse pass's alpha, foreground and error map, and the map of refined cells. A model adapter
+# whose judge is this one declares these as its output_names (harness/models/<name>.py).
 OUTPUT_NAMES = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm")
 IMAGE_OUTPUTS = ("pha", "fgr")
 JUDGED_OUTPUTS = ("pha", "fgr", "pha_sm", "fgr_sm", "err_sm")
@@ -153,7 +156,7 @@ def compare(
     out: Sequence[np.ndarray], ref: Sequence[np.ndarray], tol: Tolerance, reference: str = "fp32",
     selection: Optional[Selection] = None, crop_to: Optional[Tuple[int, int]] = None,
 ) -> ParityResult:
-    """Compare ``out`` with ``ref`` (each the six BMV2 outputs in :data:`OUTPUT_NAMES` order).
+    """Compare ``out`` with ``ref`` (each the six patch-refinement outputs in :data:`OUTPUT_NAMES` order).
 
     Arrays are ``(B, C, H, W)``; any float dtype (compared in float32). ``selection`` describes the
     refiner's cell choice (default: inferred as sampling with K = the reference's largest per-image
