@@ -14,7 +14,7 @@ import pytest
 def test_latency(benchmark, bench_runner, bench_cell):
     from harness.exporters import EXPORTERS
     from harness.models import owner
-    from harness.runner import positional_call
+    from harness.stages import positional_call
     from harness.runtimes import RUNTIMES, Runtime
 
     cell = bench_cell

@@ -19,17 +19,15 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
-
+from .benchmark import Protocol
 from .exporters import EXPORTERS
+from .inputs import SAMPLE_NAMES
 from .models import MODELS, default_model, model_axes, model_settings, owner
+from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
+from .runs import NA  # noqa: F401 - re-exported
 from .runtimes import RUNTIMES
 from .values import DEFAULT_STAGE_TIMEOUT_S, PRECISIONS, STAGES, STATUSES, Tolerance  # noqa: F401 - re-exported
 from .values import Strict as _Strict
-
-from .runs import NA  # noqa: E402 - re-exported
-from .benchmark import Protocol
-from .inputs import SAMPLE_NAMES
 
 
 # the matrix file of this checkout (``--config`` overrides it)

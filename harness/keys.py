@@ -9,12 +9,11 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import inputs as data_mod
 from .benchmark import cpu_flags, cpu_name
-from .cache import code_hash, file_hash, make_key
+from .cache import code_hash, file_hash, link_or_copy, make_key
 from .config import Cell, Plan
 from .exporters import EXPORTERS
 from .models import MODELS, default_model, owner
 from .runtimes import RUNTIMES
-from .cache import link_or_copy
 
 
 class CellKeys:
@@ -33,7 +32,7 @@ class CellKeys:
         self.weights_info: Dict[str, Any] = {}
         self.input_conversion = ""  # what loading --src/--bgr converted (mode, alpha), for environment.json
 
-    def _calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
+    def calibration_key(self, group: str) -> Tuple[str, Dict[str, Any]]:
         a = self.weights_groups()[group]
         parts = {"model": a.name, "group": group, **a.calibration_parts(group, self.s), "seed": self.s.seed,
                  "samples": list(self.plan.samples), "code": code_hash(*a.code_dir),
@@ -51,7 +50,7 @@ class CellKeys:
         """Identity of the calibrated weights of every weights group, known before calibrating (so results
         can come from the cache without any model work). Checkpoint ids come from prepare_weights."""
         for g in self.weights_groups():
-            self.weights_id.setdefault(g, f"calibrated:{self._calibration_key(g)[0][:16]}")
+            self.weights_id.setdefault(g, f"calibrated:{self.calibration_key(g)[0][:16]}")
         return dict(self.weights_id)
 
     def weights_of(self, cell: Cell) -> str:
@@ -73,7 +72,7 @@ class CellKeys:
     def link_cached_weights(self, cache: Any, out: Path) -> bool:
         """Hard-link every weights group's cached calibrated weights into ``out``; False if one is not cached."""
         names = self.weights_file_names()
-        hits = {bb: cache.get("weights", self._calibration_key(bb)[0]) for bb in names}
+        hits = {bb: cache.get("weights", self.calibration_key(bb)[0]) for bb in names}
         if any(h is None for h in hits.values()):
             return False
         for bb, hit in hits.items():
@@ -97,7 +96,7 @@ class CellKeys:
         return f"samples:{file_hash(files)}:{res[0]}x{res[1]}:b{batch}"
 
     # ---------------------------------------------------------------- keys
-    def _model_parts(self, cell: Cell, precision: str) -> Dict[str, Any]:
+    def model_parts(self, cell: Cell, precision: str) -> Dict[str, Any]:
         a = owner(cell)
         return {"weights": self.weights_of(cell), **a.model_parts(cell, self.s, precision), "model": a.name,
                 "model_code": code_hash(*a.code_dir)}
@@ -129,9 +128,9 @@ class CellKeys:
         tolerances, latency protocol, machine and thread count, all harness code, the versions of the
         exporter's and the runtime's packages (e.g. openvino, onnxruntime-gpu, tensorrt) and the runtime's
         identity (GPU name and driver for CUDA cells, the C++ runner's toolchain)."""
-        parts = self._model_parts(cell, cell.precision)
+        parts = self.model_parts(cell, cell.precision)
         rt = RUNTIMES[cell.runtime]
-        # the model's own code is in _model_parts (its adapter's code_dir): editing one model re-runs its cells only
+        # the model's own code is in model_parts (its adapter's code_dir): editing one model re-runs its cells only
         parts.update(cell=cell.cell_id, settings=self.s.model_dump(),
                      inputs=self.inputs_id(cell.resolution, cell.batch, cell.model),
                      tolerance=self.plan.tolerances[cell.precision].model_dump(), device=self.device,

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from .exporters import EXPORTERS
 from .models import MODELS, default_model
 from .onnx_analysis import record_fields as analysis_fields
-from .runtimes import RUNTIMES
 from .results import Analyzed, Diagnosed, Exported, Fields, Judged, Loaded, Probed, Ran, References, Timed
+from .runtimes import RUNTIMES
 from .values import PROBES
 
 IDENTITY: Fields = {"cell_id": str}

@@ -24,7 +24,12 @@ from model.checkpoint import CheckpointError, read_state_dict, sha256_of
 from . import inputs as data_mod
 from .cache import Cache, link_or_copy, make_key
 from .config import Cell, Plan
+from .divergence import first_divergence
+from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
 from .keys import CellKeys
+from .models import Inputs, owner  # noqa: F401 - Inputs re-exported
+from .onnx_analysis import analyze
+from .record import new_record
 from .runs import (  # noqa: F401 - re-exported
     CACHEABLE_STATUSES,
     RERUN_STATUSES,
@@ -35,14 +40,8 @@ from .runs import (  # noqa: F401 - re-exported
     append_record,
     describe,
 )
-from .exporters import EXPORTERS, Artifact, Exporter, ExportRequest
-from .models import Inputs, owner  # noqa: F401 - Inputs re-exported
-from .runtimes import RUNTIMES, as_list
-from .stages import PIPELINE, CellContext, Done, Outcome, StageClock, StageFailure, in_stage, positional_call  # noqa: F401 - re-exported
 from .runtimes import gpu_identity, set_tf32
-from .divergence import first_divergence
-from .onnx_analysis import analyze
-from .record import new_record
+from .stages import PIPELINE, CellContext, Done, Outcome, StageClock, StageFailure, in_stage
 
 _Stage, _in_stage = StageFailure, in_stage
 
@@ -129,7 +128,7 @@ class Runner:
             return files
         Path(self.out).mkdir(parents=True, exist_ok=True)
         for g, name in self.keys.weights_file_names().items():
-            key, parts = self.keys._calibration_key(g)
+            key, parts = self.keys.calibration_key(g)
             hit = self.cache.get("weights", key)
             if hit is not None:
                 self.weights[g] = torch.load(hit / "weights.pth", weights_only=True)
@@ -183,7 +182,7 @@ class Runner:
         options (``refine_patch_select`` static, ``input_guard``) are off, so a static cell passes only if it
         equals the official selection."""
         cell = owner(cell).official(cell)
-        parts = self.keys._model_parts(cell, precision)
+        parts = self.keys.model_parts(cell, precision)
         parts.update(inputs=self.keys.inputs_id(cell.resolution, cell.batch, cell.model),
                      threads=torch.get_num_threads())
         if device != "cpu":
@@ -221,7 +220,7 @@ class Runner:
         import dataclasses
 
         one = dataclasses.replace(cell, batch=1)
-        key = make_key("gmacs", {**self.keys._model_parts(one, "fp32"), "mode": str(self.model_kwargs(one)),
+        key = make_key("gmacs", {**self.keys.model_parts(one, "fp32"), "mode": str(self.model_kwargs(one)),
                                  "res": list(cell.resolution)})
         memo = self.__dict__.setdefault("_gmacs", {})
         if key not in memo:

@@ -12,8 +12,6 @@ from typing import Any, Dict, List, Optional
 
 from .faults import write_fault
 
-
-
 NA = "n/a"  # the value of an axis that does not apply to a cell (e.g. BGMv2's crop_method in full mode)
 
 

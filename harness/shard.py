@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .cache import link_or_copy
 from .pool.coordinator import group_cells
-from .pool.schedule import expected_cost, longest_first  # noqa: F401 - expected_cost named in the docstring
+from .pool.schedule import longest_first
 from .runs import UNEXPECTED_STATUSES, read_records
 from .report import write_report
 

@@ -38,9 +38,9 @@ from .models import owner
 from .mutants import mutate_onnx
 from .parity import ShapeMismatch
 from .probes import record_fields, run_probes
+from .results import (Analyzed, Diagnosed, Exported, Judged, Loaded, Outcome, Probed, Ran, References,
+                      StageResult, Timed)
 from .runs import describe
-from .results import (Analyzed, Diagnosed, Exported, Judged, Loaded, Outcome, Probed, Ran, References,  # noqa: F401
-                      StageResult, Timed, latency_fields)
 from .runtimes import RUNTIMES
 from .values import STAGES, SUB_STAGES, Tolerance, as_list
 
@@ -88,11 +88,7 @@ class StageClock:
         try:
             return fn()
         finally:
-            self.add(stage, time.perf_counter() - t)
-
-    def add(self, stage: str, seconds: float) -> None:
-        """Add ``seconds`` of work to ``stage``."""
-        self.times[stage] = self.times.get(stage, 0.0) + seconds
+            self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - t
 
     def rounded(self) -> Dict[str, float]:
         """:attr:`times` rounded to 0.1 ms, as the record stores them."""

@@ -15,10 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .parity import JUDGED_OUTPUTS, OUTPUT_NAMES, ParityResult, Selection, ShapeMismatch, compare, to_full_res
 from .values import Tolerance
-from .parity import ParityResult, Selection, compare, to_full_res
-from .parity import JUDGED_OUTPUTS, OUTPUT_NAMES
-from .parity import ShapeMismatch
 
 
 @dataclass

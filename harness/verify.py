@@ -72,7 +72,7 @@ def add_parser(sub: Any) -> None:
                    help="the model the artifact was exported from (default: its metadata's, else "
                         f"{default_model()})")
     for name in verifiable():  # each model's own settings as flags
-        MODELS[name].add_verify_arguments(v.add_argument_group(f"{MODELS[name].label or name} settings"))
+        MODELS[name].add_verify_arguments(v.add_argument_group(f"{MODELS[name].display_name} settings"))
     v.add_argument("--precision", choices=["fp32", "fp16"], default=None)
     v.add_argument("--runtime", action="append", default=None, help="only this runtime (repeatable)")
     v.add_argument("--resolution", default=None, metavar="HxW", help="validation size (default 288x512, "
@@ -183,10 +183,9 @@ def _verify(args: argparse.Namespace) -> int:
     plan = _plan(assumed, s, meta, fmt, runnable, res, (1, 2))
     if fmt == "onnx":  # then ranks, fixed sizes and dtypes against the inputs this plan feeds
         cell = plan.cells[0]
-        a = MODELS[cell.model]
-        ins, outs, _ = a.io(cell)
-        feeds = a.cast(a.validation_inputs(tuple(res), 1, list(plan.samples)).feeds, cell.precision)
-        _check_interface(args.artifact, a, ins, outs, feeds, where=f"{cell.precision}, {res[0]}x{res[1]}",
+        ins, outs, _ = assumed.io(cell)
+        feeds = assumed.cast(assumed.validation_inputs(tuple(res), 1, list(plan.samples)).feeds, cell.precision)
+        _check_interface(args.artifact, assumed, ins, outs, feeds, where=f"{cell.precision}, {res[0]}x{res[1]}",
                          fixed_hw=not args.src)
     with tempfile.TemporaryDirectory(prefix="matrix-verify-") as tmp:
         return _judge_all(args, path, plan, meta, s, Path(tmp))
@@ -255,8 +254,8 @@ def _check_interface(path: str, adapter: Any, inputs: Tuple[str, ...], outputs: 
                                    if any(i >= t.dim() - 2 for i in fixed) else ""))
     if problems:
         raise VerifyError(
-            f"{path!r} is not a {adapter.label or adapter.name} graph: it takes {_fmt_io(got_in) or 'no inputs'} and "
-            f"gives {_fmt_io(got_out) or 'no outputs'}; a {adapter.label or adapter.name} artifact takes {want} and "
+            f"{path!r} is not a {adapter.display_name} graph: it takes {_fmt_io(got_in) or 'no inputs'} and "
+            f"gives {_fmt_io(got_out) or 'no outputs'}; a {adapter.display_name} artifact takes {want} and "
             f"gives {', '.join(outputs)} ({'; '.join(problems)})")
 
 

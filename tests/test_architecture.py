@@ -19,8 +19,6 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 # Bottom to top. A module belongs to the first layer with a matching prefix (``harness.pool`` covers its

@@ -202,7 +202,7 @@ def test_cuda_runtimes_skip_with_reason_on_cpu(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 6 and set(df.status) == {"skip"}
     assert df.reason.str.contains("CUDA is not available|has no CUDAExecutionProvider").all()
-    from harness.runtimes import gpu_device_nodes
+    from harness.system import gpu_device_nodes
 
     if not gpu_device_nodes():  # the coordinator records these skips itself: no worker, not even started early
         assert not (out / "logs").exists(), sorted(p.name for p in (out / "logs").iterdir())

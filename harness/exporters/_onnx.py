@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..targets import EXPORT_FIELDS, MODEL_CELL_FIELDS, MODEL_SETTINGS
-from . import META_KEY, Artifact, Exporter, captured_output, module_version
-from . import StageError
+from . import META_KEY, Artifact, Exporter, StageError, captured_output, module_version
 
 
 class OnnxExporter(Exporter):

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 from pydantic import BaseModel
-from ..verdict import elementwise_fields
-from ..values import as_list
-from ..verdict import elementwise_verdict
 
 from model.errors import CheckpointError
+
+from ..values import as_list
+from ..verdict import elementwise_fields, elementwise_verdict
 
 
 @dataclass
@@ -62,6 +62,11 @@ class ModelAdapter:
     default: bool = False
     # the TorchScript artifact's forward() takes and returns tensors only (the C++ libtorch runner can run it)
     torchscript_tensor_io: bool = False
+
+    @property
+    def display_name(self) -> str:
+        """How messages name the model family: :attr:`label`, else :attr:`name`."""
+        return self.label or self.name
 
     # ------------------------------------------------------------------ schema and cells (torch-free)
     def axis_names(self) -> Tuple[str, ...]:
@@ -302,8 +307,8 @@ class ModelAdapter:
                 keys = list(state_dict)
                 shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
                 raise CheckpointError(
-                    f"checkpoint looks like {other.label or other.name} {kind}, expected {self.label or self.name} "
-                    f"{self.group_kind(group)}: {len(keys)} keys ({shown}); give {self.label or self.name} weights, "
+                    f"checkpoint looks like {other.display_name} {kind}, expected {self.display_name} "
+                    f"{self.group_kind(group)}: {len(keys)} keys ({shown}); give {self.display_name} weights, "
                     f"or run the {other.name} cells with these (--filter model={other.name})")
 
     def calibrated_state(self, group: str, s: Any, samples: List[str]) -> Dict[str, Any]:

@@ -14,14 +14,12 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..runs import NA
-from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
-from ..parity import JUDGED_OUTPUTS, OUTPUT_NAMES
-from ..verdict import record_fields
 from .. import inputs as data_mod
 from ..inputs import InputError
-from ..parity import Selection
-from ..verdict import judge_outputs
+from ..parity import JUDGED_OUTPUTS, OUTPUT_NAMES, Selection
+from ..runs import NA
+from ..verdict import judge_outputs, record_fields
+from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
 
 INPUT_NAMES = ("src", "bgr")
 # OUTPUT_NAMES: the patch-refinement output contract the selection-aware judge reads (harness/parity.py),

@@ -28,11 +28,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Annotated
 
-from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
 from .. import inputs as data_mod
 from ..inputs import InputError
 from ..values import as_list
 from ..verdict import Verdict, elementwise_verdict
+from . import Inputs, ModelAdapter, ReportSection, SectionCell, register_model
 
 STATE_NAMES = ("r1", "r2", "r3", "r4")
 OUTPUT_NAMES = ("fgr", "pha", "r1o", "r2o", "r3o", "r4o")

@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Optional
 from ..cache import Cache, default_root, link_or_copy
 from ..keys import CellKeys
 from ..record import RecordError, new_record, validate
-from ..runtimes import RUNTIMES, gpu_device_nodes
+from ..runtimes import RUNTIMES
 from ..runs import (CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir,
                        read_records, stage_seconds)
 from ..rules import apply_rule, matching_rules, pick_rule
-from ..system import usable_cores
+from ..system import gpu_device_nodes, usable_cores
 from .coordinator import Coordinator, group_cells
 from .schedule import read_cache_costs, schedule, write_cache_costs
 from .worker import FAULTS_ENV

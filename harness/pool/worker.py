@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 from multiprocessing.connection import Connection
+
 from .. import faults
 from ..cache import Cache
 

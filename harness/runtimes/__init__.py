@@ -19,12 +19,10 @@ state a stateful model keeps between calls. Two latency definitions (:mod:`harne
 
 from __future__ import annotations
 
-import functools
 import importlib
-import os
 import pkgutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -35,8 +33,7 @@ Feeds = Dict[str, "Tensor"]
 Outputs = Dict[str, np.ndarray]
 # TorchScript's hoisted attributes, set with setattr after loading: every model adapter's ``hoisted``
 from ..targets import TORCHSCRIPT_SETTABLE as HOISTED  # noqa: E402
-from ..system import gpu_compute_capability, gpu_device_nodes, gpu_identity  # noqa: E402,F401 - re-exported
-from ..values import as_list  # noqa: E402,F401 - re-exported
+from ..system import gpu_identity  # noqa: E402 - the GPU in a CUDA runtime's identity (harness/system.py)
 
 
 def set_tf32(on: bool) -> None:

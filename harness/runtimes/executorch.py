@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Dict, Optional
 
-from . import Feeds, Outputs, Runtime, register_runtime
 from ..cache import package_version
+from . import Feeds, Outputs, Runtime, register_runtime
 
 _THREADS: Dict[str, Optional[int]] = {"set": None}
 

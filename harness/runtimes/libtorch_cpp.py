@@ -7,9 +7,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import HOISTED, Feeds, Outputs, Runtime, register_runtime
 from .. import cpp_runner
 from ..benchmark import summarize
+from . import HOISTED, Feeds, Outputs, Runtime, register_runtime
 
 
 @register_runtime
