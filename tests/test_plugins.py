@@ -144,3 +144,25 @@ def test_executorch_full_mode_exports_runs_and_verifies(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "pass  executorch-cpu 288x512 b1" in out and "pass  executorch-cpu 288x512 b2" in out
+
+
+def test_a_record_field_declared_twice_is_refused_and_a_new_one_joins(monkeypatch):
+    """Record fields are declared once (harness/record.py): a plug-in that declares a field a stage result
+    already declares (``load_s``, harness/results.py Loaded) makes building the record fail naming both
+    sections; a plug-in field of a new name becomes a column."""
+    from harness import record
+
+    aoti = EXPORTERS["aoti"]
+    own = dict(aoti.record_fields)
+    try:
+        monkeypatch.setattr(aoti, "record_fields", {**own, "load_s": float})
+        record._record_model.cache_clear()
+        with pytest.raises(ValueError, match=r"'load_s' is declared twice: in section 'load/run' and in 'plug-ins'"):
+            record.record_model("bgmv2")
+        monkeypatch.setattr(aoti, "record_fields", {**own, "plugin_only_s": float})
+        record._record_model.cache_clear()
+        cols = record.columns("bgmv2")
+        assert "plugin_only_s" in cols and cols.count("load_s") == 1
+    finally:
+        monkeypatch.setattr(aoti, "record_fields", own)
+        record._record_model.cache_clear()
