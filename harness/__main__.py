@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 from model.errors import ModelInputError
 
 from .config import DEFAULT_CONFIG, STAGES, ConfigError, expand, load_config
+from .decide import finalists
 from .diff import add_parser as add_diff
 from .diff import cmd_diff, diff_dirs, to_markdown
 from .diff import write as write_diff
@@ -26,6 +27,7 @@ from .inputs import InputError, image_size
 from .pool import run_plan
 from .runs import UNEXPECTED_STATUSES, RunError, RunOptions, read_records
 from .report import write_report
+from .rounds import ROUNDS_FILE, between_run_spread, spreads_dict, write_rounds
 from .shard import ShardError, cmd_merge, parse_shard, read_costs, shard_plan
 from .shard import add_parser as add_merge
 from .system import usable_cores
@@ -183,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      f"`python -m harness run`, e.g. reports/baseline)")
     t0 = time.perf_counter()
     try:
-        summary, keys = run_plan(plan, _run_options(args, timeouts, shard_info))
+        summary, keys = run_plan(plan, _run_options(args, timeouts, shard_info), finalists=finalists)
     except (RunError, ModelInputError, InputError) as e:  # every model's CheckpointError/InputContractError
         return _fail(str(e))
     return _report_run(args, plan, summary, keys, time.perf_counter() - t0, shard_info)
@@ -244,6 +246,16 @@ def _report_run(args: argparse.Namespace, plan, summary, keys, wall_s: float, sh
                   for r in plan.rules},
         **(shard_info or {}),
     }
+    if summary.rounds:
+        write_rounds(Path(args.out), summary.rounds)
+        meta["latency_rounds"] = {
+            "groups": len(summary.rounds), "seconds": round(sum(g.seconds for g in summary.rounds if not g.cached), 1),
+            "cached": sum(g.cached for g in summary.rounds),
+            "stops": {s: sum(g.stop == s for g in summary.rounds) for s in sorted({g.stop for g in summary.rounds})},
+            "spread": spreads_dict(between_run_spread(summary.rounds)),
+        }
+    elif (Path(args.out) / ROUNDS_FILE).exists() and not args.resume:
+        (Path(args.out) / ROUNDS_FILE).unlink()  # an earlier run's rounds would describe other records
     try:
         paths = write_report(Path(args.out), summary.records, meta)
     except OSError as e:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("artifact", "reference", "weights", "result", "tool", "export-failure")
+KINDS = ("artifact", "reference", "weights", "result", "tool", "export-failure", "rounds")
 _VERSIONED = ("torch", "torchvision", "onnx", "onnxsim", "onnxruntime", "onnxscript", "numpy", "openvino",
               "onnxruntime-gpu", "tensorrt")
 BASE_PACKAGES = ("torch", "torchvision", "numpy")

@@ -23,6 +23,7 @@ from .benchmark import Protocol
 from .exporters import EXPORTERS
 from .inputs import SAMPLE_NAMES
 from .models import MODELS, default_model, model_axes, model_settings, owner
+from .rounds import RoundsProtocol
 from .rules import Rule, matching_rule, matching_rules  # noqa: F401 - the rules: section of matrix.yaml
 from .runs import NA  # noqa: F401 - re-exported
 from .runtimes import RUNTIMES
@@ -165,6 +166,26 @@ def _axes_model() -> type:
 Axes = _axes_model()
 
 
+class Rounds(_Strict):
+    """Interleaved re-measurement of each decision's finalists after the run (:mod:`harness.rounds`,
+    :mod:`harness.pool.rounds`): ``cap_s`` seconds of rounds per decision (0: off), 6-``max_rounds`` rounds,
+    ``warmup_runs`` untimed and ``runs`` timed calls per finalist per round, stop once every ratio's 95 %
+    interval is within +-``target``; ``finalists`` candidates besides the fastest, those within ``within`` x
+    its burst p50."""
+
+    cap_s: float = Field(0.0, ge=0)
+    min_rounds: int = Field(6, ge=6)
+    max_rounds: int = Field(30, ge=6)
+    warmup_runs: int = Field(1, ge=0)
+    runs: int = Field(3, ge=1)
+    target: float = Field(0.03, gt=0, lt=1)
+    finalists: int = Field(4, ge=1)
+    within: float = Field(1.6, ge=1)
+
+    def protocol(self) -> RoundsProtocol:
+        return RoundsProtocol(**self.model_dump())
+
+
 class Latency(_Strict):
     """Latency protocol (harness/benchmark.py): warm up until both ``warmup_min_s`` seconds and
     ``warmup_min_runs`` calls; measure until both ``measure_min_s`` and ``measure_min_runs``, at most
@@ -180,6 +201,7 @@ class Latency(_Strict):
     cv_warn: float = Field(0.10, gt=0)
     target_ci: float = Field(0.0, ge=0, lt=1)
     compute: bool = True
+    rounds: Rounds = Rounds()
 
     def protocol(self):
         return Protocol(self.warmup_min_s, self.warmup_min_runs, self.measure_min_s, self.measure_min_runs,

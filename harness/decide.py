@@ -15,10 +15,15 @@ The choice rule (:func:`decide`), in order:
    (:func:`p50_ratio_ci`: both sample sets resampled independently, 2,000 draws, fixed seed, so the same
    records give the same decision). A candidate whose interval lies above ``1 + MIN_EFFECT`` is *slower*;
    every other one *ties* with the fastest: the difference is inside the measurement noise (or under 5 %).
+   Where the run re-measured the finalists in interleaved rounds (:mod:`harness.rounds`, the ``ci``
+   profile), their ratios and intervals come from the rounds instead: paired per round, computed over
+   rounds, so they hold from one run to the next (the burst interval above measures a few consecutive calls
+   and missed 20-80 % swings between two moments of a run, issue 29).
 3. **Ties are broken by portability** (:func:`portability`): more runtimes that pass with the *same
    artifact* (same ``artifact_key``), then fewer data-dependent ONNX ops (NonZero, TopK, Scatter*, ...:
-   what TensorRT, CoreML and TFLite refuse), then more static-analysis targets the graph is ready for; the
-   p50 decides what is still tied.
+   what TensorRT, CoreML and TFLite refuse), then more static-analysis targets the graph is ready for; then
+   the smaller artifact (MiB, to 0.1), then the configuration label. Not the p50: a tie means the
+   difference is inside the noise, and a pick that follows noise flips from one run to the next.
 
 The runner-up is the best of the rest by the same order, with the reason it lost. A target where nothing
 passes is *blocked*: the failures are grouped by rule or exception class, with the rule's evidence link.
@@ -39,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .models import default_model, record_owner
+from .rounds import GroupRounds, RoundsProtocol
 
 PASSING = ("pass",)
 MIN_EFFECT = 0.05  # a p50 difference under 5 % is a tie even when the samples say it is real
@@ -183,6 +189,7 @@ class Candidate:
     hi: Optional[float] = None
     tie: bool = True
     portability: Tuple[int, int, int] = (1, 0, 0)
+    rounds: int = 0  # rounds the ratio comes from (0: from the burst's per-call samples)
 
     @property
     def cell_id(self) -> str:
@@ -213,6 +220,7 @@ class Decision:
     per_semantic: Dict[str, str] = field(default_factory=dict)
     semantic_axis: str = ""
     primary: bool = True
+    rounds: Optional[GroupRounds] = None  # the interleaved re-measurement of the finalists, if the run made one
 
     @property
     def target(self) -> str:
@@ -223,15 +231,30 @@ class Decision:
         return " ".join(str(v) if k != "batch" else f"b{v}" for k, v in self.shape)
 
 
+def _size(c: Candidate) -> float:
+    v = c.record.get("artifact_mib")
+    return round(float(v), 1) if isinstance(v, (int, float)) and np.isfinite(v) else float("inf")
+
+
 def _order(c: Candidate) -> Tuple[Any, ...]:
+    """Best first: tied before slower, then portability; among ties the smaller artifact, then the label
+    (deterministic: never the p50 inside the noise); among the slower ones the p50."""
     n_rt, n_ops, ready = c.portability
-    return (not c.tie, -n_rt, n_ops, -ready, c.p50_ms if c.p50_ms is not None else float("inf"))
+    last: Any = (_size(c), c.label) if c.tie else (c.p50_ms if c.p50_ms is not None else float("inf"), c.label)
+    return (not c.tie, -n_rt, n_ops, -ready, last)
 
 
-def rank(cands: List[Candidate]) -> List[Candidate]:
-    """Score ``cands`` in place against the fastest (ratio, CI, tie) and return them best first."""
+def rank(cands: List[Candidate], rounds: Optional[GroupRounds] = None) -> List[Candidate]:
+    """Score ``cands`` in place against the fastest (ratio, CI, tie) and return them best first.
+
+    With ``rounds`` (the interleaved re-measurement of this decision's finalists), a finalist's ratio and
+    interval are the rounds' (against the rounds' reference) and it is slower only when the interval's low end
+    clears ``1 + MIN_EFFECT``; fewer than 6 rounds or no interval: a tie. A candidate outside the rounds keeps
+    its burst ratio against the fastest finalist (it was outside the finalists' range to begin with)."""
     timed = [c for c in cands if c.p50_ms is not None]
-    if timed:
+    if rounds is not None and rounds.ratios and rounds.reference:
+        _rank_rounds(cands, rounds)
+    elif timed:
         fastest = min(timed, key=lambda c: c.p50_ms)
         fs = _samples(fastest.record)
         for c in cands:
@@ -250,10 +273,34 @@ def rank(cands: List[Candidate]) -> List[Candidate]:
     return sorted(cands, key=_order)
 
 
+def _rank_rounds(cands: List[Candidate], g: GroupRounds) -> None:
+    ref = next((c for c in cands if c.cell_id == g.reference), None)
+    rs = _samples(ref.record) if ref is not None else None
+    for c in cands:
+        v = g.ratios.get(c.cell_id)
+        if v is not None:
+            c.ratio, c.lo, c.hi = v[0], v[1], v[2]
+            c.rounds = g.rounds
+            c.tie = c.cell_id == g.reference or c.lo is None or c.lo <= 1.0 + MIN_EFFECT
+            if c.cell_id == g.reference:
+                c.ratio, c.lo, c.hi = 1.0, 1.0, 1.0
+            continue
+        if c.p50_ms is None or ref is None or ref.p50_ms is None:
+            c.tie = False
+            continue
+        cs = _samples(c.record)
+        if cs is not None and rs is not None:
+            c.ratio, c.lo, c.hi = p50_ratio_ci(cs, rs)
+            c.tie = c.lo <= 1.0 + MIN_EFFECT
+        else:
+            c.ratio = c.p50_ms / ref.p50_ms
+            c.tie = c.ratio <= 1.0 + MIN_EFFECT
+
+
 def _why_lost(best: Candidate, other: Candidate) -> str:
     if not other.tie:
         if other.lo is not None and other.hi is not None and other.ratio is not None:
-            ci = f" (95 % CI {other.lo:.2f}–{other.hi:.2f})" if other.lo != other.hi else ""
+            ci = f" (95 % CI {other.lo:.2f}–{other.hi:.2f}{_over(other)})" if other.lo != other.hi else ""
             return f"slower: p50 x{other.ratio:.2f} of the fastest{ci}"
         return "no latency measured" if other.p50_ms is None else f"slower: p50 x{other.ratio:.2f}"
     (br, bo, bt), (orr, oo, ot) = best.portability, other.portability
@@ -261,16 +308,21 @@ def _why_lost(best: Candidate, other: Candidate) -> str:
         tie = "no latency measured"
     else:
         tie = f"tied on latency (p50 x{other.ratio:.2f}" + (
-            f", 95 % CI {other.lo:.2f}–{other.hi:.2f})" if other.lo is not None and other.lo != other.hi else ")")
+            f", 95 % CI {other.lo:.2f}–{other.hi:.2f}{_over(other)})" if other.lo is not None and other.lo != other.hi
+            else (f", {other.rounds} rounds: too few for an interval)" if other.rounds else ")"))
     if orr < br:
         return f"{tie}; less portable: its artifact passes on {orr} runtime(s), the winner's on {br}"
     if oo > bo:
         return f"{tie}; less portable: {oo} data-dependent op type(s) vs {bo}"
     if ot < bt:
         return f"{tie}; less portable: graph ready for {ot} static-analysis target(s) vs {bt}"
-    if other.p50_ms is None or best.p50_ms is None:
-        return f"{tie}; equally portable"
-    return f"{tie}; equally portable, higher p50 ({other.p50_ms:.1f} vs {best.p50_ms:.1f} ms)"
+    if _size(other) > _size(best):
+        return f"{tie}; equally portable, larger artifact ({_size(other):.1f} vs {_size(best):.1f} MiB)"
+    return f"{tie}; equally portable and as large: the configuration order decides (inside the noise)"
+
+
+def _over(c: Candidate) -> str:
+    return f" over {c.rounds} interleaved rounds" if c.rounds else " over the burst's calls"
 
 
 def _cause(r: Dict[str, Any]) -> str:
@@ -319,23 +371,67 @@ def target_order(model: str, runtime: str, precision: str) -> Tuple[Any, ...]:
     return (model != default_model(), model, rank, runtime, precision != "fp32", precision)
 
 
-def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> List[Decision]:
-    """One :class:`Decision` per (model, runtime, precision) and comparison shape; per target the shape with
-    the most passing cells (then the most cells, then batch 1) is ``primary`` and listed first.
+def group_name(model: str, runtime: str, precision: str, shape: Tuple[Any, ...]) -> str:
+    """The name of one decision's group of candidates, e.g. ``bgmv2 onnxruntime-cpu fp32 mobilenetv2 288x512 b1``
+    (how :mod:`harness.rounds` files its rounds)."""
+    label = " ".join(str(v) if k != "batch" else f"b{v}" for k, v in shape)
+    return f"{model} {runtime} {precision} {label}"
 
-    Targets whose cells are all ``skip`` (not runnable on this machine) get no decision: they say nothing
-    about the target."""
-    env = env or {}
-    runtimes_by_artifact: Dict[str, set] = {}
-    for r in records:
-        if r.get("status") in PASSING and r.get("artifact_key"):
-            runtimes_by_artifact.setdefault(r["artifact_key"], set()).add(r.get("runtime"))
+
+def _targets(records: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str], Dict[Tuple[Any, ...], List[Dict[str, Any]]]]:
     targets: Dict[Tuple[str, str, str], Dict[Tuple[Any, ...], List[Dict[str, Any]]]] = {}
     for r in records:
         if r.get("status") == "skip":
             continue
         t = (_adapter(r).name, str(r.get("runtime")), str(r.get("precision")))
         targets.setdefault(t, {}).setdefault(shape_key(r), []).append(r)
+    return targets
+
+
+def _runtimes_by_artifact(records: List[Dict[str, Any]]) -> Dict[str, set]:
+    out: Dict[str, set] = {}
+    for r in records:
+        if r.get("status") in PASSING and r.get("artifact_key"):
+            out.setdefault(r["artifact_key"], set()).add(r.get("runtime"))
+    return out
+
+
+def finalists(records: List[Dict[str, Any]], protocol: RoundsProtocol) -> List[Tuple[str, List[Dict[str, Any]]]]:
+    """The groups of candidates to re-measure in interleaved rounds: per decision (target and shape) with at
+    least two timed passing candidates, the fastest by burst p50 plus up to ``protocol.finalists`` others whose
+    burst p50 is within ``protocol.within`` of it, best first by the tie order (portability, size, label: the
+    candidates that win if they tie). Returns ``[(group_name, [records])]`` with the fastest first."""
+    by_art = _runtimes_by_artifact(records)
+    out = []
+    for (model, rt, prec), shapes in sorted(_targets(records).items(), key=lambda kv: target_order(*kv[0])):
+        for shape, rs in shapes.items():
+            cands = [Candidate(record=r, label=config_label(r), p50_ms=_p50(r), p50_ci=None,
+                               portability=portability(r, by_art))
+                     for r in rs if r["status"] in PASSING and _p50(r) is not None]
+            if len(cands) < 2:
+                continue
+            fastest = min(cands, key=lambda c: (c.p50_ms, c.label))
+            near = [c for c in cands if c is not fastest and c.p50_ms <= protocol.within * fastest.p50_ms]
+            near.sort(key=_order)  # every candidate still counts as tied here: the tie order
+            picked = [fastest] + near[: protocol.finalists]
+            out.append((group_name(model, rt, prec, shape), [c.record for c in picked]))
+    return out
+
+
+def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None,
+           rounds: Optional[Sequence[GroupRounds]] = None) -> List[Decision]:
+    """One :class:`Decision` per (model, runtime, precision) and comparison shape; per target the shape with
+    the most passing cells (then the most cells, then batch 1) is ``primary`` and listed first.
+
+    ``rounds``: the run's interleaved re-measurements (:func:`harness.rounds.read_rounds`); a decision whose
+    group was re-measured ranks its finalists by the rounds.
+
+    Targets whose cells are all ``skip`` (not runnable on this machine) get no decision: they say nothing
+    about the target."""
+    env = env or {}
+    groups = {g.group: g for g in (rounds or []) if not g.group.startswith("gate:")}
+    runtimes_by_artifact = _runtimes_by_artifact(records)
+    targets = _targets(records)
     out: List[Decision] = []
     for (model, rt, prec), shapes in sorted(targets.items(), key=lambda kv: target_order(*kv[0])):
         def weight(item):
@@ -346,14 +442,16 @@ def decide(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) 
 
         ordered = sorted(shapes.items(), key=weight)
         for i, (shape, rs) in enumerate(ordered):
-            d = _decide_one(model, rt, prec, shape, rs, runtimes_by_artifact, env)
+            d = _decide_one(model, rt, prec, shape, rs, runtimes_by_artifact, env,
+                            groups.get(group_name(model, rt, prec, shape)))
             d.primary = i == 0
             out.append(d)
     return out
 
 
 def _decide_one(model: str, rt: str, prec: str, shape: Tuple[Any, ...], rs: List[Dict[str, Any]],
-                runtimes_by_artifact: Dict[str, set], env: Dict[str, Any]) -> Decision:
+                runtimes_by_artifact: Dict[str, set], env: Dict[str, Any],
+                rounds: Optional[GroupRounds] = None) -> Decision:
     ok = [r for r in rs if r["status"] in PASSING]
     d = Decision(model=model, runtime=rt, precision=prec, shape=shape, ran=len(rs), passing=len(ok))
     adapter = _adapter(rs[0])
@@ -367,7 +465,8 @@ def _decide_one(model: str, rt: str, prec: str, shape: Tuple[Any, ...], rs: List
         cands.append(Candidate(record=r, label=config_label(r), p50_ms=_p50(r),
                                p50_ci=p50_ci(s) if s is not None else None,
                                portability=portability(r, runtimes_by_artifact)))
-    ranked = rank(cands)
+    ranked = rank(cands, rounds)
+    d.rounds = rounds
     d.recommended = ranked[0]
     d.ties = sum(c.tie for c in ranked) - 1
     d.accuracy = accuracy(ranked[0].record, env)

@@ -17,6 +17,12 @@ Cells are matched by ``cell_id``. Classes of change (:class:`DiffResult`):
   changes up to ~10 % without a code change, and the README's measurements flag cv > 0.1 as unstable.
   Latency is compared only when both runs describe the same machine (CPU model, core count, worker
   threads); otherwise the result says why it was not compared (``latency_note``) instead of guessing.
+  Where a run measured its **between-run spread** (``environment.json`` ``latency_rounds.spread``: each
+  decision's finalists timed twice in the run, burst and interleaved rounds, :mod:`harness.rounds`), a cell
+  is slower only when *also* ``new/base`` clears ``1 + min_effect`` with a 95 % interval widened by both
+  runs' spread for that runtime (:func:`harness.rounds.slower_claim`): the burst interval measures a few
+  consecutive calls, and an A/A run (the same commit twice on a 2-core VM) showed p50 ratios of 0.70-1.43
+  with burst intervals a few percent wide (issue 29).
 
 A regression (exit code 1) is any of new_failures, lost, new_xpass or slower. ``harness run --baseline DIR``
 runs the same comparison after the run and writes ``diff.md``/``diff.html`` next to the report.
@@ -30,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .decide import _samples, p50_ratio_ci
+from .rounds import Spread, slower_claim, spread_for, spreads_from_dict
 from .runs import read_records
 
 BAD = ("fail", "error", "crash", "timeout")
@@ -69,6 +78,8 @@ class DiffResult:
     latency_note: str = ""
     same_cells: int = 0
     min_effect: float = MIN_EFFECT
+    spread_note: str = ""  # how the between-run spread entered the latency test
+    noise: int = 0  # cells the burst interval called slower/faster, inside the between-run spread
 
     REGRESSIONS = ("new_failures", "lost", "new_xpass", "slower")
     SECTIONS = (("new_failures", "New failures"), ("lost", "Lost (passed before, a rule now expects failure)"),
@@ -113,6 +124,12 @@ def diff_records(base: List[Dict[str, Any]], new: List[Dict[str, Any]], base_env
     b = {r["cell_id"]: r for r in base}
     n = {r["cell_id"]: r for r in new}
     machine_ok, machine_why = same_machine(base_env or {}, new_env or {})
+    sb = spreads_from_dict(((base_env or {}).get("latency_rounds") or {}).get("spread"))
+    sn = spreads_from_dict(((new_env or {}).get("latency_rounds") or {}).get("spread"))
+    spreads = (sb or sn, sn or sb)
+    res.spread_note = ("between-run spread from " + " and ".join(
+        x for x, y in (("BASE", sb), ("NEW", sn)) if y) + "'s rounds") if (sb or sn) else (
+        "between-run spread unknown (neither run re-measured finalists in rounds): burst intervals only")
     compare_lat = latency == "always"
     if latency == "same-machine":
         compare_lat, res.latency_note = machine_ok, machine_why
@@ -130,7 +147,7 @@ def diff_records(base: List[Dict[str, Any]], new: List[Dict[str, Any]], base_env
         if st == ost:
             res.same_cells += 1
             if st == "pass" and compare_lat:
-                _latency(res, cid, old, r, min_effect)
+                _latency(res, cid, old, r, min_effect, spreads)
             continue
         ch = Change(cid, ost, st, _short(r.get("reason")))
         if st in BAD:
@@ -155,7 +172,8 @@ def diff_records(base: List[Dict[str, Any]], new: List[Dict[str, Any]], base_env
     return res
 
 
-def _latency(res: DiffResult, cid: str, old: Dict[str, Any], new: Dict[str, Any], min_effect: float) -> None:
+def _latency(res: DiffResult, cid: str, old: Dict[str, Any], new: Dict[str, Any], min_effect: float,
+             spreads: Tuple[Dict[str, Spread], Dict[str, Spread]] = ({}, {})) -> None:
     a, b = _samples(new), _samples(old)
     if a is None or b is None:
         return
@@ -163,9 +181,22 @@ def _latency(res: DiffResult, cid: str, old: Dict[str, Any], new: Dict[str, Any]
     ratio, lo, hi = p50_ratio_ci(a, b)
     detail = (f"p50 {old.get('p50_ms', 0):.2f} -> {new.get('p50_ms', 0):.2f} ms (x{ratio:.2f}, 95 % CI "
               f"{lo:.2f}–{hi:.2f}; {len(b)} / {len(a)} samples)")
-    if lo > 1 + min_effect:
+    slower, faster = lo > 1 + min_effect, hi < 1 - min_effect
+    rt = str(new.get("runtime"))
+    s_base, s_new = spread_for(spreads[0], rt), spread_for(spreads[1], rt)
+    if (slower or faster) and (s_base or s_new):
+        sig_b, sig_n = (s_base or s_new).sigma, (s_new or s_base).sigma
+        bm, nm = float(np.median(b)), float(np.median(a))
+        up, slo, shi = slower_claim(bm, nm, sig_b, sig_n, min_effect)
+        down = shi < 1 - min_effect
+        detail += f"; with the between-run spread of {rt} (sigma {sig_b:.2f}/{sig_n:.2f}): {slo:.2f}–{shi:.2f}"
+        if not (up if slower else down):
+            res.noise += 1
+            return
+        lo, hi = (max(lo, slo), hi) if slower else (lo, min(hi, shi))
+    if slower:
         res.slower.append(Change(cid, "pass", "pass", detail, ratio, lo, hi))
-    elif hi < 1 - min_effect:
+    elif faster:
         res.faster.append(Change(cid, "pass", "pass", detail, ratio, lo, hi))
 
 
@@ -202,7 +233,10 @@ def to_markdown(res: DiffResult, max_rows: int = 20) -> str:
     md = [f"## Matrix diff: {verdict}", "",
           " · ".join([f"`{res.base}` → `{res.new}`", f"{res.same_cells} cells unchanged", *changed]), ""]
     md.append(f"Latency compared on {res.compared_latency} passing cells (regression: p50 95 % CI above "
-              f"x{1 + res.min_effect:.2f})" + (f"; {res.latency_note}" if res.latency_note else "") + ".")
+              f"x{1 + res.min_effect:.2f})" + (f"; {res.latency_note}" if res.latency_note else "")
+              + (f"; {res.spread_note}" if res.spread_note and res.compared_latency else "")
+              + (f"; {res.noise} burst difference(s) inside the between-run spread, not claimed" if res.noise else "")
+              + ".")
     for key, title in res.SECTIONS:
         items: List[Change] = getattr(res, key)
         if not items:
@@ -241,6 +275,7 @@ def write(res: DiffResult, out_dir: Path) -> Dict[str, Path]:
     paths["json"].write_text(json.dumps({
         "base": res.base, "new": res.new, "regression": res.regression, "counts": res.counts(),
         "latency_note": res.latency_note, "compared_latency": res.compared_latency, "min_effect": res.min_effect,
+        "spread_note": res.spread_note, "noise": res.noise,
         **{k: [vars(c) for c in getattr(res, k)] for k, _ in res.SECTIONS}}, indent=1), encoding="utf-8")
     return paths
 

@@ -76,6 +76,7 @@ class RunSummary:
     stage_s: float = 0.0
     jobs: int = 1
     kept: int = 0  # records kept from an earlier run (--resume / --rerun-failed)
+    rounds: List[Any] = field(default_factory=list)  # harness.rounds.GroupRounds of the finalists, if measured
 
     def counts(self) -> Dict[str, int]:
         out: Dict[str, int] = {}

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top. A module belongs to the first layer with a matching prefix (``harness.pool`` covers its
 # submodules). docs/architecture.md draws the same table.
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
-    ("values", ("harness.values", "harness.runs", "harness.results", "harness.system", "harness.cache", "harness.benchmark",
+    ("values", ("harness.values", "harness.runs", "harness.results", "harness.system", "harness.cache", "harness.benchmark", "harness.rounds",
                 "harness.inputs", "harness.faults", "harness.divergence", "harness.mutants", "harness.onnx_analysis",
                 "harness.cpp_runner", "harness.data", "model")),
     ("judges", ("harness.parity", "harness.verdict", "harness.rules", "harness.probes")),

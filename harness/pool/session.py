@@ -13,15 +13,17 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..cache import Cache, default_root, link_or_copy
+from ..cache import Cache, default_root, link_or_copy, make_key
 from ..keys import CellKeys
 from ..record import RecordError, new_record, validate
+from ..rounds import GroupRounds
 from ..runtimes import RUNTIMES
 from ..runs import (CACHEABLE_STATUSES, RERUN_STATUSES, RunError, RunSummary, append_record, check_out_dir,
                        read_records, stage_seconds)
 from ..rules import apply_rule, matching_rules, pick_rule
 from ..system import gpu_device_nodes, usable_cores
 from .coordinator import Coordinator, group_cells
+from .rounds import run_rounds
 from .schedule import read_cache_costs, schedule, write_cache_costs
 from .worker import FAULTS_ENV
 
@@ -37,9 +39,13 @@ def _rewrite_records(path: Path, records: List[Dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def run_plan(plan, opts):
+def run_plan(plan, opts, finalists=None):
     """Run all cells of ``plan`` in worker processes; return ``(RunSummary, CellKeys)`` (the keys carry the
     run's weights and input facts for environment.json: ``weights_info``, ``input_conversion``, ``threads``).
+
+    ``finalists(records, protocol) -> [(group name, [records])]`` (e.g. :func:`harness.decide.finalists`):
+    with the profile's ``settings.latency.rounds.cap_s`` > 0, those groups are re-measured in interleaved
+    rounds after the cells ran (:mod:`harness.pool.rounds`; ``summary.rounds``).
 
     Records go to ``<out>/results.jsonl`` as each cell ends. With ``opts.resume``, cells that already
     have a final record are kept and not run; with ``opts.rerun_failed``, records with status fail,
@@ -50,6 +56,7 @@ def run_plan(plan, opts):
             whole (unwritable output, bad checkpoint, unusable images, resume of another config).
     """
     session = RunSession(plan, opts)
+    session.finalists = finalists
     session.prepare()
     return session.execute(), session.keys
 
@@ -74,6 +81,7 @@ class RunSession:
         self.coord: Optional[Coordinator] = None
         self.bar: Any = None
         self.interrupted: Optional[str] = None
+        self.finalists: Any = None
 
     def torch_runner(self):
         if self.runner is None:
@@ -216,6 +224,9 @@ class RunSession:
                 self._run_workers(misses)
             elif self.files is None and not self.keys.link_cached_weights(self.cache, self.out):
                 self.torch_runner().prepare_weights()  # weights.pth in the output dir, as in a full run
+            if self.coord is not None:  # the rounds run alone: every worker has exited
+                self.coord.shutdown()
+            self._rounds()
         finally:
             if self.coord is not None:  # also workers started for cells that then could not run here
                 self.coord.shutdown()
@@ -226,6 +237,34 @@ class RunSession:
             if self.opts.no_cache:
                 shutil.rmtree(self.cache_root, ignore_errors=True)
         return self._finish(time.perf_counter() - t0)
+
+    def _rounds(self) -> None:
+        """Re-measure each decision's finalists in interleaved rounds (``settings.latency.rounds``), reusing a
+        group's rounds from the cache when every one of its records came from the result cache (the same
+        cells, settings, code and machine: :meth:`harness.keys.CellKeys.result_key`)."""
+        proto = self.plan.settings.latency.rounds.protocol()
+        if (not proto.enabled or self.finalists is None or self.summary.stopped_by or self.interrupted):
+            return
+        by_id = {c.cell_id: c for c in self.plan.cells}
+        groups = self.finalists(self.summary.records, proto)
+        todo, done = [], {}
+        for name, recs in groups:
+            cells = [by_id[r["cell_id"]] for r in recs if r.get("cell_id") in by_id]
+            key = make_key("rounds", {"group": name, "protocol": proto.__dict__,
+                                      "cells": [self.keys.result_key(c) for c in cells]})
+            hit = self.cache.get_json("rounds", key) if all(r.get("cache") == "result" for r in recs) else None
+            if hit is not None:
+                done[name] = GroupRounds(**{**hit, "cached": True})
+            else:
+                todo.append((name, recs, key))
+        if todo:
+            for g in run_rounds(self.plan, self.opts, self.cache_root, self.threads,
+                                [(n, recs) for n, recs, _ in todo], proto):
+                done[g.group] = g
+                key = next(k for n, _, k in todo if n == g.group)
+                if not g.stop.startswith("error"):
+                    self.cache.put_json("rounds", key, g.as_dict())
+        self.summary.rounds = [done[n] for n, _ in groups if n in done]
 
     def _install_signal_handlers(self) -> Dict[Any, Any]:
         """SIGINT/SIGTERM stop the workers; every finished cell is already on disk."""

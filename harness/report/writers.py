@@ -19,6 +19,7 @@ from ..benchmark import cpu_flags, cpu_name
 from ..cache import package_versions
 from ..decide import decide, failure_groups
 from ..models import MODELS, ReportSection, record_owner
+from ..rounds import read_rounds
 from ..runs import read_records
 from ..system import describe
 from .figures import plots, section_figures
@@ -121,7 +122,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     write_csv(out_dir / "results.csv", records)
     counts = status_counts(records)
     found = all_findings(records)
-    decisions = decide(records, env)
+    decisions = decide(records, env, read_rounds(out_dir))
     _write_html(out_dir, records, env, counts, found, benchmark_json, decisions)
     (out_dir / "summary.md").write_text(summary_md(records, env, counts, found, decisions), encoding="utf-8")
     write_junit(out_dir / "junit.xml", records, env)
