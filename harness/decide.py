@@ -250,7 +250,7 @@ def rank(cands: List[Candidate], rounds: Optional[GroupRounds] = None) -> List[C
     With ``rounds`` (the interleaved re-measurement of this decision's finalists), a finalist's ratio and
     interval are the rounds' (against the rounds' reference) and it is slower only when the interval's low end
     clears ``1 + MIN_EFFECT``; fewer than 6 rounds or no interval: a tie. A candidate outside the rounds keeps
-    its burst ratio against the fastest finalist (it was outside the finalists' range to begin with)."""
+    its burst ratio against the burst's fastest (it was left out of the finalists for it)."""
     timed = [c for c in cands if c.p50_ms is not None]
     if rounds is not None and rounds.ratios and rounds.reference:
         _rank_rounds(cands, rounds)
@@ -274,7 +274,9 @@ def rank(cands: List[Candidate], rounds: Optional[GroupRounds] = None) -> List[C
 
 
 def _rank_rounds(cands: List[Candidate], g: GroupRounds) -> None:
-    ref = next((c for c in cands if c.cell_id == g.reference), None)
+    # a candidate outside the rounds was left out for its burst p50 against the burst's fastest: judged so
+    timed = [c for c in cands if c.p50_ms is not None]
+    ref = min(timed, key=lambda c: c.p50_ms) if timed else None
     rs = _samples(ref.record) if ref is not None else None
     for c in cands:
         v = g.ratios.get(c.cell_id)
@@ -414,6 +416,8 @@ def finalists(records: List[Dict[str, Any]], protocol: RoundsProtocol) -> List[T
             near = [c for c in cands if c is not fastest and c.p50_ms <= protocol.within * fastest.p50_ms]
             near.sort(key=_order)  # every candidate still counts as tied here: the tie order
             picked = [fastest] + near[: protocol.finalists]
+            if len(picked) < 2:
+                continue  # nothing near the fastest: nothing the rounds could change
             out.append((group_name(model, rt, prec, shape), [c.record for c in picked]))
     return out
 

@@ -69,6 +69,28 @@ def test_smoke_matrix_runs_and_reports(smoke):
     assert env["weights"]["source"] == "calibrated"
 
 
+def test_finalists_are_re_measured_in_interleaved_rounds(smoke):
+    """The smoke run's decisions with candidates near each other were timed again in rounds (a fresh process
+    after the workers, rotating order): real values for every finalist, an interval from >= 6 rounds, the
+    decision built on them, and the run's between-run spread in environment.json."""
+    from harness.decide import decide, group_name
+    from harness.rounds import read_rounds
+
+    out, proc = smoke
+    groups = read_rounds(out)
+    assert groups, proc.stdout
+    env = json.loads((out / "environment.json").read_text())
+    assert env["latency_rounds"]["groups"] == len(groups) and "*" in env["latency_rounds"]["spread"]
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    for g in groups:
+        assert g.stop in ("target", "cap", "max"), g.stop
+        assert g.rounds >= 6 and len(g.cells) >= 2 and not g.cached
+        assert all(v > 0 for c in g.cells for v in g.round_ms[c])
+        assert g.reference in g.cells and all(g.ratios[c][1] is not None for c in g.cells)
+        d = next(d for d in decide(recs, env, groups) if group_name(d.model, d.runtime, d.precision, d.shape) == g.group)
+        assert d.rounds is g and d.recommended.rounds == g.rounds or d.recommended.cell_id not in g.cells
+
+
 def test_input_contract_probes_show_which_graphs_fail_silently(smoke):
     """Issue 15: the scatter_element ONNX graphs answer a 290x514 input (eager refuses it) with a wrong
     matte and run 0-255 inputs without a word; TorchScript refuses the size; the input_guard graph
@@ -188,6 +210,9 @@ def test_warm_rerun_comes_from_the_cache(smoke, tmp_path):
         assert (again / row.artifact).is_file()  # artifacts linked from the cache
     env = json.loads((again / "environment.json").read_text())
     assert env["cache"]["result_hits"] == 19 and env["cache"]["cells_run"] == 0
+    # the rounds of the same cells, settings and machine come from the cache too (no minute of re-timing)
+    rounds = env["latency_rounds"]
+    assert rounds["groups"] >= 1 and rounds["cached"] == rounds["groups"] and rounds["seconds"] == 0
 
 
 def test_cuda_runtimes_skip_with_reason_on_cpu(tmp_path):

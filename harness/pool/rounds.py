@@ -29,6 +29,7 @@ from ..runtimes import RUNTIMES
 from ..rounds import GroupRounds, RoundsProtocol, settle, tight
 
 LOAD_ALLOWANCE_S = 120.0  # per group, on top of cap_s: loading the finalists (an OpenVINO compile, a C++ start)
+HARD_CAP = 3.0  # the cap gives way to min_rounds (an interval) up to this many times cap_s
 ROUND_BUDGET_MS = 300.0  # timed calls per finalist and round are cut to about this much time (>= 1 call)
 
 
@@ -98,7 +99,8 @@ def measure_group(runner: Any, name: str, cells: Sequence[Tuple[Any, Dict[str, A
                   protocol: RoundsProtocol, reload: bool = False) -> GroupRounds:
     """Rounds of one group (``cells``: ``(cell, record, artifact path)``, the first is the burst's fastest)
     in this process, until every ratio's interval is within ``protocol.target`` (``stop: "target"``),
-    ``max_rounds`` (``"max"``) or ``cap_s`` seconds of rounds (``"cap"``). ``reload``: load every finalist
+    ``max_rounds`` (``"max"``) or ``cap_s`` seconds of rounds (``"cap"``; not before ``min_rounds`` unless
+    ``HARD_CAP`` x ``cap_s`` have passed: a loaded machine still gets an interval). ``reload``: load every finalist
     afresh before each round (the gate's suspects). A finalist that cannot be loaded or run ends the group
     with ``stop: "error: ..."`` and the rounds so far."""
     g = GroupRounds(group=name, cells=[c.cell_id for c, _, _ in cells],
@@ -129,7 +131,8 @@ def measure_group(runner: Any, name: str, cells: Sequence[Tuple[Any, Dict[str, A
             if r >= protocol.max_rounds:
                 g.stop = "max"
                 break
-            if time.perf_counter() - t_rounds >= protocol.cap_s:
+            spent = time.perf_counter() - t_rounds
+            if spent >= protocol.cap_s and (r >= protocol.min_rounds or spent >= HARD_CAP * protocol.cap_s):
                 g.stop = "cap"
                 break
     except Exception as e:  # noqa: BLE001 - a finalist that fails here is reported, not fatal
@@ -202,7 +205,7 @@ def run_rounds(plan: Any, opts: Any, cache_root: Path, threads: int,
     start_deadline = time.perf_counter() + LOAD_ALLOWANCE_S + 60.0  # importing torch and the runtimes
     try:
         for name, cells, _ in jobs:
-            deadline = max(start_deadline, time.perf_counter()) + protocol.cap_s + LOAD_ALLOWANCE_S
+            deadline = max(start_deadline, time.perf_counter()) + HARD_CAP * protocol.cap_s + LOAD_ALLOWANCE_S
             start_deadline = 0.0
             msg = None
             while time.perf_counter() < deadline:
