@@ -160,3 +160,33 @@ def test_model_sections_come_from_their_adapter(baseline, tmp_path):
             for s in other.report_sections(baseline):
                 assert (f'<h2 id="{s.id}">' in html) == (other.name == name and bool(other.report_sections(recs)))
     assert any(s.id == "recurrent" for s in MODELS["rvm"].report_sections(baseline))
+
+
+def test_the_picks_safety_notes_reach_the_card_and_the_summary(baseline, tmp_path):
+    """Every note of every decision is a list item of its decision card (kind, text, evidence links) and the
+    primary ones are bullets of summary.md under "Safety notes on the picks"; a run without notes has no
+    such section (one fp32 cell that was not probed)."""
+    from markupsafe import escape
+
+    from harness.decide import decide
+
+    out = _write(tmp_path / "all", baseline)
+    env = json.loads((out / "environment.json").read_text())
+    decisions = decide(baseline, env)
+    notes = [n for d in decisions for n in d.notes]
+    assert {n.kind for n in notes} == {"slower_than_fp32", "guard", "input_contract", "parity_rule"}
+    page = (out / "report.html").read_text()
+    table = page.split('<table id="decide">', 1)[1].split("<h3>Latency definitions</h3>", 1)[0]
+    assert table.count("<li data-kind=") == len(notes)
+    for n in notes:
+        assert str(escape(n.text)) in table, n.text  # as jinja2 escapes it
+        for cid in n.cells:
+            assert f'data-cell="{cid}" title="{cid}"' in table
+    md = (out / "summary.md").read_text()
+    section = md.split("### Safety notes on the picks", 1)[1].split("\n## ", 1)[0]
+    primary = [n for d in decisions if d.primary for n in d.notes]
+    assert section.count("\n- **") == len(primary)
+    assert "- **do not ship**: fp16 slower than fp32 here: do not ship." in section
+    assert "Drift profile: the median, 90 %, 99 %, 99.9 % quantiles" in section  # defined where it is used
+    plain = [r for r in baseline if r["status"] == "pass" and r["precision"] == "fp32" and not r.get("input_contract")]
+    assert "Safety notes on the picks" not in (_write(tmp_path / "plain", plain[:1]) / "summary.md").read_text()

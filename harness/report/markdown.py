@@ -21,7 +21,8 @@ def decision_md(decisions: List[Any], env: Dict[str, Any]) -> List[str]:
     decisions) as Markdown lines; p50 in ms with its 95 % CI, judged max abs error with its atol."""
     md = ["", "## What to ship, per target", "",
           "Choice rule: parity gates (status pass), then p50 differences whose 95 % bootstrap CI clears 5 %; "
-          "ties go to the more portable artifact (more runtimes passing the same file, fewer data-dependent ops). "
+          "ties go to the more portable artifact (more runtimes passing the same file, fewer data-dependent ops); "
+          "a tied input-guarded twin of a config goes ahead of it when the probes show it safer. "
           "p50 is end-to-end wall time per call (see the report's latency definitions).", "",
           "| model | target | shape | recommended config | p50 ms (95 % CI) | judged max abs (atol) | runner-up: why it lost |",
           "|---|---|---|---|---|---|---|"]
@@ -43,7 +44,26 @@ def decision_md(decisions: List[Any], env: Dict[str, Any]) -> List[str]:
         err = f"{acc['max_abs']:.1e} ({acc['atol']:g})" if known and acc.get("atol") else ""
         ru = f"{d.runner_up.label}: {d.why_runner_up_lost}" if d.runner_up else "only passing config"
         md.append(f"| {d.model} | {d.target} | {d.shape_label} | {_md_cell(c.label)} | {p50} | {err} | {_md_cell(ru)} |")
-    return md
+    return md + notes_md(decisions)
+
+
+def notes_md(decisions: List[Any]) -> List[str]:
+    """The picks' safety notes (:attr:`harness.decide.Decision.notes`) of the primary shapes, one bullet per
+    note under its target (its detail, when it has one, a nested bullet), as Markdown lines; none when no pick
+    has a note."""
+    with_notes = [d for d in decisions if d.primary and d.recommended is not None and d.notes]
+    if not with_notes:
+        return []
+    md = ["", "### Safety notes on the picks", ""]
+    for d in with_notes:
+        md.append(f"**{d.model} {d.target}** (`{d.recommended.cell_id}`)")
+        md.append("")
+        for n in d.notes:
+            md.append(f"- **{n.label}**: {_md_cell(n.text)}")
+            if n.detail:
+                md.append(f"  - {_md_cell(n.detail)}")
+        md.append("")
+    return md[:-1]
 
 
 def unexpected_md(records: List[Dict[str, Any]], env: Dict[str, Any]) -> List[str]:
