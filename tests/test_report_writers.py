@@ -71,7 +71,7 @@ def _write(tmp: Path, recs: List[Dict[str, Any]]) -> Path:
 def _per_target_rows(md: str) -> List[List[str]]:
     """The cells of summary.md's "Per target" table rows."""
     lines = md.split("## Per target", 1)[1].split("\n## ", 1)[0].splitlines()
-    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| runtime |")]
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| model |")]
     out = []
     for ln in rows:
         out.append([c.strip() for c in re.split(r"(?<!\\)\|", ln.strip()[1:-1])])
@@ -145,7 +145,7 @@ def test_nan_metrics_read_as_missing(baseline, tmp_path):
     md = (out / "summary.md").read_text()
     table = md.split("## What to ship, per target", 1)[1].split("\n## ", 1)[0]
     assert "nan" not in table and "not timed" in table
-    assert not any(r[9] for r in _per_target_rows(md))  # fastest p50 per mode: nothing was timed
+    assert not any(r[11] for r in _per_target_rows(md))  # fastest p50 per mode: nothing was timed
     findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "nanx" not in findings and "+nan %" not in findings
     assert "Latency and parity" not in (out / "report.html").read_text()  # no finite p50: no latency figure
