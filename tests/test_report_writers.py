@@ -160,3 +160,109 @@ def test_model_sections_come_from_their_adapter(baseline, tmp_path):
             for s in other.report_sections(baseline):
                 assert (f'<h2 id="{s.id}">' in html) == (other.name == name and bool(other.report_sections(recs)))
     assert any(s.id == "recurrent" for s in MODELS["rvm"].report_sections(baseline))
+
+
+def test_paths_in_reasons_and_runtime_facts_are_relative(baseline):
+    """The checkout and the virtualenv that ran leak no absolute path into the page: a path into the
+    repository keeps its repository-relative part, a package file its site-packages-relative part; URLs and
+    ratios are left alone (near-misses)."""
+    from harness.report.tables import cell_details, strip_paths, table_rows
+
+    xf = next(r for r in baseline if '"/work/main/model/bgmv2/' in str(r.get("reason")))
+    lt = next(r for r in baseline if "site-packages/torchvision" in str(r.get("runtime_info")))
+    row = table_rows([xf])[0]
+    assert 'File "model/bgmv2/' in row["reason"] and "/work/" not in row["reason"]
+    text = "\n".join(cell_details([lt], {})[lt["cell_id"]]["lines"])
+    assert "torchvision/_C_stable.so" in text and "site-packages" not in text and "/work/" not in text
+    assert strip_paths("at /home/ci/checkout/harness/pool/worker.py:12") == "at harness/pool/worker.py:12"
+    assert strip_paths("C:\\venv\\Lib\\site-packages\\onnx\\x.py") == "onnx\\x.py"
+    for same in ("see https://github.com/pytorch/pytorch/blob/main/docs/x.md", "38/54 pass", "1.01–1.05", ""):
+        assert strip_paths(same) == same
+
+
+def test_readiness_rows_are_one_per_onnx_file_labelled_from_its_own_knobs(baseline):
+    """RVM's ONNX files were collapsed into a few rows labelled 'None None None/None op12 fp32' (BGMv2's knobs
+    read from an RVM record)."""
+    from harness.decide import config_label
+    from harness.report.tables import readiness_rows
+
+    rows = readiness_rows(baseline)
+    analysed = {(r["model"], r["artifact_key"]): r for r in baseline if r.get("onnx_nodes") is not None}
+    assert len(rows) == len(analysed)
+    assert sum(row["model"] == "rvm" for row in rows) == len({k for k in analysed if k[0] == "rvm"}) == 23
+    labels = {f"{config_label(r)} · {r['precision']}" for r in analysed.values()}
+    for row in rows:
+        assert "None" not in row["config"] + row["network"] + str(row["export_resolution"]), row
+        assert row["config"] in labels
+    assert len({(row["model"], row["config"], row["export_resolution"]) for row in rows if row["model"] == "rvm"}) > 6
+
+
+def test_per_target_rows_never_pool_models_image_sizes_or_batches(baseline):
+    from harness.report.tables import target_rows
+
+    rows = target_rows(baseline)
+    keys = [(t["model"], t["runtime"], t["exporter"], t["precision"], t["resolution"], t["batch"]) for t in rows]
+    assert len(keys) == len(set(keys))
+    for t in rows:
+        mine = [r for r in baseline if (r["model"], r["runtime"], r["exporter"], r["precision"], r["resolution"],
+                                        r["batch"]) == (t["model"], t["runtime"], t["exporter"], t["precision"],
+                                                        t["resolution"], t["batch"])]
+        assert t["passing"] == sum(r["status"] in ("pass", "xpass") for r in mine)
+        timed = [r["p50_ms"] for r in mine if r["status"] == "pass" and r.get("p50_ms")]
+        if timed:  # the fastest named is one of this row's own cells
+            best = [float(x.rsplit(" ", 1)[1]) for x in t["p50_best"].split(" · ")]
+            assert min(best) == pytest.approx(min(timed), abs=0.05), t
+    big = [t for t in rows if t["model"] == "rvm" and t["resolution"] == "721x1283"]
+    small = [t for t in rows if t["model"] == "rvm" and t["resolution"] == "288x512" and t["runtime"] == big[0]["runtime"]
+             and t["exporter"] == big[0]["exporter"] and t["batch"] == 1]
+    assert big and small and big[0]["p50_best"] != small[0]["p50_best"]
+
+
+def test_results_csv_has_the_benchmark_columns(baseline, tmp_path):
+    """Size, fps, first call, memory, calls and seconds measured, and the precision OpenVINO says it ran."""
+    out = _write(tmp_path, baseline)
+    csv = pd.read_csv(out / "results.csv")
+    for col in ("artifact_mib", "fps", "cold_ms", "worker_max_rss_mib", "latency_runs", "measure_s", "exec_precision"):
+        assert col in csv.columns, col
+    ov = csv[(csv.runtime == "openvino-cpu") & (csv.status == "pass")]
+    want = [{"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[json.loads(i)["inference_precision"]] for i in ov.runtime_info]
+    assert len(ov) > 20 and list(ov.exec_precision) == want
+    assert csv[csv.runtime == "onnxruntime-cpu"].exec_precision.isna().all()  # onnxruntime does not say
+
+
+def test_the_table_shows_latency_only_for_cells_that_passed(baseline):
+    from harness.report.tables import table_rows
+
+    recs = _variants(baseline)["every-status"]
+    for r, row in zip(recs, table_rows(recs)):
+        timed = r["status"] in ("pass", "xpass") and r.get("p50_ms") is not None
+        for c in ("p50_ms", "fps", "cold_ms", "latency_runs", "measure_s"):
+            assert bool(row[c]) == (timed and r.get({"measure_s": "latency_samples_ms"}.get(c, c)) is not None), (c, r["status"])
+        assert row["artifact_mib"] == ("" if r.get("artifact_mib") is None else f"{r['artifact_mib']:.1f}")
+
+
+def test_figures_are_drawn_per_model_network_resolution_and_batch(baseline):
+    from harness.report.figures import figure_groups, plots
+
+    groups = figure_groups([r for r in baseline if r.get("p50_ms") is not None])
+    for title, recs in groups:
+        assert len({(r["model"], r["resolution"], r["batch"]) for r in recs}) == 1, title
+    titles = [t for t, _ in groups]
+    assert any(t.startswith("rvm") and "721x1283" in t for t in titles) and any(t.startswith("bgmv2") for t in titles)
+    drawn = plots(baseline, json.loads((BASELINE / "environment.json").read_text()))
+    assert [f["title"] for f in drawn["latency"]] == titles  # every group has passing timed cells here
+    assert {f["title"] for f in drawn["scatter"]} <= set(titles)
+
+
+def test_the_baseline_box_is_shown_only_for_the_records_it_compared(baseline, tmp_path):
+    from harness.diff import diff_records, write
+    from harness.report.writers import diff_summary
+
+    new = [dict(r, status="fail") if k == 3 else r for k, r in enumerate(baseline)]
+    write(diff_records(baseline, new, base_name="reports/baseline"), tmp_path)
+    box = diff_summary(tmp_path, new)
+    assert box is not None and box["regression"] and box["base"] == "reports/baseline"
+    assert ("New failures", 1) in box["counts"]
+    assert box["examples"][0][1] == [new[3]["cell_id"]]
+    assert diff_summary(tmp_path, baseline) is None  # other statuses: an earlier run's diff
+    assert diff_summary(tmp_path, list(reversed(new))) is not None  # the same records in another order

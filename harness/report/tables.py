@@ -267,6 +267,15 @@ def url_parts(url: Any) -> List[str]:
     return [p for p in re.split(r"(?<=/)", text) if p]
 
 
+_RANGE = re.compile(r"(?<=\d)([–-])(?=\d)")
+
+
+def nobreak(text: Any) -> str:
+    """``text`` with no line break inside a numeric range (``1.01–1.05``: a word joiner, U+2060, on both sides
+    of its dash), so a browser never wraps a number pair."""
+    return _RANGE.sub("\u2060\\1\u2060", "" if text is None else str(text))
+
+
 def _shape(r: Dict[str, Any]) -> str:
     """``288x512 b1``: the resolution and batch a latency was measured at (``""`` parts left out)."""
     return " ".join(x for x in (str(r.get("resolution") or ""), f"b{r['batch']}" if r.get("batch") is not None else "")

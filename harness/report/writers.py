@@ -28,7 +28,7 @@ from .findings import findings as all_findings
 from .markdown import summary_md
 from .tables import (COLUMN_LABELS, FILTER_COLUMNS, HIDDEN_COLUMNS, PASSED, READINESS_TARGETS, STATUS_ORDER, cell_details,
                      contract_rows, csv_columns, csv_frame_rows, facts, fmt, grid, readiness_rows, strip_paths,
-                     table_columns, table_rows, target_tables, url_parts)
+                     nobreak, table_columns, table_rows, target_tables, url_parts)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"  # harness/templates
 
@@ -284,7 +284,7 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
     cols = table_columns(records)
     html = tmpl.render(
         decisions=decisions, pick_groups=pick_groups(decisions), pick_anchor=pick_anchor, facts=facts,
-        strip_paths=strip_paths, url_parts=url_parts, passed=PASSED, causes=causes, table_json=_table_json(records, env, out_dir, decisions),
+        strip_paths=strip_paths, url_parts=url_parts, nobreak=nobreak, passed=PASSED, causes=causes, table_json=_table_json(records, env, out_dir, decisions),
         p50_of={r["cell_id"]: r.get("p50_ms") for r in records}, diff=diff_summary(out_dir, records),
         env=env, counts=counts, grids=grid(records), table_cols=[c for c in cols if c not in HIDDEN_COLUMNS],
         col_labels=COLUMN_LABELS,
