@@ -266,3 +266,16 @@ def test_the_baseline_box_is_shown_only_for_the_records_it_compared(baseline, tm
     assert box["examples"][0][1] == [new[3]["cell_id"]]
     assert diff_summary(tmp_path, baseline) is None  # other statuses: an earlier run's diff
     assert diff_summary(tmp_path, list(reversed(new))) is not None  # the same records in another order
+
+
+def test_a_stage_error_keeps_the_model_frame_it_points_at_with_a_relative_path(baseline):
+    """The recorded reasons of the baseline were cut at 300 characters inside the absolute path of the model
+    frame ('(at File "/work/main/model/bgmv2/r...'): now the path is relative before the line is cut."""
+    from harness.runs import describe
+
+    reason = next(r["reason"] for r in baseline if '(at File "/work/main/model/bgmv2/r...' in str(r.get("reason")))
+    cause = reason.split(": ", 1)[1].split(' (at File "', 1)[0]
+    msg = f'{cause} (at File "/work/main/model/bgmv2/refiner.py", line 88, in forward)'
+    text = describe(RuntimeError(msg))
+    assert text.endswith('(at File "model/bgmv2/refiner.py", line 88, in forward)'), text
+    assert describe(RuntimeError("x" * 700)).endswith("...") and len(describe(RuntimeError("x" * 700))) < 620

@@ -16,6 +16,7 @@ import numpy as np
 from ..decide import config_label, target_order
 from ..models import MODELS, record_owner
 from ..record import columns
+from ..runs import relative_paths as strip_paths
 from ..values import PROBES
 
 STATUS_ORDER = ["pass", "xfail", "skip", "fail", "xpass", "error", "crash", "timeout"]
@@ -44,29 +45,6 @@ COLUMN_LABELS = {
 }
 # derived columns results.csv carries after the record's own fields (what the report computes from a record)
 DERIVED_CSV_COLUMNS = ["exec_precision"]
-
-# an absolute path up to and including site-packages/ (a virtualenv or system Python); then an absolute path
-# up to one of this repository's top-level folders (the checkout that ran, wherever it was)
-_SITE_PACKAGES = re.compile(r"(?<![\w/:.\\])(?:[A-Za-z]:)?(?:[/\\][^\s\"'()\[\]{},;:=/\\]*)+?[/\\](?:site|dist)-packages[/\\]")
-_REPO_DIRS = ("harness", "model", "tests", "benchmarks", "reports", "docs", "shared")
-_REPO_PREFIX = re.compile(r"(?<![\w/:.\\])(?:[A-Za-z]:)?(?:[/\\][^\s\"'()\[\]{},;:=/\\]+)+?[/\\](?=(?:%s)[/\\])"
-                          % "|".join(_REPO_DIRS))
-_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # this checkout (its own paths, e.g. in a log)
-
-
-def strip_paths(text: Any) -> str:
-    """``text`` with the machine's absolute paths made relative: a Python package's path from its folder in
-    ``site-packages`` on (``/work/x/.nox/tests/lib/python3.11/site-packages/torchvision/_C.so`` ->
-    ``torchvision/_C.so``), a file of the checkout that ran from the repository root on
-    (``/work/main/model/bgmv2/refiner.py`` -> ``model/bgmv2/refiner.py``, whatever the checkout's folder),
-    and this checkout's root. None is ``""``; nothing else changes."""
-    s = "" if text is None else str(text)
-    if "/" not in s and "\\" not in s:
-        return s
-    s = _SITE_PACKAGES.sub("", s)
-    s = _REPO_PREFIX.sub("", s)
-    return s.replace(_ROOT + "/", "")
-
 
 def runtime_info(r: Dict[str, Any]) -> Dict[str, Any]:
     """The record's ``runtime_info`` (a JSON string, or already a dict) as a dict; ``{}`` when absent or not
