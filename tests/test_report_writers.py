@@ -251,7 +251,9 @@ def test_figures_are_drawn_per_model_network_resolution_and_batch(baseline):
     assert any(t.startswith("rvm") and "721x1283" in t for t in titles) and any(t.startswith("bgmv2") for t in titles)
     drawn = plots(baseline, json.loads((BASELINE / "environment.json").read_text()))
     assert [f["title"] for f in drawn["latency"]] == titles  # every group has passing timed cells here
-    assert {f["title"] for f in drawn["scatter"]} <= set(titles)
+    assert [f["title"] for f in drawn["scatter"]] == [t for t, g in groups if len(g) >= 4]
+    assert {"rvm · mobilenetv3 · 288x512 · batch 1", "bgmv2 · mobilenetv2 · 288x512 · batch 1"} <= {
+        f["title"] for f in drawn["scatter"]}
 
 
 def test_the_baseline_box_is_shown_only_for_the_records_it_compared(baseline, tmp_path):

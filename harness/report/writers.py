@@ -23,7 +23,7 @@ from ..diff import DiffResult, records_fingerprint
 from ..models import MODELS, ReportSection, record_owner
 from ..runs import read_records
 from ..system import describe
-from .figures import plots, section_figures
+from .figures import MIN_SCATTER_CELLS, plots, section_figures
 from .findings import findings as all_findings
 from .markdown import summary_md
 from .tables import (COLUMN_LABELS, FILTER_COLUMNS, HIDDEN_COLUMNS, PASSED, READINESS_TARGETS, STATUS_ORDER, cell_details,
@@ -289,7 +289,7 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
         env=env, counts=counts, grids=grid(records), table_cols=[c for c in cols if c not in HIDDEN_COLUMNS],
         col_labels=COLUMN_LABELS,
         fmt=fmt, findings=findings, total=len(records), skipped=counts.get("skip", 0),
-        plots=plots(records, env), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
+        plots=plots(records, env), min_scatter=MIN_SCATTER_CELLS, bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
         readiness=readiness_rows(records), targets=READINESS_TARGETS, target_tables=target_tables(records),
         contract=contract_rows(records), sections=own, section_figures=section_figures(own),
     )
