@@ -1,7 +1,8 @@
 """The report's figures as base64 PNGs: latency distribution, latency vs accuracy (Pareto front per
 precision), one of each per model, resolution and batch (latencies of different models or image sizes are
-never drawn on one axis or joined by one front), and the figures of the models' own report sections. matplotlib is an optional, heavy backend:
-it is imported only when a figure is drawn (:func:`_pyplot`), and the report says so when it is missing."""
+never drawn on one axis or joined by one front), and the figures of the models' own report sections.
+matplotlib is an optional, heavy backend: it is imported only when a figure is drawn (:func:`_pyplot`), and
+the report says so when it is missing."""
 
 from __future__ import annotations
 
@@ -131,8 +132,9 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
 
 def _speed_parity_scatter(plt: Any, timed: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Any:
     """Pareto chart per precision of one group (:func:`figure_groups`): p50 (ms) vs judged max abs alpha
-    error of every passing or failing timed cell; colour = runtime, marker = the value of the model's semantic axis, dashed line = the precision's
-    atol, the Pareto front of the passing cells drawn and labelled (None: nothing judged)."""
+    error of every passing or failing timed cell; colour = runtime, marker = the value of the model's semantic
+    axis, dashed line = the precision's atol, the Pareto front of the passing cells drawn and labelled (None:
+    nothing judged)."""
     pts = [r for r in timed if _finite(r.get("judged_max_abs_pha", r.get("max_abs_pha")))
            and r.get("status") in ("pass", "xpass", "fail")]
     if not pts:

@@ -290,8 +290,8 @@ def target_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     def order(kv: Tuple[tuple, List[Dict[str, Any]]]) -> Tuple[Any, ...]:
         (model, rt, ex, prec, res, batch), rs = kv
         nothing_ran = all(r["status"] == "skip" for r in rs)
-        return (target_order(str(model), str(rt), str(prec))[:2], nothing_ran, target_order(str(model), str(rt), str(prec)),
-                str(ex), str(res), str(batch))
+        t = target_order(str(model), str(rt), str(prec))
+        return (t[:2], nothing_ran, t, str(ex), str(res), str(batch))
 
     rows = []
     for (model, rt, ex, prec, res, batch), rs in sorted(groups.items(), key=order):
@@ -368,7 +368,8 @@ def readiness_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             continue
         net = " ".join(str(r.get(k)) for k in a.grid_group_axes if r.get(k) is not None)
         seen[key] = {
-            "model": a.name, "network": net, "export_resolution": r.get("export_resolution") or r.get("resolution") or "",
+            "model": a.name, "network": net,
+            "export_resolution": r.get("export_resolution") or r.get("resolution") or "",
             "config": f"{config_label(r)} · {r.get('precision')}",
             "nodes": r.get("onnx_nodes"), "nodes_before": r.get("before_sim_onnx_nodes"),
             "data_dependent": r.get("data_dependent_ops") or "none", "topk_k": r.get("topk_k") or "—",
