@@ -20,15 +20,21 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+BASELINE = "reports/baseline"
+
+
 @nox.session
 def matrix(session: nox.Session) -> None:
-    """The main job: profile `ci`, report in reports/latest/ (extra args go to `harness run`, e.g.
-    `--baseline reports/baseline` to fail on a regression against the committed baseline).
+    """The main job: profile `ci`, report in reports/latest/, compared with the committed baseline
+    (reports/baseline: diff.md/diff.html/diff.json and the report's "changed since baseline" box). Extra args
+    go to `harness run` after `--baseline reports/baseline`: `-- --no-baseline` compares with nothing,
+    `-- --baseline DIR` with another run (the last one given wins).
 
     Fails (exit 1) on unexpected results (fail, error, crash, timeout, xpass) or a baseline regression; the
     report, junit.xml and summary.md are written either way. `nox -s matrix -- --exit-zero` only reports."""
     _install(session)
-    session.run("python", "-m", "harness", "run", "--profile", "ci", "--out", "reports/latest", *session.posargs)
+    session.run("python", "-m", "harness", "run", "--profile", "ci", "--out", "reports/latest", "--baseline", BASELINE,
+                *session.posargs)
 
 
 @nox.session

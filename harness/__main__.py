@@ -27,6 +27,7 @@ from .inputs import InputError, image_size
 from .pool import run_plan
 from .runs import UNEXPECTED_STATUSES, RunError, RunOptions, read_records
 from .report import write_report
+from .report.writers import write_environment
 from .rounds import ROUNDS_FILE, between_run_spread, spreads_dict, write_rounds
 from .shard import ShardError, cmd_merge, parse_shard, read_costs, shard_plan
 from .shard import add_parser as add_merge
@@ -76,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="re-run the cells in DIR whose status is fail, error, crash or timeout")
     r.add_argument("--baseline", metavar="DIR", default=None,
                    help="after the run, compare with the run in DIR (`harness diff DIR OUT`): diff.md/diff.html in "
-                        "OUT; a regression (new failure, lost config, new xpass, significantly slower) exits 1")
+                        "OUT and a 'changed since baseline' box atop report.html; a regression (new failure, lost "
+                        "config, new xpass, significantly slower) exits 1")
+    r.add_argument("--no-baseline", dest="baseline", action="store_const", const=None,
+                   help="compare with no baseline (undoes an earlier --baseline, e.g. the one `nox -s matrix` "
+                        "passes; the last of the two wins)")
     r.add_argument("--shard", default=None, metavar="K/N",
                    help="run only part K of N of the selected cells (a deterministic, cost-balanced split; "
                         "`python -m harness merge OUT DIR...` combines the N output directories)")
@@ -256,8 +261,18 @@ def _report_run(args: argparse.Namespace, plan, summary, keys, wall_s: float, sh
         }
     elif (Path(args.out) / ROUNDS_FILE).exists() and not args.resume:
         (Path(args.out) / ROUNDS_FILE).unlink()  # an earlier run's rounds would describe other records
+    out = Path(args.out)
+    res = None
     try:
-        paths = write_report(Path(args.out), summary.records, meta)
+        if args.baseline is not None and not (summary.interrupted or summary.stopped_by):
+            # the diff first: the report shows it ("changed since baseline")
+            write_environment(out, meta)
+            res = diff_dirs(Path(args.baseline), out)
+            dpaths = write_diff(res, out)
+        else:  # a diff of an earlier run in OUT does not describe this one
+            for name in ("diff.md", "diff.html", "diff.json"):
+                (out / name).unlink(missing_ok=True)
+        paths = write_report(out, summary.records, None if res is not None else meta)
     except OSError as e:
         return _fail(f"could not write the report to {args.out!r}: {e.strerror or e}; "
                      f"{len(summary.records)} records are in results.jsonl (`python -m harness report {args.out}`)")
@@ -276,9 +291,7 @@ def _report_run(args: argparse.Namespace, plan, summary, keys, wall_s: float, sh
     if summary.unexpected:
         print(f"{summary.unexpected} unexpected result(s): see {paths['md']} (junit: {paths['junit']})",
               file=sys.stderr)
-    if args.baseline is not None:
-        res = diff_dirs(Path(args.baseline), Path(args.out))
-        dpaths = write_diff(res, Path(args.out))
+    if res is not None:
         sys.stdout.write(to_markdown(res))
         print(f"diff against {args.baseline}: {dpaths['html']}")
         code = max(code, 1 if res.regression else 0)

@@ -25,12 +25,15 @@ Cells are matched by ``cell_id``. Classes of change (:class:`DiffResult`):
   with burst intervals a few percent wide (issue 29).
 
 A regression (exit code 1) is any of new_failures, lost, new_xpass or slower. ``harness run --baseline DIR``
-runs the same comparison after the run and writes ``diff.md``/``diff.html`` next to the report.
+runs the same comparison after the run and writes ``diff.md``/``diff.html``/``diff.json`` next to the report;
+``diff.json`` names the records it compared (``new_fingerprint``, :func:`records_fingerprint`), so the
+report shows it as its "changed since baseline" box only for those very records.
 Torch-free.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +47,13 @@ from .runs import read_records
 
 BAD = ("fail", "error", "crash", "timeout")
 MIN_EFFECT = 0.10
+
+
+def records_fingerprint(records: List[Dict[str, Any]]) -> str:
+    """16 hex digits identifying a run's outcome: SHA-256 of its sorted ``cell_id``/``status`` pairs (the
+    same records in any order give the same value; one more cell or one changed status another)."""
+    lines = sorted(f"{r.get('cell_id')}\t{r.get('status')}" for r in records)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -80,6 +90,7 @@ class DiffResult:
     min_effect: float = MIN_EFFECT
     spread_note: str = ""  # how the between-run spread entered the latency test
     noise: int = 0  # cells the burst interval called slower/faster, inside the between-run spread
+    new_fingerprint: str = ""  # records_fingerprint of NEW's records
 
     REGRESSIONS = ("new_failures", "lost", "new_xpass", "slower")
     SECTIONS = (("new_failures", "New failures"), ("lost", "Lost (passed before, a rule now expects failure)"),
@@ -120,7 +131,7 @@ def diff_records(base: List[Dict[str, Any]], new: List[Dict[str, Any]], base_env
     """
     if latency not in ("same-machine", "always", "never"):
         raise ValueError(f"latency={latency!r}: expected 'same-machine', 'always' or 'never'")
-    res = DiffResult(base=base_name, new=new_name, min_effect=min_effect)
+    res = DiffResult(base=base_name, new=new_name, min_effect=min_effect, new_fingerprint=records_fingerprint(new))
     b = {r["cell_id"]: r for r in base}
     n = {r["cell_id"]: r for r in new}
     machine_ok, machine_why = same_machine(base_env or {}, new_env or {})
@@ -266,7 +277,8 @@ def to_html(res: DiffResult) -> str:
 
 
 def write(res: DiffResult, out_dir: Path) -> Dict[str, Path]:
-    """Write ``diff.md``, ``diff.html`` and ``diff.json`` (counts and cell ids) into ``out_dir``."""
+    """Write ``diff.md``, ``diff.html`` and ``diff.json`` (counts, cell ids and NEW's
+    :func:`records_fingerprint`) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "diff.md", "html": out_dir / "diff.html", "json": out_dir / "diff.json"}
@@ -276,6 +288,7 @@ def write(res: DiffResult, out_dir: Path) -> Dict[str, Path]:
         "base": res.base, "new": res.new, "regression": res.regression, "counts": res.counts(),
         "latency_note": res.latency_note, "compared_latency": res.compared_latency, "min_effect": res.min_effect,
         "spread_note": res.spread_note, "noise": res.noise,
+        "new_fingerprint": res.new_fingerprint,
         **{k: [vars(c) for c in getattr(res, k)] for k, _ in res.SECTIONS}}, indent=1), encoding="utf-8")
     return paths
 

@@ -174,11 +174,12 @@ class Diagnosed(StageResult):
 @dataclass(frozen=True)
 class Timed(StageResult):
     """End-to-end and (``latency.compute``) device-compute :class:`harness.benchmark.Latency` in ms, the
-    first call's ms (``cold_ms``), the device name for a CUDA cell and its peak memory in MiB."""
+    first call's ms (``cold_ms``), the device name for a CUDA cell and its peak memory in MiB. ``latency_runs``
+    timed calls took ``measure_s`` seconds of wall time (the measuring loop, warm-up excluded)."""
 
     FIELDS: ClassVar[Fields] = {
         **{f"{k}_ms": float for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
-        "cv": float, "fps": float, "latency_runs": int, "warmup_runs": int, "latency_clock": str,
+        "cv": float, "fps": float, "latency_runs": int, "measure_s": float, "warmup_runs": int, "latency_clock": str,
         "latency_warning": str, "latency_samples_ms": List[float], "cold_ms": float,
         "p50_ci_ms": List[float], "latency_stop": str,
         "compute_p50_ms": float, "compute_p90_ms": float, "compute_p99_ms": float, "compute_cv": float,
@@ -218,7 +219,8 @@ def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
     """Record fields of an end-to-end :class:`~harness.benchmark.Latency` and an optional compute one (ms)."""
     rec: Dict[str, Any] = {k: round(getattr(lat, k), 3)
                            for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
-    rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, warmup_runs=lat.warmup_runs,
+    rec.update(cv=round(lat.cv, 4), fps=round(lat.fps, 2), latency_runs=lat.runs, measure_s=round(lat.measure_s, 3),
+               warmup_runs=lat.warmup_runs,
                latency_clock=lat.clock, latency_warning=lat.warning, latency_samples_ms=lat.samples_ms)
     ci = getattr(lat, "p50_ci_ms", None)
     if ci is not None:

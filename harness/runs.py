@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -19,12 +20,37 @@ class RunError(RuntimeError):
     """A problem with the run as a whole (unwritable output dir, bad checkpoint); exit code 2."""
 
 
+# an absolute path up to and including site-packages/ (a virtualenv or system Python); then an absolute path
+# up to one of this repository's top-level folders (the checkout that ran, wherever it was)
+_SITE_PACKAGES = re.compile(r"(?<![\w/:.\\])(?:[A-Za-z]:)?(?:[/\\][^\s\"'()\[\]{},;:=/\\]*)+?[/\\](?:site|dist)-packages[/\\]")
+_REPO_DIRS = ("harness", "model", "tests", "benchmarks", "reports", "docs", "shared")
+_REPO_PREFIX = re.compile(r"(?<![\w/:.\\])(?:[A-Za-z]:)?(?:[/\\][^\s\"'()\[\]{},;:=/\\]+)+?[/\\](?=(?:%s)[/\\])"
+                          % "|".join(_REPO_DIRS))
+_ROOT = str(Path(__file__).resolve().parent.parent)  # this checkout (its own paths, e.g. in a log)
+
+
+def relative_paths(text: Any) -> str:
+    """``text`` with the machine's absolute paths made relative: a Python package's path from its folder in
+    ``site-packages`` on (``/work/x/.nox/tests/lib/python3.11/site-packages/torchvision/_C.so`` ->
+    ``torchvision/_C.so``), a file of the checkout that ran from the repository root on
+    (``/work/main/model/bgmv2/refiner.py`` -> ``model/bgmv2/refiner.py``, whatever the checkout's folder),
+    and this checkout's root. None is ``""``; nothing else changes."""
+    s = "" if text is None else str(text)
+    if "/" not in s and "\\" not in s:
+        return s
+    s = _SITE_PACKAGES.sub("", s)
+    s = _REPO_PREFIX.sub("", s)
+    return s.replace(_ROOT + "/", "")
+
+
 def describe(exc: BaseException) -> str:
-    """``ExceptionClass: first line of the message`` (never a multi-page graph dump)."""
+    """``ExceptionClass: first line of the message`` (never a multi-page graph dump), the machine's paths
+    made relative (:func:`relative_paths`) before the line is cut at 600 characters (an exporter's cause,
+    its explanation and the model frame it points at fit)."""
     msg = str(exc).strip()
-    first = msg.splitlines()[0] if msg else ""
-    if len(first) > 300:
-        first = first[:297] + "..."
+    first = relative_paths(msg.splitlines()[0]) if msg else ""
+    if len(first) > 600:
+        first = first[:597] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

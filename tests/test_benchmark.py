@@ -24,6 +24,13 @@ def test_protocol_meets_both_minimums_and_the_cap():
     assert lat.runs > 7 and lat.measure_s >= 0.1
     assert len(calls) == 1 + lat.warmup_runs + lat.runs and lat.cold_ms is not None
     assert lat.clock == "perf_counter" and len(lat.samples_ms) == lat.runs
+    # the record says how much was measured: calls and the loop's seconds (a declared record field)
+    from harness.record import columns
+    from harness.results import latency_fields
+
+    rec = latency_fields(lat, None)
+    assert rec["latency_runs"] == lat.runs and rec["measure_s"] == round(lat.measure_s, 3) >= 0.1
+    assert "measure_s" in columns()
 
     def slow():
         time.sleep(0.03)

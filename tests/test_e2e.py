@@ -53,7 +53,14 @@ def test_smoke_matrix_runs_and_reports(smoke):
     assert (rest.p50_ms <= rest.p90_ms).all() and (rest.p90_ms <= rest.p99_ms).all()
     assert (rest.latency_runs >= 5).all() and set(rest.latency_clock) == {"perf_counter"}
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2  # latency distribution + speed-vs-parity plots
+    # latency distribution + speed-vs-parity plots, one of each per model, resolution and batch (never pooled;
+    # no Pareto chart for a group of fewer than MIN_SCATTER_CELLS cells)
+    from harness.report.figures import MIN_SCATTER_CELLS, figure_groups
+
+    groups = figure_groups([json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()
+                            if json.loads(ln).get("p50_ms") is not None])
+    assert [t for t, _ in groups] == ["bgmv2 · mobilenetv2 · 288x512 · batch 1", "bgmv2 · mobilenetv2 · 288x512 · batch 2"]
+    assert html.count("data:image/png;base64,") == 2 + sum(len(g) >= MIN_SCATTER_CELLS for _, g in groups)
     assert set(df.batch) == {1, 2}
     # TorchScript reproduces eager exactly; ONNX within fp32 arithmetic noise
     ts = rest[rest.exporter == "torchscript"]
@@ -119,7 +126,7 @@ def test_input_contract_probes_show_which_graphs_fail_silently(smoke):
     assert "input_guard export option on 1 cells vs the same cells without it: range garbage → refuses (1), " \
            "size garbage → refuses (1)" in summary
     html = (out / "report.html").read_text()
-    assert "<h2>Input contract</h2>" in html
+    assert '<h2 id="contract">Input contract' in html
 
 
 def test_report_rebuilds_from_jsonl_and_survives_a_torn_line(smoke, tmp_path):

@@ -68,8 +68,18 @@ def test_identical_rerun_passes_the_gate(base, tmp_path):
     assert res["regression"] is False and res["compared_latency"] > 0
     assert all(v == 0 for v in res["counts"].values()), res["counts"]
     assert (new / "diff.html").is_file() and "no regression" in (new / "diff.md").read_text()
+    # the report opens with the comparison (written before the report, so the page has it)
+    html = (new / "report.html").read_text()
+    assert '<section id="changed" class="">' in html and "no regression" in html.split('id="changed"', 1)[1][:600]
     proc = _harness("diff", str(base), str(new), "--out", str(tmp_path / "d"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # --no-baseline (after a --baseline, as `nox -s matrix -- --no-baseline` passes it): no comparison, and
+    # the earlier run's diff in OUT no longer describes this one
+    proc = _harness("run", "--profile", "smoke", "--out", str(new), "--no-progress", "--baseline", str(base),
+                    "--no-baseline")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Matrix diff" not in proc.stdout and not (new / "diff.json").exists()
+    assert 'id="changed"' not in (new / "report.html").read_text()
 
 
 def test_a_perturbed_graph_in_a_real_rerun_fails_the_gate(base, tmp_path):
@@ -174,6 +184,30 @@ def test_status_classes_stale_rules_and_lost_configs(base):
     back = diff_records(new, recs, env, env)
     assert [c.cell_id for c in back.fixed] == [ok["cell_id"]] and not back.regression
     assert [c.cell_id for c in back.flips] == [xf["cell_id"]]  # xpass -> xfail: the rule holds again
+
+
+def test_no_baseline_undoes_an_earlier_baseline_and_nox_matrix_compares_by_default():
+    """`nox -s matrix` passes `--baseline reports/baseline` before the user's args; `--no-baseline` after it
+    (or another `--baseline DIR`) wins, as README "CI gate" says."""
+    import ast
+
+    from harness.__main__ import _parser
+
+    parse = _parser().parse_args
+    assert parse(["run", "--baseline", "reports/baseline"]).baseline == "reports/baseline"
+    assert parse(["run", "--baseline", "reports/baseline", "--no-baseline"]).baseline is None
+    assert parse(["run", "--no-baseline", "--baseline", "x"]).baseline == "x"
+    assert parse(["run"]).baseline is None
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "matrix")
+    call = next(c for c in ast.walk(fn) if isinstance(c, ast.Call) and getattr(c.func, "attr", "") == "run")
+    args = [ast.unparse(a) for a in call.args]
+    consts = {n.targets[0].id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+              and isinstance(n.value, ast.Constant) and isinstance(n.targets[0], ast.Name)}
+    at = args.index("'--baseline'")
+    assert consts.get(args[at + 1], args[at + 1].strip("'")) == "reports/baseline"
+    assert args[-1] == "*session.posargs" and at < len(args) - 1  # the user's flags come after: they win
+    assert (ROOT / "reports" / "baseline" / "results.jsonl").is_file()
 
 
 def test_diff_refuses_a_directory_without_results(base, tmp_path):

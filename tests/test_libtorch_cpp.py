@@ -159,7 +159,8 @@ def test_matrix_cells_on_libtorch_cpp(tmp_path):
     assert roi.reason.str.contains("libtorch has no torchvision::roi_align").all()
     # the per-target summary answers "does this config work on libtorch-cpp, and how fast"
     summary = (out / "summary.md").read_text()
-    row = next(line for line in summary.splitlines() if line.startswith("| libtorch-cpp | torchscript | fp32 |"))
+    row = next(line for line in summary.splitlines()
+               if line.startswith("| bgmv2 | libtorch-cpp | torchscript | fp32 |"))
     assert "| 3/5 |" in row and "gather 2/2 · roi_align 0/2" in row
     assert "2 xfail at load (libtorch-cpp-roi-align-needs-torchvision-cpp)" in row
     assert "Per deployment target" in (out / "report.html").read_text()

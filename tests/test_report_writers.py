@@ -71,7 +71,7 @@ def _write(tmp: Path, recs: List[Dict[str, Any]]) -> Path:
 def _per_target_rows(md: str) -> List[List[str]]:
     """The cells of summary.md's "Per target" table rows."""
     lines = md.split("## Per target", 1)[1].split("\n## ", 1)[0].splitlines()
-    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| runtime |")]
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| model |")]
     out = []
     for ln in rows:
         out.append([c.strip() for c in re.split(r"(?<!\\)\|", ln.strip()[1:-1])])
@@ -145,7 +145,7 @@ def test_nan_metrics_read_as_missing(baseline, tmp_path):
     md = (out / "summary.md").read_text()
     table = md.split("## What to ship, per target", 1)[1].split("\n## ", 1)[0]
     assert "nan" not in table and "not timed" in table
-    assert not any(r[9] for r in _per_target_rows(md))  # fastest p50 per mode: nothing was timed
+    assert not any(r[11] for r in _per_target_rows(md))  # fastest p50 per mode: nothing was timed
     findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "nanx" not in findings and "+nan %" not in findings
     assert "Latency and parity" not in (out / "report.html").read_text()  # no finite p50: no latency figure
@@ -169,6 +169,7 @@ def test_the_picks_safety_notes_reach_the_card_and_the_summary(baseline, tmp_pat
     from markupsafe import escape
 
     from harness.decide import decide
+    from harness.report.tables import nobreak
 
     out = _write(tmp_path / "all", baseline)
     env = json.loads((out / "environment.json").read_text())
@@ -176,10 +177,10 @@ def test_the_picks_safety_notes_reach_the_card_and_the_summary(baseline, tmp_pat
     notes = [n for d in decisions for n in d.notes]
     assert {n.kind for n in notes} == {"slower_than_fp32", "guard", "input_contract", "parity_rule"}
     page = (out / "report.html").read_text()
-    table = page.split('<table id="decide">', 1)[1].split("<h3>Latency definitions</h3>", 1)[0]
+    table = page.split('<table id="decide">', 1)[1].split('<h2 id="failures">', 1)[0]
     assert table.count("<li data-kind=") == len(notes)
     for n in notes:
-        assert str(escape(n.text)) in table, n.text  # as jinja2 escapes it
+        assert str(escape(nobreak(n.text))) in table, n.text  # as the page writes it (no break inside a range)
         for cid in n.cells:
             assert f'data-cell="{cid}" title="{cid}"' in table
     md = (out / "summary.md").read_text()
@@ -190,3 +191,124 @@ def test_the_picks_safety_notes_reach_the_card_and_the_summary(baseline, tmp_pat
     assert "Drift profile: the median, 90 %, 99 %, 99.9 % quantiles" in section  # defined where it is used
     plain = [r for r in baseline if r["status"] == "pass" and r["precision"] == "fp32" and not r.get("input_contract")]
     assert "Safety notes on the picks" not in (_write(tmp_path / "plain", plain[:1]) / "summary.md").read_text()
+
+
+def test_paths_in_reasons_and_runtime_facts_are_relative(baseline):
+    """The checkout and the virtualenv that ran leak no absolute path into the page: a path into the
+    repository keeps its repository-relative part, a package file its site-packages-relative part; URLs and
+    ratios are left alone (near-misses)."""
+    from harness.report.tables import cell_details, strip_paths, table_rows
+
+    xf = next(r for r in baseline if '"/work/main/model/bgmv2/' in str(r.get("reason")))
+    lt = next(r for r in baseline if "site-packages/torchvision" in str(r.get("runtime_info")))
+    row = table_rows([xf])[0]
+    assert 'File "model/bgmv2/' in row["reason"] and "/work/" not in row["reason"]
+    text = "\n".join(cell_details([lt], {})[lt["cell_id"]]["lines"])
+    assert "torchvision/_C_stable.so" in text and "site-packages" not in text and "/work/" not in text
+    assert strip_paths("at /home/ci/checkout/harness/pool/worker.py:12") == "at harness/pool/worker.py:12"
+    assert strip_paths("C:\\venv\\Lib\\site-packages\\onnx\\x.py") == "onnx\\x.py"
+    for same in ("see https://github.com/pytorch/pytorch/blob/main/docs/x.md", "38/54 pass", "1.01–1.05", ""):
+        assert strip_paths(same) == same
+
+
+def test_readiness_rows_are_one_per_onnx_file_labelled_from_its_own_knobs(baseline):
+    """RVM's ONNX files were collapsed into a few rows labelled 'None None None/None op12 fp32' (BGMv2's knobs
+    read from an RVM record)."""
+    from harness.decide import config_label
+    from harness.report.tables import readiness_rows
+
+    rows = readiness_rows(baseline)
+    analysed = {(r["model"], r["artifact_key"]): r for r in baseline if r.get("onnx_nodes") is not None}
+    assert len(rows) == len(analysed)
+    assert sum(row["model"] == "rvm" for row in rows) == len({k for k in analysed if k[0] == "rvm"}) == 23
+    labels = {f"{config_label(r)} · {r['precision']}" for r in analysed.values()}
+    for row in rows:
+        assert "None" not in row["config"] + row["network"] + str(row["export_resolution"]), row
+        assert row["config"] in labels
+    assert len({(row["model"], row["config"], row["export_resolution"]) for row in rows if row["model"] == "rvm"}) > 6
+
+
+def test_per_target_rows_never_pool_models_image_sizes_or_batches(baseline):
+    from harness.report.tables import target_rows
+
+    rows = target_rows(baseline)
+    keys = [(t["model"], t["runtime"], t["exporter"], t["precision"], t["resolution"], t["batch"]) for t in rows]
+    assert len(keys) == len(set(keys))
+    for t in rows:
+        mine = [r for r in baseline if (r["model"], r["runtime"], r["exporter"], r["precision"], r["resolution"],
+                                        r["batch"]) == (t["model"], t["runtime"], t["exporter"], t["precision"],
+                                                        t["resolution"], t["batch"])]
+        assert t["passing"] == sum(r["status"] in ("pass", "xpass") for r in mine)
+        timed = [r["p50_ms"] for r in mine if r["status"] == "pass" and r.get("p50_ms")]
+        if timed:  # the fastest named is one of this row's own cells
+            best = [float(x.rsplit(" ", 1)[1]) for x in t["p50_best"].split(" · ")]
+            assert min(best) == pytest.approx(min(timed), abs=0.05), t
+    big = [t for t in rows if t["model"] == "rvm" and t["resolution"] == "721x1283"]
+    small = [t for t in rows if t["model"] == "rvm" and t["resolution"] == "288x512" and t["runtime"] == big[0]["runtime"]
+             and t["exporter"] == big[0]["exporter"] and t["batch"] == 1]
+    assert big and small and big[0]["p50_best"] != small[0]["p50_best"]
+
+
+def test_results_csv_has_the_benchmark_columns(baseline, tmp_path):
+    """Size, fps, first call, memory, calls and seconds measured, and the precision OpenVINO says it ran."""
+    out = _write(tmp_path, baseline)
+    csv = pd.read_csv(out / "results.csv")
+    for col in ("artifact_mib", "fps", "cold_ms", "worker_max_rss_mib", "latency_runs", "measure_s", "exec_precision"):
+        assert col in csv.columns, col
+    ov = csv[(csv.runtime == "openvino-cpu") & (csv.status == "pass")]
+    want = [{"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[json.loads(i)["inference_precision"]] for i in ov.runtime_info]
+    assert len(ov) > 20 and list(ov.exec_precision) == want
+    assert csv[csv.runtime == "onnxruntime-cpu"].exec_precision.isna().all()  # onnxruntime does not say
+
+
+def test_the_table_shows_latency_only_for_cells_that_passed(baseline):
+    from harness.report.tables import table_rows
+
+    recs = _variants(baseline)["every-status"]
+    for r, row in zip(recs, table_rows(recs)):
+        timed = r["status"] in ("pass", "xpass") and r.get("p50_ms") is not None
+        for c in ("p50_ms", "fps", "cold_ms", "latency_runs", "measure_s"):
+            assert bool(row[c]) == (timed and r.get({"measure_s": "latency_samples_ms"}.get(c, c)) is not None), (c, r["status"])
+        assert row["artifact_mib"] == ("" if r.get("artifact_mib") is None else f"{r['artifact_mib']:.1f}")
+
+
+def test_figures_are_drawn_per_model_network_resolution_and_batch(baseline):
+    from harness.report.figures import figure_groups, plots
+
+    groups = figure_groups([r for r in baseline if r.get("p50_ms") is not None])
+    for title, recs in groups:
+        assert len({(r["model"], r["resolution"], r["batch"]) for r in recs}) == 1, title
+    titles = [t for t, _ in groups]
+    assert any(t.startswith("rvm") and "721x1283" in t for t in titles) and any(t.startswith("bgmv2") for t in titles)
+    drawn = plots(baseline, json.loads((BASELINE / "environment.json").read_text()))
+    assert [f["title"] for f in drawn["latency"]] == titles  # every group has passing timed cells here
+    assert [f["title"] for f in drawn["scatter"]] == [t for t, g in groups if len(g) >= 4]
+    assert {"rvm · mobilenetv3 · 288x512 · batch 1", "bgmv2 · mobilenetv2 · 288x512 · batch 1"} <= {
+        f["title"] for f in drawn["scatter"]}
+
+
+def test_the_baseline_box_is_shown_only_for_the_records_it_compared(baseline, tmp_path):
+    from harness.diff import diff_records, write
+    from harness.report.writers import diff_summary
+
+    new = [dict(r, status="fail") if k == 3 else r for k, r in enumerate(baseline)]
+    write(diff_records(baseline, new, base_name="reports/baseline"), tmp_path)
+    box = diff_summary(tmp_path, new)
+    assert box is not None and box["regression"] and box["base"] == "reports/baseline"
+    assert ("New failures", 1) in box["counts"]
+    assert box["examples"][0][1] == [new[3]["cell_id"]]
+    assert diff_summary(tmp_path, baseline) is None  # other statuses: an earlier run's diff
+    assert diff_summary(tmp_path, list(reversed(new))) is not None  # the same records in another order
+
+
+def test_a_stage_error_keeps_the_model_frame_it_points_at_with_a_relative_path(baseline):
+    """The recorded reasons of the baseline were cut at 300 characters inside the absolute path of the model
+    frame ('(at File "/work/main/model/bgmv2/r...'): now the path is relative before the line is cut."""
+    from harness.runs import describe
+
+    reason = next(r["reason"] for r in baseline if '(at File "/work/main/model/bgmv2/r...' in str(r.get("reason")))
+    cause = reason.split(": ", 1)[1].split(' (at File "', 1)[0]
+    msg = f'{cause} (at File "/work/main/model/bgmv2/refiner.py", line 88, in forward)'
+    text = describe(RuntimeError(msg))
+    assert text.endswith('(at File "model/bgmv2/refiner.py", line 88, in forward)'), text
+    assert describe(RuntimeError("x" * 700)).endswith("...") and len(describe(RuntimeError("x" * 700))) < 620

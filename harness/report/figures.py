@@ -1,6 +1,8 @@
 """The report's figures as base64 PNGs: latency distribution, latency vs accuracy (Pareto front per
-precision), and the figures of the models' own report sections. matplotlib is an optional, heavy backend:
-it is imported only when a figure is drawn (:func:`_pyplot`), and the report says so when it is missing."""
+precision), one of each per model, resolution and batch (latencies of different models or image sizes are
+never drawn on one axis or joined by one front), and the figures of the models' own report sections.
+matplotlib is an optional, heavy backend: it is imported only when a figure is drawn (:func:`_pyplot`), and
+the report says so when it is missing."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..models import ReportSection
+from ..models import ReportSection, record_owner
 from .tables import semantic_label, target_label
 
 MISSING = "plots skipped: matplotlib is not installed (pip install matplotlib)"
+# a Pareto chart of fewer cells says nothing the tables do not (and costs ~0.3 s to draw)
+MIN_SCATTER_CELLS = 4
 
 
 def _pyplot() -> Any:
@@ -42,23 +46,39 @@ def _png(plt: Any, fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def plots(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
-    """Base64 PNGs: ``latency`` (distribution per runtime and precision), ``scatter`` (speed vs parity).
-    Empty when nothing was timed; only a ``skipped`` entry (why) when matplotlib is missing."""
+def figure_groups(records: List[Dict[str, Any]]) -> List[Tuple[str, List[Dict[str, Any]]]]:
+    """``[(title, records)]``: the records split by model, network (the model's ``grid_group_axes``),
+    resolution and batch, e.g. ``bgmv2 · mobilenetv2 · 288x512 · batch 1``; sorted by title. A figure draws
+    one group: latencies of different models or image sizes are not comparable."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in records:
+        a = record_owner(r)
+        parts = [a.name, *(str(r.get(k)) for k in a.grid_group_axes if r.get(k) is not None),
+                 str(r.get("resolution")), f"batch {r.get('batch')}"]
+        groups.setdefault(" · ".join(parts), []).append(r)
+    return sorted(groups.items())
+
+
+def plots(records: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Base64 PNGs per group of :func:`figure_groups`: ``latency`` (distribution per runtime and precision)
+    and ``scatter`` (speed vs parity, for groups of at least :data:`MIN_SCATTER_CELLS` timed cells), each a
+    list of ``{"title", "png"}`` (groups with nothing to draw left out). Empty when nothing was timed; only a
+    ``skipped`` entry (why) when matplotlib is missing."""
     timed = [r for r in records if _finite(r.get("p50_ms"))]  # a NaN p50 cannot be placed on a log axis
     if not timed:
         return {}
     plt = _pyplot()
     if plt is None:
         return {"skipped": MISSING}
-    out: Dict[str, str] = {}
-    fig = _latency_boxplot(plt, timed)
-    if fig is not None:
-        out["latency"] = _png(plt, fig)
-    fig = _speed_parity_scatter(plt, timed, env)
-    if fig is not None:
-        out["scatter"] = _png(plt, fig)
-    return out
+    out: Dict[str, Any] = {"latency": [], "scatter": []}
+    for title, group in figure_groups(timed):
+        fig = _latency_boxplot(plt, group)
+        if fig is not None:
+            out["latency"].append({"title": title, "png": _png(plt, fig)})
+        fig = _speed_parity_scatter(plt, group, env) if len(group) >= MIN_SCATTER_CELLS else None
+        if fig is not None:
+            out["scatter"].append({"title": title, "png": _png(plt, fig)})
+    return {k: v for k, v in out.items() if v}
 
 
 def section_figures(sections: List[ReportSection]) -> Dict[str, str]:
@@ -75,8 +95,9 @@ def section_figures(sections: List[ReportSection]) -> Dict[str, str]:
 
 
 def _latency_boxplot(plt: Any, timed: List[Dict[str, Any]]) -> Any:
-    """Box plot of every timed call of the passing cells, one row per exporter -> runtime precision and value of
-    the model's semantic axis (configs that compute different things are never lumped together; None: none)."""
+    """Box plot of every timed call of the passing cells of one group (:func:`figure_groups`), one row per
+    exporter -> runtime precision and value of the model's semantic axis (configs that compute different
+    things are never lumped together; None: no passing cell)."""
     groups: Dict[str, List[float]] = {}
     for r in timed:
         if r.get("status") not in ("pass", "xpass"):
@@ -110,9 +131,10 @@ def pareto_front(points: List[Tuple[float, float]]) -> List[int]:
 
 
 def _speed_parity_scatter(plt: Any, timed: List[Dict[str, Any]], env: Optional[Dict[str, Any]] = None) -> Any:
-    """Pareto chart per precision: p50 (ms) vs judged max abs alpha error of every passing or failing timed
-    cell; colour = runtime, marker = the value of the model's semantic axis, dashed line = the precision's
-    atol, the Pareto front of the passing cells drawn and labelled (None: nothing judged)."""
+    """Pareto chart per precision of one group (:func:`figure_groups`): p50 (ms) vs judged max abs alpha
+    error of every passing or failing timed cell; colour = runtime, marker = the value of the model's semantic
+    axis, dashed line = the precision's atol, the Pareto front of the passing cells drawn and labelled (None:
+    nothing judged)."""
     pts = [r for r in timed if _finite(r.get("judged_max_abs_pha", r.get("max_abs_pha")))
            and r.get("status") in ("pass", "xpass", "fail")]
     if not pts:

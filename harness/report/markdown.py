@@ -91,15 +91,15 @@ def summary_md(records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[
         md += decision_md(decisions, env)
     if findings:
         md += ["", "## Findings", ""] + [f"- {f}" for f in findings]
-    md += ["", "## Per target (runtime x exporter x precision)", "",
-           "| runtime | exporter | precision | passing / ran | skipped | crop | replace | mode | opset | "
-           "fastest p50 per mode, ms | not passing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md += ["", "## Per target (model x runtime x exporter x precision, per resolution and batch)", "",
+           "| model | runtime | exporter | precision | shape | passing / ran | skipped | crop | replace | mode | opset | "
+           "fastest p50 per mode, ms | not passing |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in target_rows(records):
         p50 = t.get("p50_best", "")
-        md.append(f"| {_md_cell(t['runtime'])} | {_md_cell(t['exporter'])} | {_md_cell(t['precision'])} "
-                  f"| {t['passing']}/{t['ran']} | {t['skipped']} "
+        md.append(f"| {_md_cell(t['model'])} | {_md_cell(t['runtime'])} | {_md_cell(t['exporter'])} "
+                  f"| {_md_cell(t['precision'])} | {_md_cell(t['shape'])} | {t['passing']}/{t['ran']} | {t['skipped']} "
                   f"| {t.get('crop_method', '')} | {t.get('replace_method', '')} | {t.get('refine_mode', '')} "
-                  f"| {t.get('opset', '')} | {p50} | {t['not_passing'] or t.get('skip_reason', '')} |")
+                  f"| {t.get('opset', '')} | {p50} | {_md_cell(t['not_passing'] or t.get('skip_reason', ''))} |")
     contract = contract_rows(records)
     if contract:
         md += ["", "## Input contract (what each artifact does with inputs the model must not take)", "",

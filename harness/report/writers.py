@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -18,15 +19,17 @@ from typing import Any, Dict, List, Optional
 from ..benchmark import cpu_flags, cpu_name
 from ..cache import package_versions
 from ..decide import decide, failure_groups
+from ..diff import DiffResult, records_fingerprint
 from ..models import MODELS, ReportSection, record_owner
 from ..rounds import read_rounds
 from ..runs import read_records
 from ..system import describe
-from .figures import plots, section_figures
+from .figures import MIN_SCATTER_CELLS, plots, section_figures
 from .findings import findings as all_findings
 from .markdown import summary_md
-from .tables import (FILTER_COLUMNS, READINESS_TARGETS, STATUS_ORDER, TABLE_COLUMNS, cell_details, contract_rows,
-                     csv_columns, fmt, grid, readiness_rows, table_rows, target_rows)
+from .tables import (COLUMN_LABELS, FILTER_COLUMNS, HIDDEN_COLUMNS, PASSED, READINESS_TARGETS, STATUS_ORDER, cell_details,
+                     contract_rows, csv_columns, csv_frame_rows, facts, fmt, grid, readiness_rows, strip_paths,
+                     nobreak, table_columns, table_rows, target_tables, url_parts)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"  # harness/templates
 
@@ -62,6 +65,14 @@ def environment(extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     if extra:
         env.update(extra)
     return env
+
+
+def write_environment(out_dir: Path, meta: Dict[str, Any]) -> Path:
+    """``out_dir/environment.json``: :func:`environment` with the run's metadata ``meta``. Returns its path;
+    raises OSError where ``out_dir`` is not writable."""
+    path = Path(out_dir) / "environment.json"
+    path.write_text(json.dumps(environment(meta), indent=2, default=str))
+    return path
 
 
 def read_benchmark_json(path: Path) -> List[Dict[str, Any]]:
@@ -108,8 +119,9 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
     """Write results.csv, report.html, summary.md, junit.xml (and environment.json when ``meta`` is given;
     benchmark.csv with ``benchmark_json``).
 
-    ``records`` default to those read from ``out_dir/results.jsonl``. Returns ``{csv, html, md, junit}``
-    paths. Raises OSError where ``out_dir`` is not writable, ValueError for an unreadable results.jsonl or
+    ``records`` default to those read from ``out_dir/results.jsonl``. A ``diff.json`` in ``out_dir`` written
+    by a comparison of these very records with a baseline (:func:`diff_summary`) becomes the page's "changed
+    since baseline" box. Returns ``{csv, html, md, junit}`` paths. Raises OSError where ``out_dir`` is not writable, ValueError for an unreadable results.jsonl or
     benchmark JSON.
     """
     out_dir = Path(out_dir)
@@ -117,7 +129,7 @@ def write_report(out_dir: Path, records: Optional[List[Dict[str, Any]]] = None,
         records = read_records(out_dir / "results.jsonl")
     env_path = out_dir / "environment.json"
     if meta is not None:
-        env_path.write_text(json.dumps(environment(meta), indent=2, default=str))
+        write_environment(out_dir, meta)
     env = json.loads(env_path.read_text()) if env_path.exists() else {}
     write_csv(out_dir / "results.csv", records)
     counts = status_counts(records)
@@ -171,7 +183,7 @@ def write_csv(path: Path, records: List[Dict[str, Any]]) -> None:
     """results.csv (pandas): one row per record, the columns of :func:`~harness.report.tables.csv_columns`."""
     import pandas as pd  # ~0.3 s to import: a run that stops on bad input never writes a report
 
-    pd.DataFrame(records, columns=csv_columns(records)).to_csv(path, index=False)
+    pd.DataFrame(csv_frame_rows(records), columns=csv_columns(records)).to_csv(path, index=False)
 
 
 def _script_json(obj: Any) -> str:
@@ -181,12 +193,77 @@ def _script_json(obj: Any) -> str:
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-def _table_json(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Optional[Path]) -> str:
-    """The 'All cells' data, once: column names, one array of display strings per cell, the filterable
-    columns, and the inspector's details per cell id (the page renders the table from it)."""
-    rows = table_rows(records)
-    return _script_json({"cols": TABLE_COLUMNS, "rows": [[r[c] for c in TABLE_COLUMNS] for r in rows],
-                         "filters": FILTER_COLUMNS, "details": cell_details(records, env, out_dir)})
+def _slug(*parts: Any) -> str:
+    """An HTML id fragment from ``parts`` (letters, digits, ``_ . -``; anything else becomes ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(str(p) for p in parts)).strip("-")
+
+
+def pick_anchor(d: Any) -> str:
+    """The HTML id of a decision's card: ``pick-<model>-<runtime>-<precision>`` (and the shape for a decision
+    at a secondary comparison shape)."""
+    return "pick-" + _slug(d.model, d.runtime, d.precision, *(() if d.primary else (d.shape_label,)))
+
+
+def pick_groups(decisions: List[Any]) -> List[Dict[str, Any]]:
+    """The primary decisions per model, in the decisions' order: ``[{model, label, shape, picks}]`` with
+    ``shape`` the comparison shape they share (``""`` when they differ: each card then names its own)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for d in decisions:
+        if not d.primary:
+            continue
+        a = MODELS.get(d.model)
+        g = out.setdefault(d.model, {"model": d.model, "label": a.display_name if a else d.model, "picks": []})
+        g["picks"].append(d)
+    for g in out.values():
+        shapes = {d.shape_label for d in g["picks"]}
+        g["shape"] = shapes.pop() if len(shapes) == 1 else ""
+    return list(out.values())
+
+
+def picked_cells(decisions: List[Any]) -> Dict[str, List[List[str]]]:
+    """``{cell id: [[card id, "model runtime precision"], ...]}``: the cells some decision recommends (the
+    'All cells' row links back to its card)."""
+    out: Dict[str, List[List[str]]] = {}
+    for d in decisions:
+        if d.recommended is not None:
+            text = f"{d.model} {d.runtime} {d.precision}" + ("" if d.primary else f" at {d.shape_label}")
+            out.setdefault(d.recommended.cell_id, []).append([pick_anchor(d), text])
+    return out
+
+
+def diff_summary(out_dir: Path, records: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The "changed since baseline" box: ``out_dir/diff.json`` (written by ``harness run --baseline`` or
+    ``harness diff BASE OUT``) when its ``new_fingerprint`` is that of ``records`` (a diff of an earlier run
+    in the same folder is not shown), else None. ``{base, regression, counts: [(title, n)], latency_note,
+    compared_latency, examples: [(title, [cell ids])], html}`` (``html``: diff.html exists beside it)."""
+    path = Path(out_dir) / "diff.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("new_fingerprint") != records_fingerprint(records):
+        return None
+    titles = dict(DiffResult.SECTIONS)
+    counts = [(titles.get(k, k), n) for k, n in (data.get("counts") or {}).items() if n]
+    examples = [(titles[k], [str(c.get("cell_id")) for c in (data.get(k) or [])[:5]])
+                for k, _ in DiffResult.SECTIONS if data.get(k) and k in DiffResult.REGRESSIONS + ("fixed",)]
+    return {"base": strip_paths(data.get("base", "")), "regression": bool(data.get("regression")), "counts": counts,
+            "latency_note": data.get("latency_note") or "", "compared_latency": data.get("compared_latency", 0),
+            "examples": examples, "html": (Path(out_dir) / "diff.html").is_file()}
+
+
+def _table_json(records: List[Dict[str, Any]], env: Dict[str, Any], out_dir: Optional[Path],
+                decisions: Optional[List[Any]] = None) -> str:
+    """The 'All cells' data, once: column names (those of ``hidden`` are searched and filtered, not drawn),
+    one array of display strings per cell, the filterable columns, the inspector's details per cell id and the cards that recommend a cell (the page
+    renders the table from it)."""
+    cols = table_columns(records)
+    rows = table_rows(records, cols)
+    return _script_json({"cols": cols, "hidden": HIDDEN_COLUMNS, "rows": [[r[c] for c in cols] for r in rows],
+                         "filters": FILTER_COLUMNS,
+                         "details": cell_details(records, env, out_dir), "picks": picked_cells(decisions or [])})
 
 
 def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any], counts: Dict[str, int],
@@ -203,13 +280,18 @@ def _write_html(out_dir: Path, records: List[Dict[str, Any]], env: Dict[str, Any
     if bench_rows:
         pd.DataFrame(bench_rows).to_csv(out_dir / "benchmark.csv", index=False)
     own = sections(records)
+    decisions = decisions or []
+    causes = [dict(g, reason=strip_paths(g.get("reason"))) for g in failure_groups(records, env)]
+    cols = table_columns(records)
     html = tmpl.render(
-        decisions=decisions or [], causes=failure_groups(records, env), table_json=_table_json(records, env, out_dir),
-        p50_of={r["cell_id"]: r.get("p50_ms") for r in records},
-        env=env, counts=counts, grids=grid(records), table_cols=TABLE_COLUMNS,
-        fmt=fmt, findings=findings, total=len(records),
-        plots=plots(records, env), bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
-        readiness=readiness_rows(records), targets=READINESS_TARGETS, target_rows=target_rows(records),
+        decisions=decisions, pick_groups=pick_groups(decisions), pick_anchor=pick_anchor, facts=facts,
+        strip_paths=strip_paths, url_parts=url_parts, nobreak=nobreak, passed=PASSED, causes=causes, table_json=_table_json(records, env, out_dir, decisions),
+        p50_of={r["cell_id"]: r.get("p50_ms") for r in records}, diff=diff_summary(out_dir, records),
+        env=env, counts=counts, grids=grid(records), table_cols=[c for c in cols if c not in HIDDEN_COLUMNS],
+        col_labels=COLUMN_LABELS,
+        fmt=fmt, findings=findings, total=len(records), skipped=counts.get("skip", 0),
+        plots=plots(records, env), min_scatter=MIN_SCATTER_CELLS, bench_rows=bench_rows, benchmark_json=str(benchmark_json or ""),
+        readiness=readiness_rows(records), targets=READINESS_TARGETS, target_tables=target_tables(records),
         contract=contract_rows(records), sections=own, section_figures=section_figures(own),
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
