@@ -181,11 +181,12 @@ def test_nothing_is_wider_than_the_viewport_at_1400_px(browser, report):
 
 
 # Tokens (whitespace-separated words and numbers) that wrap onto two lines: a Range per token, its client
-# rects on more than one line, then the character the line breaks after. A compound may wrap after its own
-# hyphen, dash or slash ("data-|dependent", a URL at "/"); a number, a ratio, a range, a status or a runtime
-# or exporter name never wraps ("onnxruntim|e-cpu", "38/5|4", "2.|6e-|06" were the bugs). Tokens longer than
-# 32 characters (cell ids, URLs, paths: wider than any column) are left out; so are the hidden inspector,
-# scripts and closed <details> (laid out, not shown).
+# rects on more than one line, then the characters either side of the break. A word never breaks between two
+# letters or digits ("onnxruntim|e"); a compound may wrap at its own punctuation ("data-|dependent", a URL at
+# "/", code at "](" ); a number, a ratio, a range, a status or a runtime or exporter name never wraps at all
+# ("onnxruntime-|cpu", "38/5|4", "2.|6e-|06" were the bugs). Tokens longer than 32 characters (cell ids, URLs,
+# paths: wider than any column) are left out; so are the hidden inspector, scripts and closed <details> (laid
+# out, not shown).
 SPLIT_TOKENS_JS = """(names) => {
   const strict = new Set(names), out = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT), range = document.createRange();
@@ -212,7 +213,8 @@ SPLIT_TOKENS_JS = """(names) => {
       while (at < tok.length && top(node, m.index + at, m.index + at + 1) === first) at++;
       const bare = tok.replace(/^[(\\[]+|[)\\],;:.]+$/g, '');
       const hard = strict.has(bare) || /^[-+]?[\\d.,:%x–\\/e+-]+$/.test(bare) && /\\d/.test(bare);
-      if (hard || !/[-–—\\/]/.test(tok[at - 1]))
+      const alnum = c => /[\\p{L}\\p{N}]/u.test(c || '');
+      if (hard || (alnum(tok[at - 1]) && alnum(tok[at])))
         out.push(tok.slice(0, at) + '|' + tok.slice(at) + ' in ' + el.tagName.toLowerCase() + '.' + el.className);
     }
   }
@@ -232,10 +234,30 @@ def test_no_word_or_number_is_split_across_lines_at_1400_px(browser, report):
     names = _names(_records(report))
     res = page.evaluate(SPLIT_TOKENS_JS, names)
     assert res["checked"] > 20000 and res["split"] == [], res
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")  # reasons, other shapes
+    res = page.evaluate(SPLIT_TOKENS_JS, names)
+    assert res["checked"] > 40000 and res["split"] == [], res
     page.add_style_tag(content="#results td, #results th { overflow-wrap: anywhere !important; white-space: normal !important; }"
                                " #results td.reason { min-width: 0 !important; max-width: none !important; }")
     mutant = page.evaluate(SPLIT_TOKENS_JS, names)
     assert mutant["n"] > 0, mutant
+    assert errors == []
+    page.close()
+
+
+def test_narrow_tables_of_a_small_run_split_no_word_either(browser, tmp_path):
+    """One model's cells only (the ci baseline's 52 RVM cells): few rows, narrow tables, where a number in a
+    short cell wrapped at its exponent ('7.77e-|05')."""
+    from harness.report import write_report
+
+    recs = [r for r in _records(ROOT / "reports" / "baseline") if r.get("model") == "rvm"]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    shutil.copy(ROOT / "reports" / "baseline" / "environment.json", tmp_path / "environment.json")
+    write_report(tmp_path)
+    page, errors, _ = _open(browser, tmp_path / "report.html")
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    res = page.evaluate(SPLIT_TOKENS_JS, _names(recs))
+    assert res["checked"] > 3000 and res["split"] == [], res
     assert errors == []
     page.close()
 

@@ -177,7 +177,7 @@ def test_the_picks_safety_notes_reach_the_card_and_the_summary(baseline, tmp_pat
     notes = [n for d in decisions for n in d.notes]
     assert {n.kind for n in notes} == {"slower_than_fp32", "guard", "input_contract", "parity_rule"}
     page = (out / "report.html").read_text()
-    table = page.split('<table id="decide">', 1)[1].split('<h2 id="failures">', 1)[0]
+    table = page.split('<table id="decide"', 1)[1].split('<h2 id="failures">', 1)[0]
     assert table.count("<li data-kind=") == len(notes)
     for n in notes:
         assert str(escape(nobreak(n.text))) in table, n.text  # as the page writes it (no break inside a range)

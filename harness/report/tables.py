@@ -245,13 +245,13 @@ def url_parts(url: Any) -> List[str]:
     return [p for p in re.split(r"(?<=/)", text) if p]
 
 
-_RANGE = re.compile(r"(?<=\d)([–-])(?=\d)|(?<=\de)([-+])(?=\d)")
+_RANGE = re.compile(r"(?<=\d)([–-])(?=\d)|(?<=\de)(-)(?=\d)")
 
 
 def nobreak(text: Any) -> str:
-    """``text`` with no line break inside a numeric range (``1.01–1.05``: a word joiner, U+2060, on both sides
-    of its dash; also the sign of an exponent, ``7.77e-05``), so a browser never wraps a number pair."""
-    return _RANGE.sub(lambda m: "\u2060" + (m.group(1) or m.group(2)) + "\u2060", "" if text is None else str(text))
+    """``text`` with no line break inside a numeric range (``1.01–1.05``) or a number in scientific notation
+    (``2.6e-06``): a word joiner, U+2060, on both sides of the dash, so a browser never wraps a number."""
+    return _RANGE.sub(lambda m: "\u2060" + m.group(0) + "\u2060", "" if text is None else str(text))
 
 
 def _shape(r: Dict[str, Any]) -> str:
