@@ -191,7 +191,10 @@ class Latency(_Strict):
     ``warmup_min_runs`` calls; measure until both ``measure_min_s`` and ``measure_min_runs``, at most
     ``measure_max_s`` seconds; warn "unstable" when std/mean exceeds ``cv_warn``. ``compute``: also time
     device compute (inputs already on the device, ORT IO binding) besides end-to-end. ``target_ci`` > 0:
-    adaptive, stop once the p50's 95 % CI is within +- that fraction of it (after the minimums)."""
+    adaptive, stop once the p50's 95 % CI is within +- that fraction of it (after the minimums).
+    ``contention_max``: a measurement during which other tasks waited for a CPU longer than this share of
+    it is repeated up to ``contention_retries`` times, the least contended one kept and flagged "contended"
+    if still above (:func:`harness.benchmark.measure_uncontended`, docs/latency-stability.md)."""
 
     warmup_min_s: float = Field(0.2, ge=0)
     warmup_min_runs: int = Field(10, ge=0)
@@ -200,12 +203,15 @@ class Latency(_Strict):
     measure_max_s: float = Field(15.0, gt=0)
     cv_warn: float = Field(0.10, gt=0)
     target_ci: float = Field(0.0, ge=0, lt=1)
+    contention_max: float = Field(0.10, ge=0, le=1)
+    contention_retries: int = Field(2, ge=0, le=10)
     compute: bool = True
     rounds: Rounds = Rounds()
 
     def protocol(self):
         return Protocol(self.warmup_min_s, self.warmup_min_runs, self.measure_min_s, self.measure_min_runs,
-                        self.measure_max_s, self.cv_warn, self.target_ci)
+                        self.measure_max_s, self.cv_warn, self.target_ci, self.contention_max,
+                        self.contention_retries)
 
 
 class CoreSettings(_Strict):

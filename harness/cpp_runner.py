@@ -287,7 +287,8 @@ class RunnerProcess:
         """``bench(*arrays, what, protocol)``: run the latency protocol inside the runner on the inputs (as
         :meth:`run`); ``what``: ``end-to-end`` or ``compute``.
 
-        Returns the reply: ``samples_ms``, ``warmup_runs``, ``warmup_s``, ``measure_s``, ``clock``."""
+        Returns the reply: ``samples_ms``, ``warmup_runs``, ``warmup_s``, ``measure_s``, ``clock`` and
+        ``threads`` (``at::get_num_threads()`` while timing)."""
         *arrays, what, protocol = args
         paths = self._inputs(arrays)
         p = protocol

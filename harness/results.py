@@ -175,13 +175,17 @@ class Diagnosed(StageResult):
 class Timed(StageResult):
     """End-to-end and (``latency.compute``) device-compute :class:`harness.benchmark.Latency` in ms, the
     first call's ms (``cold_ms``), the device name for a CUDA cell and its peak memory in MiB. ``latency_runs``
-    timed calls took ``measure_s`` seconds of wall time (the measuring loop, warm-up excluded)."""
+    timed calls took ``measure_s`` seconds of wall time (the measuring loop, warm-up excluded). The
+    end-to-end measurement's CPU contention share (``latency_contention``, 0-1, absent without PSI), its
+    attempts (``latency_attempts``) and the intra-op threads it ran with (``latency_threads``) are recorded
+    (:func:`harness.benchmark.measure_uncontended`)."""
 
     FIELDS: ClassVar[Fields] = {
         **{f"{k}_ms": float for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
         "cv": float, "fps": float, "latency_runs": int, "measure_s": float, "warmup_runs": int, "latency_clock": str,
         "latency_warning": str, "latency_samples_ms": List[float], "cold_ms": float,
-        "p50_ci_ms": List[float], "latency_stop": str,
+        "p50_ci_ms": List[float], "latency_stop": str, "latency_contention": float, "latency_attempts": int,
+        "latency_threads": int,
         "compute_p50_ms": float, "compute_p90_ms": float, "compute_p99_ms": float, "compute_cv": float,
         "compute_clock": str, "compute_fps": float, "peak_device_mib": float,
     }  # + device (run context) on CUDA
@@ -227,6 +231,11 @@ def latency_fields(lat: Any, comp: Any) -> Dict[str, Any]:
         rec["p50_ci_ms"] = [round(ci[0], 3), round(ci[1], 3)]
     if getattr(lat, "stop", ""):
         rec["latency_stop"] = lat.stop
+    if getattr(lat, "contention", None) is not None:
+        rec["latency_contention"] = lat.contention
+    rec["latency_attempts"] = getattr(lat, "attempts", 1)
+    if getattr(lat, "threads", None) is not None:
+        rec["latency_threads"] = lat.threads
     if comp is not None:
         rec.update(compute_p50_ms=round(comp.p50_ms, 3), compute_p90_ms=round(comp.p90_ms, 3),
                    compute_p99_ms=round(comp.p99_ms, 3), compute_cv=round(comp.cv, 4), compute_clock=comp.clock,

@@ -3,12 +3,16 @@ holds, statistics and warnings are computed from the samples."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from harness.benchmark import Protocol, measure, summarize
+from harness import benchmark
+from harness.benchmark import Protocol, cpu_stall_us, measure, measure_uncontended, summarize
 
 
 def test_protocol_meets_both_minimums_and_the_cap():
@@ -95,3 +99,98 @@ def test_adaptive_protocol_stops_when_the_p50_is_pinned_and_not_before():
     assert noisy.stop == "max" and noisy.measure_s >= 0.4
     fixed = measure(lambda: time.sleep(0.002), Protocol(0.0, 1, 0.0, 8, 3.0), "cpu: test")
     assert fixed.stop == "min" and fixed.runs == 8
+
+
+class _Pressure:
+    """A stand-in for /proc/pressure/cpu's cumulative ``some`` stall (us): each measurement (a pair of reads
+    around it) stalls ``shares[k]`` of its wall time; None shares: PSI unavailable."""
+
+    def __init__(self, shares):
+        self.shares, self.k, self.total, self.t0 = list(shares), 0, 10_000_000, 0.0
+
+    def __call__(self):
+        share = self.shares[min(self.k // 2, len(self.shares) - 1)]
+        if share is None:
+            self.k += 1
+            return None
+        if self.k % 2 == 0:
+            self.t0 = time.perf_counter()
+        else:
+            self.total += int(share * (time.perf_counter() - self.t0) * 1e6)
+        self.k += 1
+        return self.total
+
+
+def _once(p50s):
+    """One 'measurement' per call (p50s[k] ms) that takes ~20 ms of wall time."""
+    calls = []
+
+    def once():
+        time.sleep(0.02)
+        ms = p50s[len(calls)]
+        calls.append(ms)
+        return summarize(np.full(6, ms), warmup_runs=2, warmup_s=0.0, measure_s=0.02, cold_ms=None, batch=1,
+                         clock="perf_counter", device="cpu", protocol=Protocol(measure_min_runs=6))
+    return once, calls
+
+
+def test_contended_measurement_is_repeated_and_the_least_contended_kept(monkeypatch):
+    """Other tasks waiting for a CPU during 50 %, then 30 %, then 20 % of the timing (limit 10 %, 2 retries):
+    three measurements, the 20 % one kept (its p50) and flagged "contended"; the second of 45/5 % stops
+    at the quiet one, unflagged; at exactly the limit (near miss) or without PSI nothing is repeated."""
+    monkeypatch.setattr(benchmark, "RETRY_PAUSE_S", 0.0)
+    p = Protocol(measure_min_runs=6, contention_max=0.10, contention_retries=2)
+    once, calls = _once([200.0, 150.0, 110.0, 999.0])
+    lat = measure_uncontended(once, p, _Pressure([0.5, 0.3, 0.2]))
+    assert calls == [200.0, 150.0, 110.0] and lat.attempts == 3 and lat.p50_ms == 110.0
+    assert lat.contention == pytest.approx(0.2, abs=0.03)
+    assert "contended: other tasks waited for a CPU during 20% of the timing" in lat.warning
+    assert "least contended of 3 attempts" in lat.warning
+
+    once, calls = _once([200.0, 60.0, 999.0])
+    lat = measure_uncontended(once, p, _Pressure([0.45, 0.05]))
+    assert calls == [200.0, 60.0] and lat.attempts == 2 and lat.p50_ms == 60.0 and lat.warning == ""
+
+    once, calls = _once([60.0, 999.0])
+    lat = measure_uncontended(once, p, _Pressure([0.09]))
+    assert calls == [60.0] and lat.attempts == 1 and lat.warning == "" and lat.contention < 0.10
+
+    once, calls = _once([60.0, 999.0])
+    lat = measure_uncontended(once, p, _Pressure([None]))
+    assert calls == [60.0] and lat.attempts == 1 and lat.contention is None and lat.warning == ""
+
+    once, calls = _once([200.0, 999.0])
+    lat = measure_uncontended(once, Protocol(contention_retries=0), _Pressure([0.5]))
+    assert calls == [200.0] and "contended" in lat.warning and "of 1 attempts" in lat.warning
+
+
+def test_contention_is_read_from_pressure_stall_information(tmp_path):
+    """The real /proc/pressure/cpu: with one busy process per core plus the timed loop, some task always
+    waits for a CPU, so the measured contention is high and flagged; the file's format is parsed (a
+    missing or unreadable file gives None, never an error)."""
+    fake = tmp_path / "cpu"
+    fake.write_text("some avg10=1.00 avg60=2.00 avg300=3.00 total=123456\n"
+                    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert cpu_stall_us(str(fake)) == 123456
+    assert cpu_stall_us(str(tmp_path / "missing")) is None
+    fake.write_text("garbage\n")
+    assert cpu_stall_us(str(fake)) is None
+    if cpu_stall_us() is None:
+        pytest.skip("no pressure stall information here (/proc/pressure/cpu)")
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.2)
+
+        def busy():
+            t = time.perf_counter()
+            while time.perf_counter() - t < 0.005:
+                pass
+
+        lat = measure_uncontended(lambda: measure(busy, Protocol(0.0, 1, 0.3, 6, 2.0), "cpu: test"),
+                                  Protocol(contention_max=0.10, contention_retries=0))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert lat.contention is not None and lat.contention > 0.5, lat.contention
+    assert lat.attempts == 1 and "contended" in lat.warning

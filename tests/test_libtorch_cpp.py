@@ -151,6 +151,8 @@ def test_matrix_cells_on_libtorch_cpp(tmp_path):
     # the ci protocol's minimum of 6 timed calls (the C++ runner times a fixed count, no adaptive stop), or
     # fewer with the "few runs" flag when a loaded machine hit measure_max_s
     assert ((ok.latency_runs >= 6) | ok.latency_warning.fillna("").str.contains("few runs")).all()
+    # timed with the latency stage's thread count (the runner's own report), the one the device label names
+    assert (ok.latency_threads == ok.device.str.extract(r"\((\d+) threads\)")[0].astype(int)).all()
     # one TorchScript file serves both patch modes: only the setattr differs
     patch = ok[ok.refine_mode != "full"]
     assert patch.artifact_key.nunique() == 1 and patch.ref_cells.nunique() == 2
@@ -164,3 +166,38 @@ def test_matrix_cells_on_libtorch_cpp(tmp_path):
     assert "| 3/5 |" in row and "gather 2/2 · roi_align 0/2" in row
     assert "2 xfail at load (libtorch-cpp-roi-align-needs-torchvision-cpp)" in row
     assert "Per deployment target" in (out / "report.html").read_text()
+
+
+@needs_toolchain
+def test_latency_is_timed_with_the_latency_thread_count_not_the_run_stages(binary, weights, tmp_path):
+    """A worker runs its other stages on its share of the cores (1 intra-op thread with --jobs 2 on 2 cores)
+    and times latency on all of them: the runner's ``bench`` reply says which ``at::get_num_threads()`` the
+    timed calls ran with, and it follows the harness's setting (run 1, latency 2, later 1 again) although
+    ``runtime_info`` (taken at the run stage) says 1. A runner whose thread count went stale behind the
+    plug-in's back is refused, not timed with the wrong count."""
+    path, _ = _scripted(weights, tmp_path)
+    _, src, bgr = inputs.batch_of((288, 512), 1)
+    feeds = {"src": src, "bgr": bgr}
+    attrs = {"refine_mode": "sampling", "refine_sample_pixels": 8000, "refine_threshold": 0.1,
+             "backbone_scale": 0.25, "refine_prevent_oversampling": True}
+    rt = RUNTIMES["libtorch-cpp"]()
+    rt.binary = binary[0]
+    proto = Protocol(0.0, 1, 0.0, 3, 10.0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the worker's share
+        rt.load(str(path), {**attrs, "threads": 2, "input_names": ["src", "bgr"],
+                            "output_names": ["pha", "fgr", "pha_sm", "fgr_sm", "err_sm", "ref_sm"]})
+        rt.run(feeds)
+        assert rt.info()["threads"] == 1
+        torch.set_num_threads(2)  # the latency stage's
+        lat = rt.measure_native(feeds, "compute", proto, "cpu", 1)
+        assert lat.threads == 2 and lat.runs >= 3 and lat.clock == "steady_clock (in libtorch-cpp)"
+        torch.set_num_threads(1)
+        assert rt.measure_native(feeds, "compute", proto, "cpu", 1).threads == 1
+        rt.proc.request("threads", "2")  # behind the plug-in's back: its cached count (1) is now stale
+        with pytest.raises(cpp_runner.RunnerError, match="timed with 2 intra-op threads, the harness asked for 1"):
+            rt.measure_native(feeds, "compute", proto, "cpu", 1)
+    finally:
+        torch.set_num_threads(before)
+        rt.close()

@@ -18,7 +18,8 @@
 //   bench <TAB> in1.npy [<TAB> in2.npy ...] <TAB> end-to-end|compute <TAB> warmup_min_s <TAB> warmup_min_runs
 //         <TAB> measure_min_s <TAB> measure_min_runs <TAB> measure_max_s
 //     the harness's latency protocol (harness/benchmark.py), timed here with steady_clock;
-//     reply {"ok": true, "clock": "steady_clock", "samples_ms": [...], "warmup_runs": ..., ...}
+//     reply {"ok": true, "clock": "steady_clock", "threads": N, "samples_ms": [...], "warmup_runs": ..., ...}
+//     (threads: at::get_num_threads() of the timed calls)
 //   threads <TAB> N
 //     at::set_num_threads(N) for the following requests; reply {"ok": true, "threads": N}
 //   quit
@@ -324,7 +325,8 @@ std::string do_bench(torch::jit::Module& m, const std::vector<std::string>& f) {
   }
   double measure_s = s_since(t0);
   std::ostringstream o;
-  o << "{\"ok\": true, \"clock\": \"steady_clock\", \"warmup_runs\": " << n_warm << ", \"warmup_s\": " << num(warmup_s)
+  o << "{\"ok\": true, \"clock\": \"steady_clock\", \"threads\": " << at::get_num_threads()
+    << ", \"warmup_runs\": " << n_warm << ", \"warmup_s\": " << num(warmup_s)
     << ", \"measure_s\": " << num(measure_s) << ", \"samples_ms\": [";
   for (size_t i = 0; i < samples.size(); ++i) o << (i ? ", " : "") << num(samples[i]);
   o << "]}";

@@ -67,12 +67,24 @@ class LibTorchCpp(Runtime):
         return self.named(outs)
 
     def measure_native(self, feeds: Feeds, what: str, protocol: object, device: str, batch: int) -> Optional[object]:
+        """The latency protocol timed inside the runner, with the harness's current intra-op thread count.
+
+        Raises:
+            RunnerError: the runner timed with another thread count than the harness set (its ``bench``
+                reply says which ``at::get_num_threads()`` the timed calls ran with)."""
+        import torch
+
         self._sync_threads()
         r = self.proc.bench(*self._arrays(feeds), what, protocol)
-        return summarize(np.asarray(r["samples_ms"], dtype=float), warmup_runs=int(r["warmup_runs"]),
-                         warmup_s=float(r["warmup_s"]), measure_s=float(r["measure_s"]), cold_ms=None,
-                         batch=batch, clock=f"{r['clock']} (in libtorch-cpp)", device=device,
-                         protocol=protocol)  # type: ignore[arg-type]
+        if int(r["threads"]) != torch.get_num_threads():
+            raise cpp_runner.RunnerError(f"libtorch-cpp timed with {r['threads']} intra-op threads, the harness "
+                                         f"asked for {torch.get_num_threads()}")
+        lat = summarize(np.asarray(r["samples_ms"], dtype=float), warmup_runs=int(r["warmup_runs"]),
+                        warmup_s=float(r["warmup_s"]), measure_s=float(r["measure_s"]), cold_ms=None,
+                        batch=batch, clock=f"{r['clock']} (in libtorch-cpp)", device=device,
+                        protocol=protocol)  # type: ignore[arg-type]
+        lat.threads = int(r["threads"])
+        return lat
 
     def info(self) -> Dict[str, object]:
         proc = getattr(self, "proc", None)
