@@ -51,7 +51,11 @@ def test_smoke_matrix_runs_and_reports(smoke):
                 "compute_p50_ms", "load_s", "export_s"):
         assert rest[col].notna().all(), col
     assert (rest.p50_ms <= rest.p90_ms).all() and (rest.p90_ms <= rest.p99_ms).all()
-    assert (rest.latency_runs >= 5).all() and set(rest.latency_clock) == {"perf_counter"}
+    # at least measure_min_runs calls, unless a call took so long that measure_max_s came first: then the
+    # record says so (a slow, contended machine is reported, not hidden)
+    few = rest[rest.latency_runs < 5]
+    assert few.latency_warning.str.contains("few runs").all(), few[["cell_id", "latency_runs", "latency_warning"]]
+    assert (rest.latency_runs >= 1).all() and set(rest.latency_clock) == {"perf_counter"}
     html = (out / "report.html").read_text()
     # latency distribution + speed-vs-parity plots, one of each per model, resolution and batch (never pooled;
     # no Pareto chart for a group of fewer than MIN_SCATTER_CELLS cells)
@@ -91,11 +95,18 @@ def test_finalists_are_re_measured_in_interleaved_rounds(smoke):
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     for g in groups:
         assert g.stop in ("target", "cap", "max"), g.stop
-        assert g.rounds >= 6 and len(g.cells) >= 2 and not g.cached
+        assert g.rounds >= 1 and len(g.cells) >= 2 and not g.cached
         assert all(v > 0 for c in g.cells for v in g.round_ms[c])
-        assert g.reference in g.cells and all(g.ratios[c][1] is not None for c in g.cells)
+        assert g.reference in g.cells
         d = next(d for d in decide(recs, env, groups) if group_name(d.model, d.runtime, d.precision, d.shape) == g.group)
-        assert d.rounds is g and d.recommended.rounds == g.rounds or d.recommended.cell_id not in g.cells
+        assert d.rounds is g
+        finals = [c for c in d.candidates if c.cell_id in g.cells]
+        assert {c.cell_id for c in finals} == set(g.cells) and all(c.rounds == g.rounds for c in finals)
+        if g.rounds >= 6:  # an interval over rounds, and "slower" only where it clears 1.05
+            assert all(g.ratios[c][1] is not None for c in g.cells)
+            assert all(c.tie == (c.lo <= 1.05) for c in finals)
+        else:  # the cap came first (a slow machine): no interval, so nothing is called slower
+            assert g.stop == "cap" and all(c.tie for c in finals)
 
 
 def test_input_contract_probes_show_which_graphs_fail_silently(smoke):
