@@ -269,32 +269,36 @@ def rank(cands: List[Candidate], rounds: Optional[GroupRounds] = None) -> List[C
     clears ``1 + MIN_EFFECT``; fewer than 6 rounds or no interval: a tie. A candidate outside the rounds keeps
     its burst ratio against the burst's fastest (it was left out of the finalists for it)."""
     timed = [c for c in cands if c.p50_ms is not None]
+    fastest = min(timed, key=lambda c: c.p50_ms) if timed else None
     if rounds is not None and rounds.ratios and rounds.reference:
-        _rank_rounds(cands, rounds)
-    elif timed:
-        fastest = min(timed, key=lambda c: c.p50_ms)
+        _rank_rounds(cands, rounds, fastest)
+    elif fastest is not None:
         fs = _samples(fastest.record)
         for c in cands:
-            if c.p50_ms is None:
-                c.tie = False
-                continue
-            cs = _samples(c.record)
-            if c is fastest:
-                c.ratio, c.lo, c.hi, c.tie = 1.0, 1.0, 1.0, True
-            elif cs is not None and fs is not None:
-                c.ratio, c.lo, c.hi = p50_ratio_ci(cs, fs)
-                c.tie = c.lo <= 1.0 + MIN_EFFECT
-            else:
-                c.ratio = c.p50_ms / fastest.p50_ms
-                c.tie = c.ratio <= 1.0 + MIN_EFFECT
+            _score_burst(c, fastest, fs)
     return sorted(cands, key=_order)
 
 
-def _rank_rounds(cands: List[Candidate], g: GroupRounds) -> None:
+def _score_burst(c: Candidate, ref: Candidate, ref_samples: Optional[np.ndarray]) -> None:
+    """``c``'s burst ratio to ``ref`` (the bootstrap interval on both cells' per-call samples, else the plain
+    p50 ratio) and whether it ties; an untimed candidate never ties."""
+    if c.p50_ms is None or ref.p50_ms is None:
+        c.tie = False
+        return
+    cs = _samples(c.record)
+    if c is ref:
+        c.ratio, c.lo, c.hi, c.tie = 1.0, 1.0, 1.0, True
+    elif cs is not None and ref_samples is not None:
+        c.ratio, c.lo, c.hi = p50_ratio_ci(cs, ref_samples)
+        c.tie = c.lo <= 1.0 + MIN_EFFECT
+    else:
+        c.ratio = c.p50_ms / ref.p50_ms
+        c.tie = c.ratio <= 1.0 + MIN_EFFECT
+
+
+def _rank_rounds(cands: List[Candidate], g: GroupRounds, fastest: Optional[Candidate]) -> None:
     # a candidate outside the rounds was left out for its burst p50 against the burst's fastest: judged so
-    timed = [c for c in cands if c.p50_ms is not None]
-    ref = min(timed, key=lambda c: c.p50_ms) if timed else None
-    rs = _samples(ref.record) if ref is not None else None
+    fs = _samples(fastest.record) if fastest is not None else None
     for c in cands:
         v = g.ratios.get(c.cell_id)
         if v is not None:
@@ -303,17 +307,10 @@ def _rank_rounds(cands: List[Candidate], g: GroupRounds) -> None:
             c.tie = c.cell_id == g.reference or c.lo is None or c.lo <= 1.0 + MIN_EFFECT
             if c.cell_id == g.reference:
                 c.ratio, c.lo, c.hi = 1.0, 1.0, 1.0
-            continue
-        if c.p50_ms is None or ref is None or ref.p50_ms is None:
+        elif fastest is None:
             c.tie = False
-            continue
-        cs = _samples(c.record)
-        if cs is not None and rs is not None:
-            c.ratio, c.lo, c.hi = p50_ratio_ci(cs, rs)
-            c.tie = c.lo <= 1.0 + MIN_EFFECT
         else:
-            c.ratio = c.p50_ms / ref.p50_ms
-            c.tie = c.ratio <= 1.0 + MIN_EFFECT
+            _score_burst(c, fastest, fs)
 
 
 def _why_lost(best: Candidate, other: Candidate) -> str:
